@@ -1,0 +1,1 @@
+"""MARS agents: prompts, structured outputs, one module per agent."""

@@ -1,0 +1,1 @@
+"""Classical baselines: random, identity, pop, itemknn, BPR, LightGCN."""

@@ -1,0 +1,1 @@
+"""Datasets (AgentSociety JSON lines, MovieLens) and AgentRecBench task files."""

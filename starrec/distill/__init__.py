@@ -1,0 +1,1 @@
+"""STAR distillation: trajectories, serialisation, filtering, SFT, RL data, GRPO, rewards."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, ranking repair, the Recommender interface and the harness."""

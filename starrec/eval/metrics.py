@@ -1,0 +1,63 @@
+"""Pure ranking metrics with one signature: ``(rankings, ground_truths, k) -> float``.
+
+``rankings[i]`` is the full ordered candidate list for task ``i`` and ``ground_truths[i]`` its
+held-out item. Inputs are validated instead of silently truncated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def _validate(rankings: Sequence[Sequence[str]], ground_truths: Sequence[str], k: int) -> None:
+    if len(rankings) != len(ground_truths):
+        raise ValueError(f"{len(rankings)} rankings but {len(ground_truths)} ground truths; they must pair up")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+
+
+def hit_rate_at_k(rankings: Sequence[Sequence[str]], ground_truths: Sequence[str], k: int) -> float:
+    """Fraction of tasks whose ground truth is among the first ``k`` ranked items."""
+    _validate(rankings, ground_truths, k)
+    if not rankings:
+        return 0.0
+    hits = sum(truth in list(ranking)[:k] for ranking, truth in zip(rankings, ground_truths, strict=True))
+    return hits / len(rankings)
+
+
+def ndcg_at_k(rankings: Sequence[Sequence[str]], ground_truths: Sequence[str], k: int) -> float:
+    """Mean NDCG@k with one relevant item per task (ideal DCG = 1)."""
+    _validate(rankings, ground_truths, k)
+    if not rankings:
+        return 0.0
+    total = 0.0
+    for ranking, truth in zip(rankings, ground_truths, strict=True):
+        top = list(ranking)[:k]
+        if truth in top:
+            total += 1.0 / math.log2(top.index(truth) + 2)
+    return total / len(rankings)
+
+
+def hr_avg(rankings: Sequence[Sequence[str]], ground_truths: Sequence[str], ks: Sequence[int] = (1, 3, 5)) -> float:
+    """AgentRecBench's headline number: the mean of HR@1, HR@3 and HR@5."""
+    return sum(hit_rate_at_k(rankings, ground_truths, k) for k in ks) / len(ks)
+
+
+def rank_of(ranking: Sequence[str], ground_truth: str) -> int | None:
+    """1-based position of the ground truth, or ``None`` when absent."""
+    for position, item in enumerate(ranking, start=1):
+        if item == ground_truth:
+            return position
+    return None
+
+
+def summarize(rankings: Sequence[Sequence[str]], ground_truths: Sequence[str]) -> dict[str, float]:
+    """The standard report: HR@1/3/5, HR_avg and NDCG@5."""
+    return {
+        "hr@1": hit_rate_at_k(rankings, ground_truths, 1),
+        "hr@3": hit_rate_at_k(rankings, ground_truths, 3),
+        "hr@5": hit_rate_at_k(rankings, ground_truths, 5),
+        "hr_avg": hr_avg(rankings, ground_truths),
+        "ndcg@5": ndcg_at_k(rankings, ground_truths, 5),
+    }

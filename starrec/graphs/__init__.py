@@ -1,0 +1,1 @@
+"""The MARS LangGraph: state, context, nodes, routing and the compiled graph."""

@@ -1,0 +1,1 @@
+"""Collaborative-filtering tools: graph stores (Ladybug, Neo4j, scipy), verbaliser, evidence."""

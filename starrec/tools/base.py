@@ -1,0 +1,44 @@
+"""Data types shared by the CF tools, the graph stores and every consumer of tool evidence."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+
+class QueryTrace(BaseModel):
+    """One Cypher query a tool ran, kept for inspection and for trajectories."""
+
+    name: str = Field(description="Name of the .cypher file the query was loaded from.")
+    cypher: str = Field(description="The query text exactly as sent.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    row_count: int = 0
+    seconds: float = 0.0
+
+
+class Neighbour(BaseModel):
+    """A collaborative neighbour: an item (Item-CF, User-CF) with its co-occurrence count."""
+
+    id: str
+    title: str = ""
+    shared: int = Field(description="Distinct users (Item-CF) or similar users (User-CF) behind the link.")
+
+
+class CFResult(BaseModel):
+    """What a CF tool returns: verbalised evidence plus the structured neighbours behind it."""
+
+    tool: Literal["item_cf", "user_cf"]
+    anchor: str = Field(description="The item id (item_cf) or user id (user_cf) asked about.")
+    found: bool = Field(description="False when the anchor is not in the graph; evidence then says so.")
+    evidence: str = Field(description="Natural-language evidence (named categories with representative ids).")
+    neighbours: list[Neighbour] = Field(default_factory=list)
+    queries: list[QueryTrace] = Field(default_factory=list)
+
+
+class EvidenceSource(Protocol):
+    """What agents need from the CF layer: one lookup per tool call."""
+
+    def item_cf(self, item_id: str, k: int = 10) -> CFResult: ...
+
+    def user_cf(self, user_id: str, k: int = 10) -> CFResult: ...
