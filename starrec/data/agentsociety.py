@@ -1,0 +1,260 @@
+"""Read and write the AgentSociety JSON-lines layout (``item.json``, ``user.json``, ``review.json``).
+
+The AgentSociety Challenge ships Amazon, Goodreads and Yelp in this layout, each keeping its
+source's field names (``parent_asin``, ``book_id``, ``business_id``, ``rating``, ``date_added``...).
+:func:`load_dataset` maps those aliases onto one canonical :class:`Dataset`; :func:`write_dataset`
+writes any dataset back in the same layout (this is how MovieLens is stored). Every error names
+the file, the line and the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starrec.data.schema import Dataset, Interaction
+
+ITEM_FILE = "item.json"
+USER_FILE = "user.json"
+REVIEW_FILE = "review.json"
+
+ITEM_ID_FIELDS = ("item_id", "parent_asin", "asin", "book_id", "business_id")
+"""Item id aliases, most specific first (Amazon reviews carry both ``parent_asin`` and ``asin``)."""
+USER_ID_FIELDS = ("user_id",)
+STARS_FIELDS = ("stars", "rating")
+TEXT_FIELDS = ("text", "review_text")
+TIME_FIELDS = ("timestamp", "date", "date_added", "date_updated", "time")
+"""Review time aliases; numeric ``timestamp`` first (Amazon, ms), then the date strings."""
+
+DATE_FORMATS = (
+    "%Y-%m-%d %H:%M:%S",  # Yelp
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d",
+    "%a %b %d %H:%M:%S %z %Y",  # Goodreads: "Fri Aug 25 13:55:02 -0700 2017"
+)
+MILLISECONDS_THRESHOLD = 1e11
+"""Numeric times above this are milliseconds (1e11 s is the year 5138; Amazon uses ms)."""
+
+DOMAINS = ("movie", "book", "product", "business")
+
+
+class DataFormatError(ValueError):
+    """A data file is missing or a record cannot be read; the message says where and why."""
+
+    def __init__(self, path: Path, message: str, line: int | None = None, field: str | None = None):
+        where = f"{path}:{line}" if line is not None else str(path)
+        what = f" field {field!r}:" if field else ""
+        super().__init__(f"{where}:{what} {message}")
+        self.path = path
+        self.line = line
+        self.field = field
+
+
+def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line; malformed lines raise with their number."""
+    if not path.is_file():
+        raise DataFormatError(path, "file not found (the AgentSociety layout needs item.json, "
+                              "user.json and review.json in one directory)")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataFormatError(path, f"malformed JSON ({error.msg} at column {error.colno})",
+                                      line=number) from error
+            if not isinstance(record, dict):
+                raise DataFormatError(path, f"expected a JSON object, got {type(record).__name__}",
+                                      line=number)
+            yield number, record
+
+
+def _first_present(record: Mapping[str, Any], names: Sequence[str]) -> tuple[str, Any] | None:
+    for name in names:
+        value = record.get(name)
+        if value is not None and value != "":
+            return name, value
+    return None
+
+
+def _require_id(record: Mapping[str, Any], names: Sequence[str], path: Path, line: int) -> str:
+    found = _first_present(record, names)
+    if found is None:
+        raise DataFormatError(path, f"missing id; expected one of {', '.join(names)}", line=line,
+                              field=names[0])
+    name, value = found
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise DataFormatError(path, f"id must be a string or integer, got {type(value).__name__}",
+                              line=line, field=name)
+    return str(value)
+
+
+def parse_stars(value: Any, path: Path, line: int, field: str) -> float:
+    """A rating as float; numeric strings are accepted, anything else is an error."""
+    if isinstance(value, bool):
+        raise DataFormatError(path, "rating must be a number, got a boolean", line=line, field=field)
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError as error:
+            raise DataFormatError(path, f"rating {value!r} is not a number", line=line,
+                                  field=field) from error
+    else:
+        raise DataFormatError(path, f"rating must be a number, got {type(value).__name__}", line=line,
+                              field=field)
+    if not math.isfinite(number):
+        raise DataFormatError(path, f"rating {value!r} is not finite", line=line, field=field)
+    return number
+
+
+def parse_time(value: Any, path: Path, line: int, field: str) -> float:
+    """Seconds since the epoch (UTC) from unix seconds/ms or one of :data:`DATE_FORMATS`."""
+    if isinstance(value, bool):
+        raise DataFormatError(path, "time must be a number or a date string, got a boolean", line=line,
+                              field=field)
+    if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit():
+        value = float(value)
+    if isinstance(value, int | float):
+        seconds = float(value)
+        return seconds / 1000.0 if seconds > MILLISECONDS_THRESHOLD else seconds
+    if not isinstance(value, str):
+        raise DataFormatError(path, f"time must be a number or a date string, got {type(value).__name__}",
+                              line=line, field=field)
+    text = value.strip()
+    for pattern in DATE_FORMATS:
+        try:
+            parsed = datetime.strptime(text, pattern)
+        except ValueError:
+            continue
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise DataFormatError(path, f"unparsable date {value!r}; expected unix seconds/ms or one of "
+                              f"{', '.join(DATE_FORMATS)}", line=line, field=field) from error
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def format_time(timestamp: float) -> str:
+    """The Yelp-style date string (UTC) written next to ``timestamp`` in ``review.json``."""
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _read_entities(path: Path, id_fields: Sequence[str], canonical: str) -> dict[str, dict[str, Any]]:
+    entities: dict[str, dict[str, Any]] = {}
+    for line, record in read_json_lines(path):
+        entity_id = _require_id(record, id_fields, path, line)
+        if entity_id in entities:
+            raise DataFormatError(path, f"duplicate id {entity_id!r}", line=line, field=canonical)
+        entities[entity_id] = {**record, canonical: entity_id}
+    return entities
+
+
+def _read_review(record: Mapping[str, Any], path: Path, line: int) -> Interaction:
+    user_id = _require_id(record, USER_ID_FIELDS, path, line)
+    item_id = _require_id(record, ITEM_ID_FIELDS, path, line)
+    stars_found = _first_present(record, STARS_FIELDS)
+    stars = parse_stars(stars_found[1], path, line, stars_found[0]) if stars_found else None
+    time_found = _first_present(record, TIME_FIELDS)
+    if time_found is None:
+        raise DataFormatError(path, f"missing time; expected one of {', '.join(TIME_FIELDS)}", line=line,
+                              field="date")
+    timestamp = parse_time(time_found[1], path, line, time_found[0])
+    text_found = _first_present(record, TEXT_FIELDS)
+    text = text_found[1] if text_found else ""
+    if not isinstance(text, str):
+        raise DataFormatError(path, f"review text must be a string, got {type(text).__name__}", line=line,
+                              field=text_found[0] if text_found else "text")
+    review_id = record.get("review_id")
+    return Interaction(user_id, item_id, timestamp, stars, text,
+                       str(review_id) if review_id not in (None, "") else f"{path.name}:{line}")
+
+
+def infer_domain(items: Mapping[str, Mapping[str, Any]], tasks_category: str | None = None) -> str:
+    """Guess what items are from their fields: movie, book, product or business (else "item")."""
+    if tasks_category:
+        for domain in DOMAINS:
+            if tasks_category.startswith(domain):
+                return domain
+    sample = next(iter(items.values()), {})
+    keys = set(sample)
+    if keys & {"book_id", "popular_shelves", "isbn", "num_pages"}:
+        return "book"
+    if keys & {"parent_asin", "asin", "main_category"}:
+        return "product"
+    if keys & {"business_id", "city", "latitude", "hours"}:
+        return "business"
+    if keys & {"genres", "release_year"} or ("year" in keys and "title" in keys):
+        return "movie"
+    source = str(sample.get("source", "")).lower()
+    for domain, marker in (("product", "amazon"), ("book", "goodreads"), ("business", "yelp")):
+        if marker in source:
+            return domain
+    return "item"
+
+
+def load_dataset(path: Path, domain: str | None = None) -> Dataset:
+    """Load an AgentSociety-layout directory into a :class:`Dataset`.
+
+    ``users``/``items`` hold exactly the records of ``user.json``/``item.json``; reviews may
+    reference users or items without a metadata record (the Yelp slice has all reviews of its
+    432 items but metadata for only 38 users) and are kept: every interaction survives.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataFormatError(path, "dataset directory not found")
+    items = _read_entities(path / ITEM_FILE, ITEM_ID_FIELDS, "item_id")
+    users = _read_entities(path / USER_FILE, USER_ID_FIELDS, "user_id")
+    review_path = path / REVIEW_FILE
+    interactions = [_read_review(record, review_path, line) for line, record in read_json_lines(review_path)]
+    if domain is not None and domain not in (*DOMAINS, "item"):
+        raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    return Dataset(users, items, interactions, domain=domain or infer_domain(items), name=path.name)
+
+
+def _json_number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def review_record(event: Interaction) -> dict[str, Any]:
+    """The ``review.json`` line for one interaction (date string plus exact unix ``timestamp``)."""
+    return {
+        "review_id": event.review_id,
+        "user_id": event.user_id,
+        "item_id": event.item_id,
+        "stars": None if event.stars is None else _json_number(event.stars),
+        "text": event.text,
+        "date": format_time(event.timestamp),
+        "timestamp": _json_number(event.timestamp),
+    }
+
+
+def _write_lines(path: Path, records: Iterator[Mapping[str, Any]]) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    temporary.replace(path)
+
+
+def write_dataset(dataset: Dataset, dest: Path) -> Path:
+    """Write ``dataset`` as ``item.json``, ``user.json``, ``review.json`` under ``dest``.
+
+    Files are written to a temporary name and renamed, so a half-written directory never
+    looks complete; ``review.json`` is written last and marks completion.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_lines(dest / ITEM_FILE, ({**meta, "item_id": key} for key, meta in dataset.items.items()))
+    _write_lines(dest / USER_FILE, ({**meta, "user_id": key} for key, meta in dataset.users.items()))
+    _write_lines(dest / REVIEW_FILE, (review_record(event) for event in dataset.interactions))
+    return dest
