@@ -45,12 +45,12 @@ class Task:
         return Task(self.task_id, self.user_id, self.candidates, None, self.category, self.scenario, self.loc)
 
 
-@dataclass(slots=True)
+@dataclass
 class Dataset:
     """Users, items (free-form metadata dicts) and interactions sorted by time.
 
     ``domain`` names what items are ("movie", "book", "product", "business") so prompts and
-    verbalisers can speak the right language.
+    verbalisers can speak the right language. (No ``slots``: the indices are cached properties.)
     """
 
     users: dict[str, dict[str, Any]]
