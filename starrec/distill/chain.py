@@ -1,0 +1,431 @@
+"""The STAR chain of thought: one tagged, linear text per teacher run, and its parser.
+
+Public API (stable; the serving loop of issue 6 builds on it):
+
+- ``star_system_prompt(ablation: str | None = None) -> str``: the student's system prompt.
+- ``build_student_messages(prompt: dict, candidates: Sequence[str], *, domain="item", user_id="",
+  ablation=None) -> list[dict[str, str]]``: ``[system, user]`` chat messages for one task.
+- ``trajectory_messages(trajectory, ablation=None) -> list[dict[str, str]]``: the same, for a recorded run.
+- ``serialise_trajectory(trajectory) -> str``: the assistant text the student learns to write.
+- ``parse_chain(text) -> ParsedChain``: phases, tool calls and the ranking of a completion; problems are
+  collected in ``ParsedChain.errors`` (never raised), so rewards and serving can count them.
+- ``parse_ranking(text) -> list[str]``: the ids of a ``<recommend>`` body in order.
+- ``required_phases(ablation=None) -> tuple[str, ...]``: the phases a valid chain must contain, in order.
+
+Chain layout (each phase is free-text thinking followed by a JSON object or list)::
+
+    <plan>…{"agents": [...]}</plan>
+    <user_profile><tool_call>{"name": "user_cf", "arguments": {…}}</tool_call>
+    <tool_response>…evidence…</tool_response>…{conclusions}</user_profile>
+    <historical_analysis>…</historical_analysis> (one tag per executed agent, planner order)
+    <reflection>…{"passed": false, "feedback": [{"agent": …, "suggestion": …}]}</reflection>
+    <correction><recent_analysis>…</recent_analysis></correction>   (only when a correction ran)
+    <recommend>…["id1", "id2", …, "id20"]</recommend>
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starrec.distill.trajectory import AGENT_NODES, AGENT_TAGS, StepRecord, Trajectory
+from starrec.llm.textproto import (
+    JSONExtractionError,
+    extract_ids,
+    extract_json,
+    format_tool_call,
+    format_tool_response,
+)
+from starrec.llm.textproto import parse_tool_calls as parse_tool_call_blocks
+
+PLAN, REFLECTION, CORRECTION, RECOMMEND = "plan", "reflection", "correction", "recommend"
+TOOL_CALL, TOOL_RESPONSE = "tool_call", "tool_response"
+AGENT_PHASES: tuple[str, ...] = tuple(AGENT_TAGS[node] for node in AGENT_NODES)
+TOP_LEVEL_TAGS: tuple[str, ...] = (PLAN, *AGENT_PHASES, REFLECTION, CORRECTION, RECOMMEND)
+TOOL_NAMES: frozenset[str] = frozenset({"item_cf", "user_cf"})
+ABLATIONS: tuple[str, ...] = ("no_tools", "no_planner", "no_reflector")
+
+PLANNER_NODE, REFLECTOR_NODE, RANKER_NODE = "planner", "reflector", "ranker"
+PREPROCESSING_NODES: frozenset[str] = frozenset({"abstractor"})
+"""Nodes whose result is already part of the prompt (the long-term summary), so not of the chain."""
+
+_TAG_PATTERN = re.compile(
+    r"<(/?)(" + "|".join(re.escape(tag) for tag in (*TOP_LEVEL_TAGS, TOOL_CALL, TOOL_RESPONSE)) + r")>"
+)
+_AGENT_BY_TAG = {tag: node for node, tag in AGENT_TAGS.items()}
+
+
+def check_ablation(ablation: str | None) -> str | None:
+    """Validate an ablation name (None = the full method)."""
+    if ablation is not None and ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; choose one of: {', '.join(ABLATIONS)} (or none)")
+    return ablation
+
+
+def required_phases(ablation: str | None = None) -> tuple[str, ...]:
+    """Phases every valid chain contains, in this order (the format reward checks them)."""
+    check_ablation(ablation)
+    phases = [PLAN, REFLECTION, RECOMMEND]
+    if ablation == "no_planner":
+        phases.remove(PLAN)
+    if ablation == "no_reflector":
+        phases.remove(REFLECTION)
+    return tuple(phases)
+
+
+# ----------------------------------------------------------------------------------------------- prompt
+
+
+def star_system_prompt(ablation: str | None = None) -> str:
+    """The student's instructions: the phases of the teacher, written as one pass."""
+    check_ablation(ablation)
+    lines = [
+        "You are STAR, a recommender that reasons in one pass the way a team of specialist agents would.",
+        "Write your answer as tagged phases, in this order. Each phase is short thinking followed by JSON.",
+    ]
+    if ablation != "no_planner":
+        lines.append(
+            '<plan>: decide which analyses this user needs and in what order; end with {"agents": [...]} '
+            f"using names from {list(AGENT_NODES)}."
+        )
+    lines.append(
+        "Then one phase per planned analysis: <user_profile> (persona traits the data supports), "
+        "<historical_analysis> (stable long-term interests), <recent_analysis> (short-term shifts), "
+        "<divergence_analysis> (plausible new directions). Each ends with a JSON object of conclusions."
+    )
+    if ablation != "no_tools":
+        lines.append(
+            "Inside an analysis you may consult collaborative evidence: "
+            f"{format_tool_call('item_cf', {'item_id': 'ID'})} lists items liked by people who liked ID, "
+            f"{format_tool_call('user_cf', {'user_id': 'ID'})} what similar users liked. "
+            "Stop after </tool_call>; the evidence arrives in <tool_response>."
+        )
+    if ablation != "no_reflector":
+        lines.append(
+            '<reflection>: check the analyses for consistency, realism and completeness; end with {"passed": '
+            'true} or {"passed": false, "feedback": [{"agent": ..., "suggestion": ...}]}. If it failed, '
+            "redo only the flagged analyses inside <correction>…</correction>."
+        )
+    lines.append(
+        "<recommend>: weigh everything and end with a JSON list of ALL candidate ids, best first, "
+        "each exactly once."
+    )
+    return "\n".join(lines)
+
+
+def _render_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, Mapping):
+        return "\n".join(f"- {key}: {_render_inline(item)}" for key, item in value.items())
+    if isinstance(value, Sequence):
+        return "\n".join(f"- {_render_inline(item)}" for item in value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _render_inline(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, Mapping):
+        return "; ".join(f"{key}: {_render_inline(item)}" for key, item in value.items())
+    return json.dumps(value, ensure_ascii=False)
+
+
+def build_student_messages(
+    prompt: Mapping[str, Any],
+    candidates: Sequence[str],
+    *,
+    domain: str = "item",
+    user_id: str = "",
+    ablation: str | None = None,
+) -> list[dict[str, str]]:
+    """``[system, user]`` messages for one task.
+
+    ``prompt`` is what the teacher was shown (``Trajectory.prompt``: summary, recent items, candidate
+    titles, ...); every entry is rendered in order under its key, so serving must build the same dict
+    the teacher recorded. ``candidates`` are listed last, in the (already shuffled) order given.
+    """
+    if not candidates:
+        raise ValueError("build_student_messages: the candidate list is empty")
+    sections = [f"Task: rank {len(candidates)} candidate {domain}s for user {user_id or '(unknown)'}."]
+    for key, value in prompt.items():
+        rendered = _render_value(value)
+        if rendered:
+            sections.append(f"## {key}\n{rendered}")
+    sections.append(
+        "## candidate ids (rank all of them)\n" + json.dumps(list(candidates), ensure_ascii=False)
+    )
+    return [
+        {"role": "system", "content": star_system_prompt(ablation)},
+        {"role": "user", "content": "\n\n".join(sections)},
+    ]
+
+
+def trajectory_messages(trajectory: Trajectory, ablation: str | None = None) -> list[dict[str, str]]:
+    """The student prompt for the task a recorded run solved."""
+    return build_student_messages(
+        trajectory.prompt,
+        trajectory.candidates,
+        domain=trajectory.domain,
+        user_id=trajectory.user_id,
+        ablation=ablation,
+    )
+
+
+# ------------------------------------------------------------------------------------------ serialise
+
+
+def tool_exchange(name: str, arguments: Mapping[str, Any], response: str) -> str:
+    """A tool call followed by its response, as the chain (and the serving loop) writes them."""
+    return format_tool_call(name, dict(arguments)) + tool_response_block(response)
+
+
+def tool_response_block(response: str) -> str:
+    """The text inserted after an executed ``</tool_call>`` (the serving loop appends exactly this)."""
+    return "\n" + format_tool_response(response.strip()) + "\n"
+
+
+def run_label(trajectory: Trajectory) -> str:
+    """How errors name a recorded run."""
+    return f"run of task {trajectory.task_id} (pass {trajectory.pass_})"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _phase(tag: str, *body: str) -> str:
+    inner = "\n".join(part.strip() for part in body if part and part.strip())
+    return f"<{tag}>\n{inner}\n</{tag}>"
+
+
+def _step_body(step: StepRecord) -> list[str]:
+    body = [
+        tool_exchange(call.name, call.arguments, call.response or call.error or "")
+        for call in step.tool_calls
+    ]
+    body.append(step.thinking)
+    if step.output:
+        body.append(_json(step.output))
+    return body
+
+
+def serialise_trajectory(trajectory: Trajectory) -> str:
+    """The teacher run as the single assistant text the student is trained on.
+
+    Steps keep their executed order; agents re-run in a correction round are grouped in
+    ``<correction>``; ``<recommend>`` holds the final (repaired) ranking of all candidates.
+    """
+    if len(trajectory.ranking) != len(trajectory.candidates) or not trajectory.ranking:
+        raise ValueError(
+            f"{run_label(trajectory)}: ranking has {len(trajectory.ranking)} ids "
+            f"for {len(trajectory.candidates)} candidates; only complete runs can be serialised"
+        )
+    parts: list[str] = []
+    correction: list[str] = []
+    ranker_thinking = ""
+
+    def flush_correction() -> None:
+        if correction:
+            parts.append(_phase(CORRECTION, *correction))
+            correction.clear()
+
+    for step in trajectory.steps:
+        if step.node in PREPROCESSING_NODES:
+            continue
+        if step.node in AGENT_TAGS:
+            block = _phase(AGENT_TAGS[step.node], *_step_body(step))
+            if step.round > 0:
+                correction.append(block)
+            else:
+                flush_correction()
+                parts.append(block)
+            continue
+        flush_correction()
+        if step.node == PLANNER_NODE:
+            parts.append(_phase(PLAN, *_step_body(step)))
+        elif step.node == REFLECTOR_NODE:
+            parts.append(_phase(REFLECTION, *_step_body(step)))
+        elif step.node == RANKER_NODE:
+            ranker_thinking = step.thinking
+        else:
+            raise ValueError(
+                f"{run_label(trajectory)}: step {step.node!r} has no place in "
+                f"the STAR chain (known: {PLANNER_NODE}, {', '.join(AGENT_NODES)}, {REFLECTOR_NODE}, "
+                f"{RANKER_NODE}, {', '.join(sorted(PREPROCESSING_NODES))})"
+            )
+    flush_correction()
+    parts.append(_phase(RECOMMEND, ranker_thinking, _json(trajectory.ranking)))
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- parse
+
+
+@dataclass(slots=True)
+class ParsedToolCall:
+    """One ``<tool_call>`` of a completion, with the response that followed it (if any)."""
+
+    name: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    body: str = ""
+    response: str | None = None
+    error: str | None = None
+    """Why the call is invalid (bad JSON, unknown tool, arguments not an object); None when valid."""
+    phase: str = ""
+    start: int = 0
+    """Character offset of the ``<tool_call>`` tag in the completion."""
+
+
+@dataclass(slots=True)
+class Phase:
+    tag: str
+    content: str
+    """Text between the tags with tool calls and responses left in place."""
+    in_correction: bool = False
+    tool_calls: list[ParsedToolCall] = field(default_factory=list)
+    start: int = 0
+    """Character offset of the opening tag in the completion."""
+
+
+@dataclass(slots=True)
+class ParsedChain:
+    phases: list[Phase] = field(default_factory=list)
+    tool_calls: list[ParsedToolCall] = field(default_factory=list)
+    ranking: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Structural problems: unknown nesting, unclosed or mismatched tags, text outside phases."""
+
+    @property
+    def order(self) -> list[str]:
+        """Top-level phase tags in the order they appear (correction contents excluded)."""
+        return [phase.tag for phase in self.phases if not phase.in_correction]
+
+    def phase(self, tag: str) -> Phase | None:
+        """The first phase with this tag."""
+        return next((phase for phase in self.phases if phase.tag == tag), None)
+
+    def has_phases_in_order(self, tags: Iterable[str]) -> bool:
+        """True when every tag occurs, non-empty, and their first occurrences follow this order."""
+        positions: list[int] = []
+        order = self.order
+        for tag in tags:
+            if tag not in order:
+                return False
+            phase = self.phase(tag)
+            if phase is None or (not _strip_tool_text(phase.content).strip() and not phase.tool_calls):
+                return False
+            positions.append(order.index(tag))
+        return positions == sorted(positions)
+
+    @property
+    def agents(self) -> list[str]:
+        """Agent node names of the analysis phases, in order (corrections included)."""
+        return [_AGENT_BY_TAG[phase.tag] for phase in self.phases if phase.tag in _AGENT_BY_TAG]
+
+
+_TOOL_TEXT = re.compile(r"<tool_(call|response)>.*?</tool_\1>", re.DOTALL)
+
+
+def _strip_tool_text(text: str) -> str:
+    return _TOOL_TEXT.sub("", text)
+
+
+def parse_tool_call_body(body: str) -> ParsedToolCall:
+    """Validate one tool-call body (strict JSON, via :mod:`starrec.llm.textproto`) and the tool name."""
+    (block,) = parse_tool_call_blocks(format_tool_call_block(body))
+    call = ParsedToolCall(name=block.name, arguments=dict(block.arguments), body=body, error=block.error)
+    if call.error is None and call.name not in TOOL_NAMES:
+        call.error = f"unknown tool {call.name!r}; expected one of {sorted(TOOL_NAMES)}"
+    return call
+
+
+def format_tool_call_block(body: str) -> str:
+    return f"<{TOOL_CALL}>{body}</{TOOL_CALL}>"
+
+
+_ALLOWED_PARENTS: dict[str, tuple[str | None, ...]] = {
+    **{tag: (None,) for tag in (PLAN, REFLECTION, CORRECTION, RECOMMEND)},
+    **{tag: (None, CORRECTION) for tag in AGENT_PHASES},
+    TOOL_CALL: (PLAN, *AGENT_PHASES, REFLECTION, RECOMMEND),
+    TOOL_RESPONSE: (PLAN, *AGENT_PHASES, REFLECTION, RECOMMEND),
+}
+
+
+def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedChain:
+    """Split a completion into phases, tool calls and the ranking.
+
+    Whitespace anywhere is fine; tags are strict: only known tags count, each must be allowed
+    where it appears, closed by its own closing tag, and no text may sit outside a phase.
+    Problems are listed in ``errors`` and parsing continues, so partial answers still yield what
+    they contain. ``candidates`` (optional) lets a non-JSON ``<recommend>`` body still yield ids.
+    """
+    chain = ParsedChain()
+    stack: list[tuple[str, int, int]] = []  # (tag, start of content, index of its Phase or call)
+    cursor = 0
+    last_call: ParsedToolCall | None = None
+    for match in _TAG_PATTERN.finditer(text):
+        closing, tag = match.group(1) == "/", match.group(2)
+        if not stack and text[cursor : match.start()].strip():
+            chain.errors.append(
+                f"text outside any phase at char {cursor}: {text[cursor : match.start()][:40]!r}"
+            )
+        cursor = match.end()
+        parent = stack[-1][0] if stack else None
+        if not closing:
+            if parent not in _ALLOWED_PARENTS[tag]:
+                where = f"inside <{parent}>" if parent else "at top level"
+                chain.errors.append(f"<{tag}> is not allowed {where} (char {match.start()})")
+            stack.append((tag, match.end(), -1))
+            continue
+        if parent != tag:
+            expected = f"</{parent}>" if parent else "no closing tag"
+            chain.errors.append(f"unexpected </{tag}> at char {match.start()}; expected {expected}")
+            if tag not in [entry[0] for entry in stack]:
+                continue
+            while stack and stack[-1][0] != tag:  # close what was left open, then this one
+                stack.pop()
+        _, start, _ = stack.pop()
+        content = text[start : match.start()]
+        enclosing = stack[-1][0] if stack else None
+        if tag == TOOL_CALL:
+            last_call = parse_tool_call_body(content.strip())
+            last_call.phase = enclosing or ""
+            last_call.start = start - len(tag) - 2
+            chain.tool_calls.append(last_call)
+        elif tag == TOOL_RESPONSE:
+            if last_call is None or last_call.response is not None:
+                chain.errors.append(f"<tool_response> at char {start} does not follow a <tool_call>")
+            else:
+                last_call.response = content.strip()
+        else:
+            phase = Phase(tag, content.strip(), enclosing == CORRECTION, start=start - len(tag) - 2)
+            phase.tool_calls = [call for call in chain.tool_calls if phase.start < call.start < match.start()]
+            chain.phases.append(phase)
+            if tag == RECOMMEND and not chain.ranking:
+                chain.ranking = parse_ranking(phase.content, candidates)
+    if text[cursor:].strip() and not stack:
+        chain.errors.append(f"text outside any phase at char {cursor}: {text[cursor:][:40]!r}")
+    for tag, start, _ in stack:
+        chain.errors.append(f"<{tag}> opened at char {start} is never closed")
+    chain.phases.sort(key=lambda phase: phase.start)  # outer phases close after inner ones
+    return chain
+
+
+def parse_ranking(text: str, candidates: Sequence[str] | None = None) -> list[str]:
+    """Ids of a ``<recommend>`` body, in order.
+
+    The JSON list the chain ends with (tolerant extraction); failing that, and when ``candidates``
+    are known, the candidate ids mentioned in order. Returns [] when nothing parses (callers repair
+    and count).
+    """
+    try:
+        values = extract_json(text, expect=list)
+    except JSONExtractionError:
+        values = None
+    if values and all(isinstance(value, str | int) and not isinstance(value, bool) for value in values):
+        return [str(value).strip() for value in values]
+    return extract_ids(text, candidates) if candidates else []

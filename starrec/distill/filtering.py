@@ -1,0 +1,141 @@
+"""Outcome filtering: keep the teacher runs whose answer was right (DESIGN.md §4).
+
+The teacher runs each task several times (``starrec teach --passes K``); a run survives when the
+ground truth is in its top-k (k = 1 in the paper) and it finished without error. The report
+counts survivors per scenario so a thin scenario is visible before training.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from starrec.distill.chain import check_ablation, run_label
+from starrec.distill.trajectory import Trajectory
+
+RUNS_FILE = "runs.jsonl"
+
+
+def runs_path(runs: Path) -> Path:
+    """``RUNS/runs.jsonl`` for a run folder, or the file itself."""
+    path = runs / RUNS_FILE if runs.is_dir() else runs
+    if not path.is_file():
+        raise FileNotFoundError(f"no recorded runs at {path}; record them with `starrec teach --out {runs}`")
+    return path
+
+
+def iter_trajectories(runs: Path) -> Iterator[Trajectory]:
+    """Trajectories of a ``runs.jsonl`` (or its folder), with file:line in every error."""
+    path = runs_path(runs)
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield Trajectory.model_validate(json.loads(line))
+            except (json.JSONDecodeError, ValidationError) as error:
+                raise ValueError(f"{path}:{number}: not a valid trajectory line: {error}") from error
+
+
+def load_trajectories(runs: Path) -> list[Trajectory]:
+    return list(iter_trajectories(runs))
+
+
+def run_ablation(trajectory: Trajectory) -> str | None:
+    """The ablation a run was recorded with, read from its context settings."""
+    settings = trajectory.settings
+    switched_off = [
+        name
+        for name, key in (
+            ("no_tools", "use_tools"),
+            ("no_planner", "use_planner"),
+            ("no_reflector", "use_reflector"),
+        )
+        if settings.get(key) is False
+    ]
+    if len(switched_off) > 1:
+        raise ValueError(
+            f"{run_label(trajectory)} has several ablations at once ({switched_off}); "
+            "STAR ablations use one switch per run"
+        )
+    return switched_off[0] if switched_off else None
+
+
+def top_k_hit(trajectory: Trajectory, k: int) -> bool:
+    """Ground truth among the first k of the final ranking (False when there is no ground truth)."""
+    return trajectory.ground_truth is not None and trajectory.ground_truth in trajectory.ranking[:k]
+
+
+@dataclass(slots=True)
+class ScenarioCount:
+    runs: int = 0
+    tasks: int = 0
+    errored: int = 0
+    kept_runs: int = 0
+    kept_tasks: int = 0
+
+
+@dataclass(slots=True)
+class FilterReport:
+    top_k: int
+    ablation: str | None
+    scenarios: dict[str, ScenarioCount] = field(default_factory=dict)
+
+    def total(self) -> ScenarioCount:
+        total = ScenarioCount()
+        for count in self.scenarios.values():
+            for name in ("runs", "tasks", "errored", "kept_runs", "kept_tasks"):
+                setattr(total, name, getattr(total, name) + getattr(count, name))
+        return total
+
+    def to_dict(self) -> dict[str, object]:
+        rows = {name: asdict(count) for name, count in sorted(self.scenarios.items())}
+        return {
+            "top_k": self.top_k,
+            "ablation": self.ablation,
+            "scenarios": rows,
+            "total": asdict(self.total()),
+        }
+
+
+def outcome_filter(
+    trajectories: Iterable[Trajectory], top_k: int = 1, ablation: str | None = None
+) -> tuple[list[Trajectory], FilterReport]:
+    """Runs that finished and ranked the ground truth in their top-k, plus per-scenario counts.
+
+    Every run must have been recorded with ``ablation`` (None = the full teacher): mixing ablation
+    settings in one training set is an error, not a silent filter.
+    """
+    check_ablation(ablation)
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    report = FilterReport(top_k=top_k, ablation=ablation)
+    seen_tasks: dict[str, set[str]] = {}
+    kept_tasks: dict[str, set[str]] = {}
+    kept: list[Trajectory] = []
+    for trajectory in trajectories:
+        recorded = run_ablation(trajectory)
+        if recorded != ablation:
+            raise ValueError(
+                f"{run_label(trajectory)} was recorded with ablation {recorded or 'none'}, "
+                f"but {ablation or 'none'} was asked for; filter runs of one setting at a time"
+            )
+        scenario = trajectory.scenario or "unknown"
+        count = report.scenarios.setdefault(scenario, ScenarioCount())
+        count.runs += 1
+        seen_tasks.setdefault(scenario, set()).add(trajectory.task_id)
+        if trajectory.error:
+            count.errored += 1
+            continue
+        if top_k_hit(trajectory, top_k):
+            count.kept_runs += 1
+            kept_tasks.setdefault(scenario, set()).add(trajectory.task_id)
+            kept.append(trajectory)
+    for scenario, count in report.scenarios.items():
+        count.tasks = len(seen_tasks.get(scenario, ()))
+        count.kept_tasks = len(kept_tasks.get(scenario, ()))
+    return kept, report
