@@ -1,0 +1,304 @@
+"""The STAR inference loop: one generation pass with collaborative tools executed inline.
+
+The student writes its tagged chain (``starrec.distill.chain``); whenever it closes a
+``<tool_call>`` the loop stops generation (``stop=["</tool_call>"]``), runs the call against the
+:class:`~starrec.tools.base.EvidenceSource`, appends ``<tool_response>…</tool_response>`` exactly
+as the training chains have it, and lets the model continue the same assistant turn. Tool calls
+are bounded; the final ``<recommend>`` list goes through :func:`~starrec.eval.repair.repair_ranking`
+like every other method's output, and every repair is counted.
+
+Best-of-k draws k chains at temperature 0.7 and fuses them with :func:`aggregate_rankings`
+(Borda count over the ids each sample itself ranked; ties by the first sample's order).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starrec.distill.chain import parse_chain, parse_tool_call_body, tool_exchange
+from starrec.distill.trajectory import ToolCallRecord
+from starrec.eval.repair import RankingRepair, repair_ranking
+from starrec.llm.textproto import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, format_tool_call, parse_tool_calls
+from starrec.serving.backends import GenerationBackend, Message
+from starrec.tools.base import EvidenceSource
+
+TOOL_ARGUMENT: dict[str, str] = {"item_cf": "item_id", "user_cf": "user_id"}
+"""The id argument each tool takes (the names the STAR system prompt teaches)."""
+
+
+@dataclass(slots=True)
+class StarLoopConfig:
+    """Knobs of one STAR inference pass; defaults suit SmolLM2-class students on CPU."""
+
+    max_tool_calls: int = field(
+        default=8,
+        metadata={"help": "Tool calls executed per chain; later calls get a 'limit reached' response."},
+    )
+    max_tokens_per_call: int = field(
+        default=768, metadata={"help": "Completion tokens per generation segment (between two tool calls)."}
+    )
+    max_completion_tokens: int = field(
+        default=2048, metadata={"help": "Completion tokens for the whole chain, all segments together."}
+    )
+    temperature: float = field(
+        default=0.0, metadata={"help": "Sampling temperature when samples == 1 (0 = greedy)."}
+    )
+    samples: int = field(
+        default=1, metadata={"help": "Best-of-k: chains drawn per task, fused by Borda count."}
+    )
+    sample_temperature: float = field(
+        default=0.7, metadata={"help": "Temperature of each chain when samples > 1 (the paper's 0.7)."}
+    )
+    evidence_k: int = field(default=10, metadata={"help": "Neighbours each CF tool call retrieves."})
+    seed: int = field(default=0, metadata={"help": "Sample i of a task uses seed + i."})
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.max_tool_calls < 0:
+            raise ValueError(f"max_tool_calls must be >= 0, got {self.max_tool_calls}")
+
+
+@dataclass(slots=True)
+class StarChain:
+    """One sampled chain: its text, what was parsed from it and what it cost."""
+
+    completion: str = ""
+    parsed: list[str] = field(default_factory=list)
+    """Ids in the ``<recommend>`` list as the model wrote them (before repair)."""
+    ranking: list[str] = field(default_factory=list)
+    """The repaired ranking: a permutation of the candidates."""
+    repair: RankingRepair = field(default_factory=RankingRepair)
+    format_errors: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    tool_limit_hits: int = 0
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    truncated: bool = False
+    """The token budget or segment cap ended the chain before it finished."""
+
+    @property
+    def model_ranked(self) -> list[str]:
+        """The valid ids the model itself placed, in its order (the repair appends the rest after them)."""
+        return self.ranking[: len(self.ranking) - len(self.repair.missing)]
+
+
+@dataclass(slots=True)
+class StarResult:
+    """A task answered by STAR: the fused ranking and every chain behind it."""
+
+    ranking: list[str]
+    chains: list[StarChain]
+    seconds: float = 0.0
+
+
+def open_tool_call(segment: str) -> str | None:
+    """Body of a ``<tool_call>`` left open at the end of a segment (generation stopped on its close)."""
+    calls = parse_tool_calls(segment)
+    if not calls or calls[-1].closed:
+        return None
+    return calls[-1].raw[len(TOOL_CALL_OPEN) :].strip()
+
+
+def text_after_tool_call(response: str) -> str:
+    """What follows ``</tool_call>`` in a training chain (derived from the serialiser, so they agree)."""
+    call = format_tool_call("item_cf", {})
+    return tool_exchange("item_cf", {}, response)[len(call) :]
+
+
+def execute_tool_call(body: str, evidence: EvidenceSource, k: int) -> ToolCallRecord:
+    """Validate a tool-call body and run it; problems become an error the model sees in the response."""
+    started = time.perf_counter()
+    call = parse_tool_call_body(body)
+    record = ToolCallRecord(name=call.name or "?", arguments=call.arguments)
+    if call.error is None:
+        argument = TOOL_ARGUMENT[call.name]
+        anchor = call.arguments.get(argument)
+        if anchor is None or isinstance(anchor, dict | list) or not str(anchor).strip():
+            call.error = f"tool call {call.name!r} needs a non-empty {argument!r} argument"
+        else:
+            lookup = evidence.item_cf if call.name == "item_cf" else evidence.user_cf
+            try:
+                result = lookup(str(anchor).strip(), k)
+            except Exception as error:  # the model is told; counted as a tool error
+                call.error = f"{call.name}({anchor!r}) failed: {type(error).__name__}: {error}"
+            else:
+                record.response = result.evidence
+                record.queries = result.queries
+    record.error = call.error
+    record.seconds = time.perf_counter() - started
+    return record
+
+
+def run_chain(
+    messages: list[Message],
+    candidates: Sequence[str],
+    backend: GenerationBackend,
+    evidence: EvidenceSource,
+    config: StarLoopConfig,
+    *,
+    temperature: float,
+    seed: int | None,
+) -> StarChain:
+    """Generate one STAR chain with inline tool execution, then parse and repair its ranking."""
+    chain = StarChain()
+    started = time.perf_counter()
+    # One segment per executed or refused tool call, plus the closing one and one grace segment.
+    for _ in range(config.max_tool_calls + 2):
+        budget = config.max_completion_tokens - chain.completion_tokens
+        if budget <= 0:
+            chain.truncated = True
+            break
+        generation = backend.generate(
+            messages, chain.completion, stop=[TOOL_CALL_CLOSE],
+            max_tokens=min(config.max_tokens_per_call, budget), temperature=temperature, seed=seed,
+        )  # fmt: skip
+        chain.llm_calls += 1
+        chain.prompt_tokens += generation.prompt_tokens
+        chain.completion_tokens += generation.completion_tokens
+        chain.completion += generation.text
+        body = open_tool_call(generation.text)
+        if body is None or generation.finish_reason == "length":
+            chain.truncated = generation.finish_reason == "length"
+            break
+        chain.completion += TOOL_CALL_CLOSE
+        if len(chain.tool_calls) >= config.max_tool_calls:
+            chain.tool_limit_hits += 1
+            response = (
+                f"Tool-call limit reached ({config.max_tool_calls} per answer); no more evidence. "
+                "Finish the analysis and give <recommend> now."
+            )
+        else:
+            record = execute_tool_call(body, evidence, config.evidence_k)
+            chain.tool_calls.append(record)
+            response = record.response if record.error is None else f"error: {record.error}"
+        chain.completion += text_after_tool_call(response)
+    else:
+        chain.truncated = True
+    parsed = parse_chain(chain.completion, candidates)
+    chain.parsed = parsed.ranking
+    chain.format_errors = parsed.errors
+    chain.ranking, chain.repair = repair_ranking(chain.parsed, candidates)
+    chain.seconds = time.perf_counter() - started
+    return chain
+
+
+def aggregate_rankings(chains: Sequence[StarChain], candidates: Sequence[str]) -> list[str]:
+    """Fuse best-of-k chains into one ranking (Borda count).
+
+    Each chain gives ``n - position`` points to every id it ranked itself (``model_ranked``;
+    ids the repair appended get nothing, so an unparseable sample does not vote for the
+    presented order). Highest total first; ties keep the first chain's repaired order.
+    """
+    if not chains:
+        raise ValueError("aggregate_rankings needs at least one chain")
+    size = len(candidates)
+    points: dict[str, int] = dict.fromkeys(candidates, 0)
+    for chain in chains:
+        for position, item in enumerate(chain.model_ranked):
+            points[item] += size - position
+    tie_order = {item: index for index, item in enumerate(chains[0].ranking)}
+    return sorted(candidates, key=lambda item: (-points[item], tie_order.get(item, size)))
+
+
+class StarStats:
+    """Thread-safe counters over every chain the loop ran (merged into eval reports)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.tasks = 0
+        self.chains = 0
+        self.llm_calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.tool_calls = 0
+        self.tool_errors = 0
+        self.tool_limit_hits = 0
+        self.truncated = 0
+        self.unparsed = 0
+        self.format_invalid = 0
+        self.rankings_repaired = 0
+        self.repairs: dict[str, int] = {"hallucinated": 0, "duplicates": 0, "missing": 0}
+        self.task_seconds = 0.0
+
+    def add(self, result: StarResult) -> None:
+        with self._lock:
+            self.tasks += 1
+            self.task_seconds += result.seconds
+            for chain in result.chains:
+                self.chains += 1
+                self.llm_calls += chain.llm_calls
+                self.prompt_tokens += chain.prompt_tokens
+                self.completion_tokens += chain.completion_tokens
+                self.tool_calls += len(chain.tool_calls)
+                self.tool_errors += sum(record.error is not None for record in chain.tool_calls)
+                self.tool_limit_hits += chain.tool_limit_hits
+                self.truncated += chain.truncated
+                self.unparsed += not chain.parsed
+                self.format_invalid += bool(chain.format_errors)
+                self.rankings_repaired += chain.repair.needed
+                for key, value in chain.repair.counts().items():
+                    self.repairs[key] += value
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            per_task = max(self.tasks, 1)
+            return {
+                "tasks": self.tasks,
+                "chains": self.chains,
+                "llm_calls": self.llm_calls,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "tool_calls": self.tool_calls,
+                "tool_errors": self.tool_errors,
+                "tool_limit_hits": self.tool_limit_hits,
+                "truncated_chains": self.truncated,
+                "unparsed_chains": self.unparsed,
+                "format_invalid_chains": self.format_invalid,
+                "rankings_repaired": self.rankings_repaired,
+                "repairs": dict(self.repairs),
+                "seconds_per_task": self.task_seconds / per_task,
+                "llm_calls_per_task": self.llm_calls / per_task,
+                "completion_tokens_per_task": self.completion_tokens / per_task,
+            }
+
+
+class StarLoop:
+    """Answer tasks with a served student: k chains each, fused, stats counted."""
+
+    def __init__(self, backend: GenerationBackend, evidence: EvidenceSource, config: StarLoopConfig) -> None:
+        self.backend = backend
+        self.evidence = evidence
+        self.config = config
+        self.stats = StarStats()
+
+    def sample_settings(self) -> list[tuple[float, int]]:
+        """(temperature, seed) of each chain drawn for one task."""
+        if self.config.samples == 1:
+            return [(self.config.temperature, self.config.seed)]
+        temperature, seed = self.config.sample_temperature, self.config.seed
+        return [(temperature, seed + index) for index in range(self.config.samples)]
+
+    def run_sample(
+        self, messages: list[Message], candidates: Sequence[str], temperature: float, seed: int
+    ) -> StarChain:
+        return run_chain(
+            messages, candidates, self.backend, self.evidence, self.config, temperature=temperature, seed=seed
+        )
+
+    def answer(self, messages: list[Message], candidates: Sequence[str]) -> StarResult:
+        """All samples of one task, sequentially (use :meth:`finish` after running samples elsewhere)."""
+        started = time.perf_counter()
+        chains = [self.run_sample(messages, candidates, t, s) for t, s in self.sample_settings()]
+        return self.finish(chains, candidates, time.perf_counter() - started)
+
+    def finish(self, chains: list[StarChain], candidates: Sequence[str], seconds: float) -> StarResult:
+        result = StarResult(ranking=aggregate_rankings(chains, candidates), chains=chains, seconds=seconds)
+        self.stats.add(result)
+        return result
