@@ -1,1 +1,40 @@
-"""Collaborative-filtering tools: graph stores (Ladybug, Neo4j, scipy), verbaliser, evidence."""
+"""Collaborative-filtering tools: graph stores (Ladybug, Neo4j, scipy), verbaliser, evidence.
+
+Public API for agents and serving (see docs/tools.md for the full guide)::
+
+    from starrec.tools import open_toolkit, make_cf_tools
+
+    open_toolkit(data_dir, tasks=None, store="ladybug", path=None, build_evidence=True, *,
+                 verbaliser=None, config=None, show_progress=False) -> EvidenceStore
+        # builds or reuses (cache: <cache_dir>/graphs, keyed by data folder + tasks) the graph
+        # of data_dir's training interactions (tasks' ground truth and later events hidden)
+        # and its deterministic evidence; returns a thread-safe EvidenceSource.
+
+    EvidenceStore.item_cf(item_id: str, k: int = 10) -> CFResult
+    EvidenceStore.user_cf(user_id: str, k: int = 10) -> CFResult
+        # one stored-evidence lookup; unknown ids -> CFResult(found=False, evidence="... not in graph ...")
+
+    make_cf_tools(source: EvidenceSource) -> list[BaseTool]    # [item_cf, user_cf]
+        # item_cf(item_id: str, k: int = 10), user_cf(user_id: str, k: int = 10), 1 <= k <= 50;
+        # ToolMessage.content = evidence text, ToolMessage.artifact = CFResult (neighbours + Cypher).
+
+Lower level: ``LadybugStore``/``Neo4jStore`` (``GraphStore``), ``SparseCFIndex`` (oracle),
+``build_evidence``, ``MetadataVerbaliser``, ``LLMVerbaliser``, ``load_query``.
+"""
+
+from starrec.tools.base import CFResult, EvidenceSource, Neighbour, QueryTrace
+from starrec.tools.evidence import EvidenceBuildConfig, EvidenceStore, build_evidence
+from starrec.tools.langchain_tools import make_cf_tools
+from starrec.tools.toolkit import open_toolkit
+
+__all__ = [
+    "CFResult",
+    "EvidenceBuildConfig",
+    "EvidenceSource",
+    "EvidenceStore",
+    "Neighbour",
+    "QueryTrace",
+    "build_evidence",
+    "make_cf_tools",
+    "open_toolkit",
+]

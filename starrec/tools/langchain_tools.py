@@ -1,0 +1,74 @@
+"""The CF tools as LangChain tools (what MARS agents bind and call).
+
+Each tool returns the evidence text as its content (what the model reads) and the full
+:class:`~starrec.tools.base.CFResult` (neighbours, Cypher, parameters, row counts) as the tool
+message artifact, so trajectories and inspectors keep the structured side.
+"""
+
+from __future__ import annotations
+
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, Field
+
+from starrec.tools.base import CFResult, EvidenceSource
+
+MAX_K = 50
+
+
+class ItemCFArgs(BaseModel):
+    item_id: str = Field(
+        description="Id of the anchor item, exactly as it appears in the history or candidates."
+    )
+    k: int = Field(default=10, ge=1, le=MAX_K, description="How many co-interacted items to consider.")
+
+
+class UserCFArgs(BaseModel):
+    user_id: str = Field(description="Id of the user whose similar users to consult.")
+    k: int = Field(
+        default=10, ge=1, le=MAX_K, description="How many items liked by similar users to consider."
+    )
+
+
+ITEM_CF_DESCRIPTION = (
+    "Item-CF (Item -> User -> Item): items most often interacted with by the users of an anchor item, "
+    "grouped into named categories with representative ids. Use it to ground what a history item says "
+    "about the user's tastes."
+)
+USER_CF_DESCRIPTION = (
+    "User-CF (User -> Item -> User): what users with the most overlapping histories also liked, grouped "
+    "into named categories and related to the user's own history."
+)
+
+
+def render_tool_output(result: CFResult) -> str:
+    """What the agent reads: the evidence (the structured result travels as the artifact)."""
+    return result.evidence
+
+
+def make_cf_tools(source: EvidenceSource) -> list[BaseTool]:
+    """``[item_cf, user_cf]`` LangChain tools over ``source`` (content = evidence, artifact = CFResult)."""
+
+    def item_cf(item_id: str, k: int = 10) -> tuple[str, CFResult]:
+        result = source.item_cf(item_id, k)
+        return render_tool_output(result), result
+
+    def user_cf(user_id: str, k: int = 10) -> tuple[str, CFResult]:
+        result = source.user_cf(user_id, k)
+        return render_tool_output(result), result
+
+    return [
+        StructuredTool.from_function(
+            func=item_cf,
+            name="item_cf",
+            description=ITEM_CF_DESCRIPTION,
+            args_schema=ItemCFArgs,
+            response_format="content_and_artifact",
+        ),
+        StructuredTool.from_function(
+            func=user_cf,
+            name="user_cf",
+            description=USER_CF_DESCRIPTION,
+            args_schema=UserCFArgs,
+            response_format="content_and_artifact",
+        ),
+    ]

@@ -1,0 +1,217 @@
+"""One call from a data folder to a ready CF tool backend: :func:`open_toolkit`.
+
+Graphs and their deterministic evidence are cached under ``<cache_dir>/graphs`` keyed by the
+data folder (path, file sizes and times) and the tasks hidden from it, so every process after
+the first reopens the same Ladybug file read-only instead of rebuilding it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from starrec.config import get_settings
+from starrec.data.schema import Dataset, Task
+from starrec.tools.evidence import EvidenceBuildConfig, EvidenceStore, Verbaliser, build_evidence
+from starrec.tools.ladybug_store import LadybugStore
+from starrec.tools.store import GraphStore, GraphStoreError, GraphTables
+
+GRAPH_FORMAT_VERSION = 1
+"""Bump when the schema or the evidence format changes: cached graphs are then rebuilt."""
+
+StoreName = Literal["ladybug", "neo4j"]
+
+_OPEN: dict[str, EvidenceStore] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def tasks_fingerprint(tasks: Iterable[Task] | None) -> str:
+    """Stable hash of what is hidden: (user, ground truth) of every task with an answer."""
+    if tasks is None:
+        return "none"
+    hidden = sorted({(task.user_id, task.ground_truth) for task in tasks if task.ground_truth is not None})
+    return hashlib.sha256(json.dumps(hidden).encode("utf-8")).hexdigest()[:16]
+
+
+def data_fingerprint(data_dir: Path) -> str:
+    """Hash of the data folder's location and its files' sizes and modification times."""
+    entries: list[Any] = [str(data_dir.resolve())]
+    for path in sorted(data_dir.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            entries.append([str(path.relative_to(data_dir)), stat.st_size, int(stat.st_mtime)])
+    return hashlib.sha256(json.dumps(entries).encode("utf-8")).hexdigest()[:16]
+
+
+def manifest_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".manifest.json")
+
+
+def read_manifest(db_path: Path) -> dict[str, Any] | None:
+    path = manifest_path(db_path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise GraphStoreError(f"corrupt graph manifest {path}: {error}; delete it to rebuild") from error
+
+
+def write_manifest(db_path: Path, manifest: dict[str, Any]) -> None:
+    manifest_path(db_path).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+
+
+@contextmanager
+def build_lock(db_path: Path) -> Iterator[None]:
+    """Serialise builds of one database path across processes."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with db_path.with_name(db_path.name + ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def training_view(dataset: Dataset, tasks: Iterable[Task] | None) -> Dataset:
+    """What the graph may contain: the leakage-free view when tasks are given."""
+    return dataset if tasks is None else dataset.hide_from(tasks)
+
+
+def build_ladybug_graph(
+    dataset: Dataset, path: Path, *, fingerprint: str = "", overwrite: bool = False
+) -> tuple[LadybugStore, dict[str, float]]:
+    """Create and bulk-load a Ladybug graph (caller passes the leakage-free view) + its manifest."""
+    tables = GraphTables.from_dataset(dataset)
+    store = LadybugStore.create(path, tables, overwrite=overwrite)
+    report = store.load_report
+    write_manifest(
+        path,
+        {
+            "format": GRAPH_FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "dataset": dataset.name,
+            "domain": dataset.domain,
+            "counts": store.counts(),
+            "load": report,
+            "evidence": None,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    return store, report
+
+
+def default_graph_path(data_dir: Path, tasks: Iterable[Task] | None) -> tuple[Path, str]:
+    fingerprint = f"v{GRAPH_FORMAT_VERSION}-{data_fingerprint(data_dir)}-{tasks_fingerprint(tasks)}"
+    name = data_dir.resolve().name or "data"
+    return get_settings().cache_dir / "graphs" / f"{name}-{fingerprint}.lbdb", fingerprint
+
+
+def open_toolkit(
+    data_dir: str | Path,
+    tasks: Iterable[Task] | None = None,
+    store: StoreName = "ladybug",
+    path: str | Path | None = None,
+    build_evidence: bool = True,
+    *,
+    verbaliser: Verbaliser | None = None,
+    config: EvidenceBuildConfig | None = None,
+    show_progress: bool = False,
+) -> EvidenceStore:
+    """Build or reuse the graph (and its evidence) for ``data_dir`` and return the CF backend.
+
+    ``tasks``: their ground truth and everything after it is left out of the graph
+    (:meth:`Dataset.hide_from`). ``store="ladybug"`` caches one file per (data, tasks) under
+    ``<cache_dir>/graphs`` unless ``path`` is given; ``store="neo4j"`` uses the ``NEO4J_*``
+    settings and loads the graph only when the server holds none. Handles are shared within a
+    process: calling this twice returns the same object.
+    """
+    from starrec.data import load_dataset
+
+    data_dir = Path(data_dir)
+    tasks = list(tasks) if tasks is not None else None
+    if store == "neo4j":
+        return _open_neo4j(data_dir, tasks, build_evidence, verbaliser, config, show_progress)
+    if store != "ladybug":
+        raise ValueError(f"unknown store {store!r}; choose ladybug or neo4j")
+    default_path, fingerprint = default_graph_path(data_dir, tasks)
+    db_path = Path(path) if path is not None else default_path
+    key = f"ladybug:{db_path.resolve()}"
+    with _OPEN_LOCK:
+        if key in _OPEN:
+            return _OPEN[key]
+        with build_lock(db_path):
+            manifest = read_manifest(db_path)
+            if (
+                db_path.exists()
+                and manifest is not None
+                and manifest.get("fingerprint") not in ("", fingerprint)
+            ):
+                raise GraphStoreError(
+                    f"Ladybug database {db_path} was built from other data or tasks "
+                    f"({manifest.get('fingerprint')} != {fingerprint}); use another path or rebuild it"
+                )
+            dataset = load_dataset(data_dir)
+            if not db_path.exists():
+                writer, _ = build_ladybug_graph(
+                    training_view(dataset, tasks), db_path, fingerprint=fingerprint
+                )
+                writer.close()
+                manifest = read_manifest(db_path)
+            if build_evidence and not (manifest or {}).get("evidence"):
+                _build_and_record_evidence(db_path, dataset.domain, verbaliser, config, show_progress)
+        handle = EvidenceStore(LadybugStore(db_path, read_only=True), noun=dataset.domain)
+        _OPEN[key] = handle
+        return handle
+
+
+def _build_and_record_evidence(
+    db_path: Path,
+    noun: str,
+    verbaliser: Verbaliser | None,
+    config: EvidenceBuildConfig | None,
+    show_progress: bool,
+) -> None:
+    config = config or EvidenceBuildConfig()
+    config.noun = noun
+    with LadybugStore(db_path) as writer:
+        report = build_evidence(writer, config, verbaliser, show_progress=show_progress)
+    manifest = read_manifest(db_path) or {"format": GRAPH_FORMAT_VERSION, "fingerprint": ""}
+    manifest["evidence"] = {"verbaliser": report.verbaliser, "k": config.k, "anchors": report.anchors}
+    write_manifest(db_path, manifest)
+
+
+def _open_neo4j(
+    data_dir: Path,
+    tasks: list[Task] | None,
+    build_evidence_flag: bool,
+    verbaliser: Verbaliser | None,
+    config: EvidenceBuildConfig | None,
+    show_progress: bool,
+) -> EvidenceStore:
+    from starrec.data import load_dataset
+    from starrec.tools.neo4j_store import Neo4jStore
+
+    settings = get_settings()
+    key = f"neo4j:{settings.neo4j_uri}:{settings.neo4j_database}"
+    with _OPEN_LOCK:
+        if key in _OPEN:
+            return _OPEN[key]
+        dataset = load_dataset(data_dir)
+        graph: GraphStore = Neo4jStore.from_settings(settings)
+        if graph.counts()["interactions"] == 0:
+            graph.load(GraphTables.from_dataset(training_view(dataset, tasks)))
+        if build_evidence_flag and graph.ids("item", missing_evidence_only=True):
+            config = config or EvidenceBuildConfig()
+            config.noun = dataset.domain
+            build_evidence(graph, config, verbaliser, show_progress=show_progress)
+        handle = EvidenceStore(graph, noun=dataset.domain)
+        _OPEN[key] = handle
+        return handle
