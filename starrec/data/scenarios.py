@@ -27,15 +27,10 @@ from typing import Any
 
 from starrec.data.agentsociety import ITEM_FILE, REVIEW_FILE, USER_FILE
 from starrec.data.schema import Dataset, Interaction, Task
+from starrec.data.seeding import seeded_rng
 
 SCENARIOS = ("classic", "cold_user", "cold_item", "evolving_long", "evolving_short")
 NEGATIVE_SAMPLING = ("uniform", "popularity")
-
-
-def seeded_rng(*parts: object) -> random.Random:
-    """A generator seeded by a stable digest of ``parts`` (never Python's salted ``hash()``)."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 @dataclass(frozen=True, slots=True)

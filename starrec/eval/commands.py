@@ -1,9 +1,104 @@
-"""CLI commands of this area (registered by :mod:`starrec.cli`)."""
+"""CLI commands of this area (registered by :mod:`starrec.cli`): ``starrec eval``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from starrec.eval.methods import METHOD_FACTORIES
+
+METRIC_COLUMNS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5")
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as int, float, bool or string, in that order."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise typer.BadParameter(f"--option expects key=value, got {text!r}")
+    value: Any = raw
+    for convert in (int, float):
+        try:
+            value = convert(raw)
+            break
+        except ValueError:
+            continue
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    return key.strip(), value
+
+
+def print_report(report: dict[str, Any], title: str) -> None:
+    """The metrics table, the invalid-ranking accounting and the method's own counters."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=title)
+    for column in ("method", "tasks", *METRIC_COLUMNS):
+        table.add_column(column, justify="right" if column != "method" else "left")
+    table.add_row(report["method"], str(report["n_tasks"]), *(f"{report[key]:.4f}" for key in METRIC_COLUMNS))
+    successful = report["successful"]
+    if successful["n_tasks"] != report["n_tasks"]:
+        table.add_row(f"{report['method']} (successful only)", str(successful["n_tasks"]),
+                      *(f"{successful[key]:.4f}" for key in METRIC_COLUMNS))
+    console.print(table)
+    invalid = report["invalid"]
+    style = "yellow" if any(invalid.values()) else "green"
+    listed = ", ".join(f"{key}={value}" for key, value in invalid.items())
+    console.print(f"[{style}]invalid rankings: {listed}[/{style}]")
+    coverage = report["coverage"]
+    console.print("coverage: " + ", ".join(f"{key}={value}" for key, value in coverage.items()))
+    if report["method_stats"]:
+        console.print("method stats: " + json.dumps(report["method_stats"], default=str))
+    console.print(f"seed={report['seed']} shuffled={report['shuffled']} elapsed={report['elapsed_s']:.1f}s")
+
+
+def eval_command(
+    tasks: Annotated[Path, typer.Option(help="Task folder (tasks/task_<i>.json + groundtruth/).")],
+    method: Annotated[str, typer.Option(help=f"One of: {', '.join(METHOD_FACTORIES)}.")],
+    data: Annotated[Path | None, typer.Option(help="Dataset dir (optional for random/identity).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the candidate shuffle and the method.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N tasks.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report here.")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Method knob key=value (repeatable).")] = None,
+    llm: Annotated[str | None, typer.Option(help="LLM backend: openai | local | scripted.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name or directory (LLM methods).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight (LLM methods).")] = 4,
+    samples: Annotated[int, typer.Option(help="Best-of-k samples (STAR).")] = 1,
+    no_shuffle: Annotated[bool, typer.Option(
+        "--no-shuffle", help="Present candidates in file order (ONLY to measure position bias).")] = False,
+) -> None:
+    """Rank every task with a method and print HR@1/3/5, HR_avg and NDCG@5."""
+    from starrec.data.agentsociety import load_dataset
+    from starrec.data.tasks import read_tasks
+    from starrec.eval.harness import evaluate
+    from starrec.eval.methods import MethodOptions, make_method
+
+    extra = dict(parse_option(text) for text in option or [])
+    options = MethodOptions(seed=seed, data_dir=data, llm=llm, model=model, base_url=base_url,
+                            concurrency=concurrency, samples=samples, extra=extra)
+    try:
+        recommender = make_method(method, options)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--method") from error
+    task_list = read_tasks(tasks)
+    if data is None and recommender.needs_data:
+        raise typer.BadParameter(f"method {method!r} learns from interactions; pass --data DIR",
+                                 param_hint="--data")
+    dataset = load_dataset(data) if data is not None else None
+    report = evaluate(recommender, task_list, dataset, seed=seed, limit=limit, shuffle=not no_shuffle)
+    report["tasks_dir"] = str(tasks)
+    report["data_dir"] = str(data) if data is not None else None
+    print_report(report, f"{method} on {tasks}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2, default=str))
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the top-level app."""
+    app.command("eval")(eval_command)

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 def _validate(rankings: Sequence[Sequence[str]], ground_truths: Sequence[str], k: int) -> None:
     if len(rankings) != len(ground_truths):
-        raise ValueError(f"{len(rankings)} rankings but {len(ground_truths)} ground truths; they must pair up")
+        raise ValueError(
+            f"{len(rankings)} rankings but {len(ground_truths)} ground truths; they must pair up"
+        )
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
 
@@ -39,7 +41,9 @@ def ndcg_at_k(rankings: Sequence[Sequence[str]], ground_truths: Sequence[str], k
     return total / len(rankings)
 
 
-def hr_avg(rankings: Sequence[Sequence[str]], ground_truths: Sequence[str], ks: Sequence[int] = (1, 3, 5)) -> float:
+def hr_avg(
+    rankings: Sequence[Sequence[str]], ground_truths: Sequence[str], ks: Sequence[int] = (1, 3, 5)
+) -> float:
     """AgentRecBench's headline number: the mean of HR@1, HR@3 and HR@5."""
     return sum(hit_rate_at_k(rankings, ground_truths, k) for k in ks) / len(ks)
 

@@ -1,0 +1,201 @@
+"""The AgentRecBench evaluation loop: shuffle, hide, fit, rank, repair, score, account.
+
+Order of operations, each a guard against a way peers' numbers were fooled:
+
+1. candidates are shuffled per task with a stable seed before any method sees them (the
+   published task files leak the answer through position);
+2. the method is fitted on ``dataset.hide_from(tasks)`` and every request carries only that
+   view's history (the ground truth and everything after it never reach the method);
+3. every returned ranking goes through :func:`repair_ranking`, and each repair is counted;
+4. a method that raises is counted as an error: its task is scored with the shuffled order and
+   flagged, and the report also gives the metrics over the successful tasks alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from starrec.data.agentsociety import DOMAINS
+from starrec.data.schema import Dataset, RankRequest, Task
+from starrec.data.seeding import seeded_rng
+from starrec.eval.metrics import rank_of, summarize
+from starrec.eval.recommender import Recommender
+from starrec.eval.repair import repair_ranking
+
+EvalReport = dict[str, Any]
+"""``{"method", "n_tasks", "hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "invalid", "successful",
+"coverage", "seed", "shuffled", "method_stats", "elapsed_s", "per_task"}``."""
+
+INVALID_KEYS = ("repaired_tasks", "hallucinated", "duplicates", "missing", "errors")
+
+
+def shuffle_candidates(task: Task, seed: int) -> tuple[str, ...]:
+    """The task's candidates in a seeded order that differs per task but never between runs."""
+    order = list(task.candidates)
+    seeded_rng(seed, "shuffle", task.task_id, task.user_id).shuffle(order)
+    return tuple(order)
+
+
+def check_ground_truths(tasks: Sequence[Task]) -> None:
+    """Evaluation needs every answer; name the tasks that lack one."""
+    missing = [task.task_id for task in tasks if task.ground_truth is None]
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise ValueError(f"{len(missing)} task(s) have no ground truth (task ids {shown}); evaluation needs "
+                         "groundtruth/groundtruth_<i>.json for every task")
+    outside = [task.task_id for task in tasks if task.ground_truth not in task.candidates]
+    if outside:
+        raise ValueError(f"ground truth is not among the candidates of task(s) {', '.join(outside[:10])}")
+
+
+def empty_dataset(tasks: Sequence[Task]) -> Dataset:
+    """The training view for methods that need no data (random, identity)."""
+    category = tasks[0].category if tasks else ""
+    domain = next((name for name in DOMAINS if category.startswith(name)), "item")
+    return Dataset({}, {}, [], domain=domain, name="no-data")
+
+
+def build_requests(
+    tasks: Sequence[Task], train: Dataset, seed: int, shuffle: bool = True
+) -> list[RankRequest]:
+    """What the method sees: shuffled candidates, no answer, history from the leakage-free view only."""
+    return [
+        RankRequest(
+            task_id=task.task_id,
+            user_id=task.user_id,
+            candidates=shuffle_candidates(task, seed) if shuffle else task.candidates,
+            category=task.category,
+            scenario=task.scenario,
+            history=tuple(train.history(task.user_id)),
+        )
+        for task in tasks
+    ]
+
+
+@dataclass(slots=True)
+class TaskOutcome:
+    """One scored task: the final ranking and what had to be fixed to get it."""
+
+    task: Task
+    ranking: list[str]
+    repair_counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def repaired(self) -> bool:
+        return any(self.repair_counts.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task.task_id,
+            "user_id": self.task.user_id,
+            "ground_truth": self.task.ground_truth,
+            "rank": rank_of(self.ranking, self.task.ground_truth or ""),
+            "ranking": self.ranking,
+            "repair": self.repair_counts,
+            "error": self.error,
+        }
+
+
+def score_result(task: Task, request: RankRequest, result: Sequence[str] | BaseException) -> TaskOutcome:
+    """Repair a returned ranking (or fall back to the shuffled order on an exception) and record why."""
+    if isinstance(result, BaseException):
+        return TaskOutcome(task, list(request.candidates), error=f"{type(result).__name__}: {result}")
+    if isinstance(result, str):
+        result = [result]  # a bare string is one (probably invalid) id, not 20 characters
+    ranking, repair = repair_ranking(list(result), request.candidates)
+    return TaskOutcome(task, ranking, repair.counts())
+
+
+def _chunks(items: Sequence[RankRequest], size: int) -> Iterator[Sequence[RankRequest]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def rank_all(method: Recommender, requests: Sequence[RankRequest], batch_size: int,
+             progress: bool) -> list[Sequence[str] | BaseException]:
+    """``method.rank_batch`` over all requests in chunks, with a progress bar."""
+    results: list[Sequence[str] | BaseException] = []
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        tracker = bar.add_task(f"ranking with {method.name}", total=len(requests))
+        for chunk in _chunks(requests, batch_size):
+            answers = list(method.rank_batch(chunk))
+            if len(answers) != len(chunk):
+                raise RuntimeError(f"{method.name}.rank_batch returned {len(answers)} results for "
+                                   f"{len(chunk)} requests")
+            results.extend(answers)
+            bar.advance(tracker, len(chunk))
+    return results
+
+
+def summarize_outcomes(outcomes: Sequence[TaskOutcome]) -> dict[str, float]:
+    return summarize([outcome.ranking for outcome in outcomes],
+                     [outcome.task.ground_truth or "" for outcome in outcomes])
+
+
+def invalid_counts(outcomes: Sequence[TaskOutcome]) -> dict[str, int]:
+    counts = dict.fromkeys(INVALID_KEYS, 0)
+    for outcome in outcomes:
+        counts["errors"] += outcome.error is not None
+        counts["repaired_tasks"] += outcome.repaired
+        for key, value in outcome.repair_counts.items():
+            counts[key] += value
+    return counts
+
+
+def evaluate(
+    method: Recommender,
+    tasks: Sequence[Task],
+    dataset: Dataset | None,
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = True,
+    shuffle: bool = True,
+    batch_size: int = 64,
+    include_per_task: bool = True,
+) -> EvalReport:
+    """Fit ``method`` on the leakage-free view, rank every task and return the report.
+
+    ``shuffle=False`` presents candidates in file order; it exists only to measure the
+    position bias of the published task files and must not be used to report results.
+    """
+    tasks = list(tasks)[:limit] if limit is not None else list(tasks)
+    if not tasks:
+        raise ValueError("no tasks to evaluate")
+    check_ground_truths(tasks)
+    if dataset is None and method.needs_data:
+        raise ValueError(f"method {method.name!r} learns from interactions; pass the dataset (--data DIR)")
+    started = time.perf_counter()
+    train = dataset.hide_from(tasks) if dataset is not None else empty_dataset(tasks)
+    method.fit(train)
+    requests = build_requests(tasks, train, seed, shuffle)
+    results = rank_all(method, requests, batch_size, progress)
+    outcomes = [score_result(task, request, result)
+                for task, request, result in zip(tasks, requests, results, strict=True)]
+    successful = [outcome for outcome in outcomes if outcome.error is None]
+    report: EvalReport = {
+        "method": method.name,
+        "n_tasks": len(outcomes),
+        **summarize_outcomes(outcomes),
+        "invalid": invalid_counts(outcomes),
+        "successful": {"n_tasks": len(successful), **summarize_outcomes(successful)},
+        "coverage": {
+            "users_without_history": sum(not request.history for request in requests),
+            "candidates_unseen_in_training": sum(
+                item not in train.by_item for request in requests for item in request.candidates
+            ),
+        },
+        "seed": seed,
+        "shuffled": shuffle,
+        "method_stats": method.stats(),
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    }
+    if include_per_task:
+        report["per_task"] = [outcome.as_dict() for outcome in outcomes]
+    return report
