@@ -250,14 +250,16 @@ class GraphStore(ABC):
         rows, trace = self.run("user_cf", {"id": user_id, "users": int(similar_users), "k": int(k)})
         return [(str(row["item"]), int(row["shared"])) for row in rows], trace
 
+    def batches(self, rows: Sequence[dict[str, Any]], max_rows: int) -> Iterator[Sequence[dict[str, Any]]]:
+        """Parameter batches; backends with payload limits override."""
+        return batched(rows, max_rows)
+
     def item_meta(self, item_ids: Iterable[str]) -> dict[str, ItemRow]:
-        ids = list(dict.fromkeys(item_ids))
-        if not ids:
-            return {}
+        rows = [{"id": item} for item in dict.fromkeys(item_ids)]
         found: dict[str, ItemRow] = {}
-        for chunk in batched(ids, self.read_batch_size):
-            rows, _ = self.run("item_meta", {"rows": [{"id": item} for item in chunk]})
-            for row in rows:
+        for chunk in self.batches(rows, self.read_batch_size):
+            result, _ = self.run("item_meta", {"rows": list(chunk)})
+            for row in result:
                 found[str(row["id"])] = ItemRow(
                     str(row["id"]), row["title"] or "", tuple(row["facets"] or ())
                 )
@@ -285,19 +287,19 @@ class GraphStore(ABC):
 
     def set_evidence(self, kind: EvidenceKind, records: Sequence[StoredEvidence]) -> int:
         """Write evidence for many anchors (batched); returns how many nodes were updated."""
+        rows = [
+            {
+                "id": record.anchor,
+                "evidence": record.evidence,
+                "neighbours": StoredEvidence.encode_neighbours(record.neighbours),
+                "k": record.k,
+                "by": record.by,
+            }
+            for record in records
+        ]
         updated = 0
-        for chunk in batched(records, self.write_batch_size):
-            rows = [
-                {
-                    "id": record.anchor,
-                    "evidence": record.evidence,
-                    "neighbours": StoredEvidence.encode_neighbours(record.neighbours),
-                    "k": record.k,
-                    "by": record.by,
-                }
-                for record in chunk
-            ]
-            result, _ = self.run(f"{kind}_evidence_set", {"rows": rows}, write=True)
+        for chunk in self.batches(rows, self.write_batch_size):
+            result, _ = self.run(f"{kind}_evidence_set", {"rows": list(chunk)}, write=True)
             updated += int(result[0]["updated"]) if result else 0
         return updated
 

@@ -21,7 +21,7 @@ from starrec.config import get_settings
 from starrec.data.schema import Dataset, Task
 from starrec.tools.evidence import EvidenceBuildConfig, EvidenceStore, Verbaliser, build_evidence
 from starrec.tools.ladybug_store import LadybugStore
-from starrec.tools.store import GraphStore, GraphStoreError, GraphTables
+from starrec.tools.store import GraphStoreError, GraphTables
 
 GRAPH_FORMAT_VERSION = 1
 """Bump when the schema or the evidence format changes: cached graphs are then rebuilt."""
@@ -205,9 +205,18 @@ def _open_neo4j(
         if key in _OPEN:
             return _OPEN[key]
         dataset = load_dataset(data_dir)
-        graph: GraphStore = Neo4jStore.from_settings(settings)
+        fingerprint = f"v{GRAPH_FORMAT_VERSION}-{data_fingerprint(data_dir)}-{tasks_fingerprint(tasks)}"
+        graph = Neo4jStore.from_settings(settings)
         if graph.counts()["interactions"] == 0:
-            graph.load(GraphTables.from_dataset(training_view(dataset, tasks)))
+            graph.load(GraphTables.from_dataset(training_view(dataset, tasks)), show_progress=show_progress)
+            graph.set_fingerprint(fingerprint)
+        elif (found := graph.fingerprint()) != fingerprint:
+            graph.close()
+            raise GraphStoreError(
+                f"the graph at {graph.location} was built from other data or tasks "
+                f"({found} != {fingerprint}); "
+                "rebuild it with `starrec graph build --store neo4j --overwrite`"
+            )
         if build_evidence_flag and graph.ids("item", missing_evidence_only=True):
             config = config or EvidenceBuildConfig()
             config.noun = dataset.domain

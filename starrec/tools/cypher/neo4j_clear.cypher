@@ -1,4 +1,4 @@
-// Remove the starrec graph (users, items and their interactions) before a rebuild.
+// Remove the starrec graph (users, items, their interactions and the fingerprint node).
 MATCH (n)
-WHERE n:User OR n:Item
+WHERE n:User OR n:Item OR n:StarrecGraph
 DETACH DELETE n
