@@ -1,0 +1,63 @@
+"""What the four execution agents share: one output model and one way of running."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from starrec.agents.base import AgentEnv, Counters, UserView, ask, render
+
+MAX_CONCLUSIONS = 6
+
+
+class Analysis(BaseModel):
+    """Key conclusions of one execution agent."""
+
+    thinking: str = Field(default="", description="Short reasoning behind the conclusions.")
+    conclusions: list[str] = Field(default_factory=list, max_length=12, description="Key conclusions.")
+    evidence_ids: list[str] = Field(default_factory=list, description="Item ids supporting them.")
+
+    @field_validator("conclusions", "evidence_ids", mode="before")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list):
+            return [v if isinstance(v, str) else str(v) for v in value]
+        return value
+
+
+def fallback_analysis(text: str) -> Analysis:
+    """Unparseable answer: keep the model's own words as a single conclusion rather than nothing."""
+    sentence = " ".join(text.split())[:300]
+    return Analysis(thinking="", conclusions=[sentence] if sentence else [])
+
+
+async def analyse(
+    env: AgentEnv,
+    agent: str,
+    view: UserView,
+    counters: Counters,
+    focus: str = "",
+    correction: str | None = None,
+    previous: dict[str, Any] | None = None,
+) -> Analysis:
+    """Run execution agent ``agent`` (its prompt template has the same name).
+
+    ``focus`` is the agent-specific digest of the data (rating habits, category counts, ...)
+    appended to the shared view of the user.
+    """
+    system = render(agent, env.words)
+    user = view.history_text() + (f"\n\n{focus}" if focus else "")
+    if correction:
+        earlier = "\n".join(f"- {c}" for c in (previous or {}).get("conclusions", [])) or "- (none)"
+        user += (
+            f"\n\nYour previous conclusions:\n{earlier}\n\nA reviewer asked you to revise them: "
+            f"{correction}\nGive corrected conclusions."
+        )
+    output, _ = await ask(env, system, user, Analysis, fallback_analysis, counters)
+    if len(output.conclusions) > MAX_CONCLUSIONS:
+        counters.count("conclusions_truncated")
+        output = output.model_copy(update={"conclusions": output.conclusions[:MAX_CONCLUSIONS]})
+    return output

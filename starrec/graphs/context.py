@@ -1,0 +1,137 @@
+"""Run-time knobs of the MARS graph (the LangGraph ``context_schema``).
+
+One dataclass, every field documented, every field JSON-serialisable so LangGraph Studio
+can show and edit it. Live objects (a chat model instance, an evidence source) are not
+context: they are bound when the graph is built (:func:`starrec.graphs.graph.build_mars_graph`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from starrec.distill.trajectory import AGENT_NODES
+
+Ablation = Literal["no_tools", "no_planner", "no_reflector"]
+ABLATIONS: tuple[str, ...] = ("no_tools", "no_planner", "no_reflector")
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Everything a MARS run can be told, with defaults sized for a small local model."""
+
+    llm: str = field(
+        default="local",
+        metadata={
+            "help": "Chat model spec for starrec.llm.make_chat_model: 'local' (SmolLM2 in-process), "
+            "'local:DIR' (any HF model folder), 'openai:MODEL' (OpenAI-compatible endpoint), 'scripted'. "
+            "Ignored when the graph was built with an explicit chat model."
+        },
+    )
+    base_url: str | None = field(
+        default=None, metadata={"help": "Endpoint for the openai backend (vLLM, llama.cpp server, DeepSeek)."}
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset folder whose graph + evidence the CF tools read (built or reused via the "
+            "toolkit cache). Ignored when the graph was built with an explicit evidence source."
+        },
+    )
+    tasks_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Task folder whose ground truths are hidden from the graph and evidence (leakage)."
+        },
+    )
+    domain: str = field(
+        default="",
+        metadata={"help": "What items are (movie, book, product, business); empty = take it from the input."},
+    )
+    use_tools: bool = field(default=True, metadata={"help": "Let agents call item_cf / user_cf (ablation)."})
+    use_planner: bool = field(
+        default=True,
+        metadata={"help": "Let the planner pick and order agents; off = all four in fixed order."},
+    )
+    use_reflector: bool = field(
+        default=True, metadata={"help": "Check agent outputs and re-run flagged agents (ablation)."}
+    )
+    max_correction_rounds: int = field(
+        default=1,
+        metadata={"help": "Correction rounds after a failed reflection (0 = reflect but never re-run)."},
+    )
+    chunk_size: int = field(
+        default=10, metadata={"help": "m: behaviours per chunk in the long-sequence abstractor."}
+    )
+    max_history: int = field(
+        default=40,
+        metadata={"help": "Only the most recent N behaviours enter the abstractor (bounds LLM calls)."},
+    )
+    max_tool_calls: int = field(default=2, metadata={"help": "Tool calls each agent may make per run."})
+    tool_k: int = field(default=10, metadata={"help": "Neighbours requested per tool call."})
+    tool_protocol: Literal["auto", "native", "text"] = field(
+        default="auto",
+        metadata={
+            "help": "How agents call tools: LangChain tool calling ('native'), the <tool_call> text protocol "
+            "('text'), or 'auto' (native when the model implements bind_tools)."
+        },
+    )
+    structured_output: Literal["auto", "native", "json"] = field(
+        default="auto",
+        metadata={
+            "help": "'native' = with_structured_output, 'json' = JSON extraction + repair + one retry, "
+            "'auto' = native when the model supports it."
+        },
+    )
+    ranker_fusion: Literal["llm", "rrf"] = field(
+        default="llm",
+        metadata={
+            "help": "'llm' = the ranker's order (repaired); 'rrf' = reciprocal-rank fusion of the LLM order "
+            "with the CF-evidence order, so a weak model cannot fall below its own evidence."
+        },
+    )
+    rrf_k: int = field(default=60, metadata={"help": "The k constant of reciprocal-rank fusion."})
+    cf_recent_items: int = field(
+        default=10, metadata={"help": "Recent history items whose Item-CF neighbours score the CF order."}
+    )
+    cf_k: int = field(
+        default=100, metadata={"help": "Neighbours per Item-CF lookup when scoring the CF order."}
+    )
+    max_new_tokens: int = field(
+        default=256,
+        metadata={"help": "Generation budget per LLM call (local backend; endpoints get max_tokens)."},
+    )
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0 = greedy)."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling backends."})
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise ValueError(f"Context.chunk_size must be >= 1, got {self.chunk_size}")
+        if self.max_correction_rounds < 0:
+            raise ValueError(f"Context.max_correction_rounds must be >= 0, got {self.max_correction_rounds}")
+        if self.max_tool_calls < 0:
+            raise ValueError(f"Context.max_tool_calls must be >= 0, got {self.max_tool_calls}")
+        if self.ranker_fusion not in ("llm", "rrf"):
+            raise ValueError(f"Context.ranker_fusion must be 'llm' or 'rrf', got {self.ranker_fusion!r}")
+
+    def with_ablation(self, ablation: str | None) -> Context:
+        """A copy with one ablation switched off (``no_tools``, ``no_planner``, ``no_reflector``)."""
+        if ablation is None:
+            return Context(**asdict(self))
+        if ablation not in ABLATIONS:
+            raise ValueError(f"unknown ablation {ablation!r}; choose one of: {', '.join(ABLATIONS)}")
+        switch = {"no_tools": "use_tools", "no_planner": "use_planner", "no_reflector": "use_reflector"}[
+            ablation
+        ]
+        return Context(**{**asdict(self), switch: False})
+
+    def settings(self) -> dict[str, Any]:
+        """The knobs as a plain dict (recorded in every trajectory)."""
+        return asdict(self)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+FIXED_AGENT_ORDER: tuple[str, ...] = AGENT_NODES

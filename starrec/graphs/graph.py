@@ -1,0 +1,90 @@
+"""The compiled MARS graph: Plan -> Execute -> Reflect -> (Correct) -> Rank.
+
+``abstractor -> planner -> planned agents (in order) -> reflector -> [flagged agents with
+suggestions, bounded] -> ranker -> END``. The module-level :data:`graph` (no checkpointer) is what
+``langgraph.json`` exports for ``langgraph dev`` / Studio; apps call :func:`build_mars_graph` with
+their own chat model, evidence source and checkpointer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Checkpointer, RetryPolicy
+
+from starrec.distill.trajectory import AGENT_NODES
+from starrec.graphs.context import Context
+from starrec.graphs.nodes import MarsNodes
+from starrec.graphs.resources import Resources
+from starrec.graphs.routing import (
+    PLANNER,
+    RANKER,
+    REFLECTOR,
+    route_after_abstractor,
+    route_after_reflector,
+    route_to_next_agent,
+)
+from starrec.graphs.state import InputState, State
+from starrec.tools.base import EvidenceSource
+
+GRAPH_NAME = "mars"
+
+# Transient failures (endpoint timeouts, connection resets) are retried; programming errors are not.
+LLM_RETRY = RetryPolicy(max_attempts=2, initial_interval=1.0, retry_on=(TimeoutError, ConnectionError))
+
+
+def recursion_limit(context: Context | None = None) -> int:
+    """Supersteps one run can need: abstractor, planner, 4 agents, reflector, ranker, plus per
+    correction round up to 4 agents and a reflector; doubled as a safety margin."""
+    rounds = (context or Context()).max_correction_rounds
+    return 2 * (8 + 5 * rounds) + 2
+
+
+def build_mars_graph(
+    context: Context | None = None,
+    *,
+    chat_model: BaseChatModel | None = None,
+    evidence: EvidenceSource | None = None,
+    checkpointer: Checkpointer = None,
+    name: str = GRAPH_NAME,
+) -> CompiledStateGraph:
+    """Compile the MARS graph.
+
+    ``chat_model``/``evidence`` override what the run context would build lazily (``llm`` spec,
+    ``data_dir``). ``context`` only sets the default recursion limit; pass the run's context to
+    ``invoke(..., context=...)``.
+    """
+    nodes = MarsNodes(Resources(chat_model=chat_model, evidence=evidence))
+    builder = StateGraph(State, context_schema=Context, input_schema=InputState)
+    builder.add_node("abstractor", nodes.abstractor, retry_policy=LLM_RETRY)
+    builder.add_node(PLANNER, nodes.planner, retry_policy=LLM_RETRY)
+    for agent in AGENT_NODES:
+        builder.add_node(agent, nodes.agent_node(agent), retry_policy=LLM_RETRY)
+    builder.add_node(REFLECTOR, nodes.reflector, retry_policy=LLM_RETRY)
+    builder.add_node(RANKER, nodes.ranker, retry_policy=LLM_RETRY)
+
+    after_planning = [*AGENT_NODES, REFLECTOR, RANKER]
+    builder.add_edge(START, "abstractor")
+    builder.add_conditional_edges("abstractor", route_after_abstractor, [PLANNER, *after_planning])
+    builder.add_conditional_edges(PLANNER, route_to_next_agent, after_planning)
+    for agent in AGENT_NODES:
+        builder.add_conditional_edges(
+            agent, route_to_next_agent, [node for node in after_planning if node != agent]
+        )
+    builder.add_conditional_edges(REFLECTOR, route_after_reflector, [*AGENT_NODES, RANKER])
+    builder.add_edge(RANKER, END)
+    compiled = builder.compile(checkpointer=checkpointer, name=name)
+    return compiled.with_config(recursion_limit=recursion_limit(context))
+
+
+def final_output(state: dict[str, Any]) -> dict[str, Any]:
+    """The fields an app usually wants from a finished run."""
+    keys = ("task_id", "ranking", "llm_ranking", "cf_ranking", "plan", "reflection", "repairs", "warnings")
+    return {key: state.get(key) for key in keys}
+
+
+graph = build_mars_graph()
+"""The graph ``langgraph.json`` exports: the model is built from the run context on first use."""

@@ -1,0 +1,214 @@
+"""The graph's nodes: each turns the state into one agent call and a small state update.
+
+Every node also returns ``last_step`` (its structured output, thinking and counted repairs), which
+the trajectory recorder reads from the node's output, so a trajectory never depends on parsing logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from starrec.agents import (
+    historical_interest,
+    interest_divergence,
+    recent_interest,
+    user_profile,
+)
+from starrec.agents.abstractor import abstract
+from starrec.agents.analyst import Analysis
+from starrec.agents.base import AgentEnv, Counters, UserView
+from starrec.agents.planner import plan
+from starrec.agents.ranker import cf_hint, cf_scores, finalise, llm_ranking, order_by_score
+from starrec.agents.reflector import reflect
+from starrec.graphs.context import Context
+from starrec.graphs.resources import Resources
+from starrec.graphs.routing import context_of, planned_agents
+from starrec.graphs.state import State
+
+AgentRunner = Callable[..., Awaitable[Analysis]]
+
+AGENT_RUNNERS: dict[str, AgentRunner] = {
+    user_profile.NAME: user_profile.run,
+    historical_interest.NAME: historical_interest.run,
+    recent_interest.NAME: recent_interest.run,
+    interest_divergence.NAME: interest_divergence.run,
+}
+
+
+def view_of(state: State, env: AgentEnv) -> UserView:
+    return UserView(
+        user_id=state.user_id,
+        domain=env.domain,
+        summary=state.summary,
+        recent=list(state.recent),
+        candidates=list(state.candidates),
+    )
+
+
+def step_update(
+    node: str,
+    state: State,
+    counters: Counters,
+    output: dict[str, Any],
+    thinking: str = "",
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
+    """The bookkeeping part of every node's update."""
+    all_warnings = [*(warnings or []), *counters.warnings]
+    return {
+        "repairs": dict(counters.repairs),
+        "warnings": [f"{node}: {text}" for text in all_warnings],
+        "last_step": {
+            "node": node,
+            "round": state.round,
+            "output": output,
+            "thinking": thinking,
+            "repairs": dict(counters.repairs),
+            "llm_calls": counters.llm_calls,
+            "tool_calls": counters.tool_calls,
+            "tool_errors": counters.tool_errors,
+        },
+    }
+
+
+def validate_input(state: State) -> None:
+    """Bad input gets an error naming the field, before any LLM call is made."""
+    if not state.candidates:
+        raise ValueError(f"task {state.task_id!r}: input field 'candidates' is empty; MARS needs candidates")
+    ids = [c.get("id") for c in state.candidates]
+    if any(not isinstance(item, str) or not item for item in ids):
+        raise ValueError(f"task {state.task_id!r}: every entry of 'candidates' needs a non-empty string 'id'")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"task {state.task_id!r}: 'candidates' contains duplicate ids")
+
+
+class MarsNodes:
+    """Node functions bound to the graph's :class:`Resources`."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+
+    async def abstractor(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        """Chunk + fuse the history into the hybrid input (long-term summary + last chunk)."""
+        validate_input(state)
+        context = context_of(runtime)
+        env, warnings = self.resources.env(context, state.domain, with_tools=False)
+        counters = Counters()
+        result = await abstract(env, state.history, context.chunk_size, context.max_history, counters)
+        output = {
+            "summary": result.summary,
+            "recent": [entry.get("item_id") for entry in result.recent],
+            "chunk_summaries": result.chunk_summaries,
+            "chunks": len(result.chunk_summaries) + (1 if result.recent else 0),
+        }
+        return {
+            "summary": result.summary,
+            "recent": result.recent,
+            **step_update("abstractor", state, counters, output, warnings=warnings),
+        }
+
+    async def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        context = context_of(runtime)
+        env, warnings = self.resources.env(context, state.domain, with_tools=False)
+        counters = Counters()
+        result = await plan(env, view_of(state, env), counters)
+        return {
+            "plan": result.agents,
+            **step_update("planner", state, counters, {"agents": result.agents}, result.thinking, warnings),
+        }
+
+    def agent_node(self, name: str) -> Callable[[State, Runtime[Context]], Awaitable[dict[str, Any]]]:
+        """The node for execution agent ``name`` (first pass and correction rounds)."""
+        runner = AGENT_RUNNERS[name]
+
+        async def run_agent(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+            context = context_of(runtime)
+            env, warnings = self.resources.env(context, state.domain, with_tools=True)
+            counters = Counters()
+            correction = state.corrections.get(name) if state.round > 0 else None
+            result = await runner(env, view_of(state, env), counters, correction, state.analyses.get(name))
+            output = {"conclusions": result.conclusions, "evidence_ids": result.evidence_ids}
+            if correction:
+                output["correction"] = correction
+            return {
+                "analyses": {name: {**output, "thinking": result.thinking}},
+                "done": [*state.done, name],
+                **step_update(name, state, counters, output, result.thinking, warnings),
+            }
+
+        run_agent.__name__ = name
+        return run_agent
+
+    async def reflector(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        """Pass, or open a correction round for the flagged agents (bounded by the context)."""
+        context = context_of(runtime)
+        env, warnings = self.resources.env(context, state.domain, with_tools=False)
+        counters = Counters()
+        executed = {
+            agent: state.analyses[agent] for agent in planned_agents(state) if agent in state.analyses
+        }
+        result = await reflect(env, view_of(state, env), executed, counters)
+        issues = [issue.model_dump() for issue in result.issues]
+        # Recorded in the STAR chain's reflection format ({"passed", "feedback"}).
+        output = {"passed": result.verdict == "pass", "feedback": issues}
+        update: dict[str, Any] = {
+            "reflection": {"verdict": result.verdict, "issues": issues, "thinking": result.thinking}
+        }
+        if result.verdict == "fail" and state.round < context.max_correction_rounds:
+            update.update(
+                round=state.round + 1,
+                done=[],
+                corrections={issue.agent: issue.suggestion for issue in result.issues},
+            )
+        elif result.verdict == "fail":
+            update.update(corrections={}, correction_bound_reached=True)
+            counters.count("correction_bound_reached")
+        return {**update, **step_update("reflector", state, counters, output, result.thinking, warnings)}
+
+    async def ranker(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        """LLM ranking, repaired to a permutation; fused with the CF order when ``ranker_fusion=rrf``."""
+        context = context_of(runtime)
+        env, warnings = self.resources.env(context, state.domain, with_tools=False)
+        counters = Counters()
+        candidates = [c["id"] for c in state.candidates]
+        scores: dict[str, float] = {}
+        cf_order: list[str] = []
+        traces: list[Any] = []
+        evidence = self.resources.evidence(context) if context.use_tools else None
+        if evidence is not None:
+            recent_ids = [e["item_id"] for e in state.recent][-context.cf_recent_items :]
+            scores, traces = cf_scores(evidence, recent_ids, candidates, context.cf_k)
+            cf_order = order_by_score(scores, candidates)
+        elif context.ranker_fusion == "rrf":
+            warnings.append(
+                "ranker_fusion=rrf without CF evidence (use_tools off or no data_dir): LLM order used"
+            )
+        analyses = {agent: state.analyses[agent] for agent in planned_agents_all(state)}
+        raw, thinking = await llm_ranking(
+            env, view_of(state, env), analyses, cf_hint(scores, cf_order), counters
+        )
+        llm_order, final = finalise(raw, candidates, cf_order, context.ranker_fusion, context.rrf_k, counters)
+        output = {
+            "raw_ranking": raw,
+            "llm_ranking": llm_order,
+            "cf_ranking": cf_order,
+            "ranking": final,
+            "fusion": context.ranker_fusion if cf_order else "llm",
+            "cf_scores": {item: round(score, 3) for item, score in scores.items() if score},
+            "cf_queries": [trace.model_dump() for trace in traces],
+        }
+        return {
+            "llm_ranking": llm_order,
+            "cf_ranking": cf_order,
+            "ranking": final,
+            **step_update("ranker", state, counters, output, thinking, warnings),
+        }
+
+
+def planned_agents_all(state: State) -> list[str]:
+    """Every agent with an analysis, in plan order (correction rounds replaced their outputs)."""
+    order = list(state.plan) + [agent for agent in state.analyses if agent not in state.plan]
+    return [agent for agent in order if agent in state.analyses]

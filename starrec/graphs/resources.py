@@ -1,0 +1,103 @@
+"""The live objects MARS nodes use (chat model, evidence source, CF tools), created lazily.
+
+Kept out of the context because they are not JSON: an embedding app passes its own instances
+to :func:`starrec.graphs.graph.build_mars_graph`; otherwise they are built on first use from
+the context (``llm`` spec, ``data_dir``), so importing the graph module never loads a model.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
+
+from starrec.agents.base import AgentEnv
+from starrec.graphs.context import Context
+from starrec.llm.structured import llm_capabilities
+from starrec.tools.base import EvidenceSource
+
+
+class Resources:
+    """Chat model + evidence for a graph; thread-safe lazy construction, cached per spec."""
+
+    def __init__(
+        self, chat_model: BaseChatModel | None = None, evidence: EvidenceSource | None = None
+    ) -> None:
+        self._explicit_model = chat_model
+        self._explicit_evidence = evidence
+        self._models: dict[tuple[Any, ...], BaseChatModel] = {}
+        self._evidence: dict[tuple[str, str | None], EvidenceSource] = {}
+        self._tools: dict[int, list[BaseTool]] = {}
+        self._lock = threading.Lock()
+
+    def chat_model(self, context: Context) -> BaseChatModel:
+        if self._explicit_model is not None:
+            return self._explicit_model
+        key = (context.llm, context.base_url, context.max_new_tokens, context.temperature, context.seed)
+        with self._lock:
+            if key not in self._models:
+                from starrec.llm import make_chat_model
+
+                self._models[key] = make_chat_model(
+                    context.llm,
+                    base_url=context.base_url,
+                    max_new_tokens=context.max_new_tokens,
+                    temperature=context.temperature,
+                    seed=context.seed,
+                )
+            return self._models[key]
+
+    def evidence(self, context: Context) -> EvidenceSource | None:
+        """The CF backend, or None when neither an instance nor ``data_dir`` was given."""
+        if self._explicit_evidence is not None:
+            return self._explicit_evidence
+        if not context.data_dir:
+            return None
+        key = (context.data_dir, context.tasks_dir)
+        with self._lock:
+            if key not in self._evidence:
+                from starrec.data.tasks import read_tasks
+                from starrec.tools.toolkit import open_toolkit
+
+                tasks = read_tasks(Path(context.tasks_dir)) if context.tasks_dir else None
+                self._evidence[key] = open_toolkit(context.data_dir, tasks=tasks)
+            return self._evidence[key]
+
+    def tools(self, evidence: EvidenceSource) -> list[BaseTool]:
+        with self._lock:
+            if id(evidence) not in self._tools:
+                from starrec.tools.langchain_tools import make_cf_tools
+
+                self._tools[id(evidence)] = make_cf_tools(evidence)
+            return self._tools[id(evidence)]
+
+    def env(self, context: Context, domain: str, with_tools: bool) -> tuple[AgentEnv, list[str]]:
+        """An :class:`AgentEnv` for one node, plus warnings (e.g. tools wanted but unavailable)."""
+        model = self.chat_model(context)
+        warnings: list[str] = []
+        tools: list[BaseTool] = []
+        if with_tools and context.use_tools and context.max_tool_calls > 0:
+            evidence = self.evidence(context)
+            if evidence is None:
+                warnings.append("use_tools is on but no evidence source: pass data_dir in the context")
+            else:
+                tools = self.tools(evidence)
+        capabilities = llm_capabilities(model)
+        protocol = context.tool_protocol
+        if protocol == "auto":
+            protocol = "native" if capabilities.supports_tool_calling else "text"
+        structured = context.structured_output
+        if structured == "auto":
+            structured = "native" if capabilities.supports_structured_output else "json"
+        env = AgentEnv(
+            model=model,
+            tools=tools,
+            domain=context.domain or domain,
+            max_tool_calls=context.max_tool_calls,
+            tool_protocol=protocol,
+            structured=structured,
+        )
+        return env, warnings

@@ -1,0 +1,133 @@
+"""Graph state: the small input surface callers fill, and the full state the nodes share.
+
+Everything is plain JSON (lists, dicts, strings) so runs can be streamed to LangGraph
+Studio, checkpointed by an embedding app and written to ``runs.jsonl`` unchanged.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypedDict
+
+from starrec.data.schema import Dataset, RankRequest
+
+
+class HistoryEntry(TypedDict, total=False):
+    """One past behaviour as the agents see it."""
+
+    item_id: str
+    title: str
+    categories: list[str]
+    stars: float | None
+    date: str
+    review: str
+
+
+class Candidate(TypedDict, total=False):
+    id: str
+    title: str
+    categories: list[str]
+
+
+def merge_dicts(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
+    """Reducer: later keys win (agent outputs re-run in a correction round replace the first pass)."""
+    return {**left, **right}
+
+
+def add_counts(left: dict[str, int], right: dict[str, int]) -> dict[str, int]:
+    """Reducer: repair counters add up across nodes."""
+    merged = dict(left)
+    for key, value in right.items():
+        merged[key] = merged.get(key, 0) + int(value)
+    return merged
+
+
+@dataclass(kw_only=True)
+class InputState:
+    """What a caller provides: one ranking request (a :class:`RankRequest` plus titles)."""
+
+    task_id: str = ""
+    user_id: str = ""
+    domain: str = "item"
+    scenario: str = ""
+    candidates: list[Candidate] = field(default_factory=list)
+    """The 20 candidates in the (already shuffled) order shown to the model."""
+    history: list[HistoryEntry] = field(default_factory=list)
+    """The user's leakage-free history, oldest first."""
+
+
+@dataclass(kw_only=True)
+class State(InputState):
+    """Full internal state shared by the nodes."""
+
+    summary: str = ""
+    """Long-term summary fused by the abstractor over all chunks but the last."""
+    recent: list[HistoryEntry] = field(default_factory=list)
+    """The last chunk of behaviours, verbatim (the 'hybrid' input's short-term part)."""
+    plan: list[str] = field(default_factory=list)
+    """Agents to run, in order (planner output, or the fixed order when the planner is off)."""
+    analyses: Annotated[dict[str, Any], merge_dicts] = field(default_factory=dict)
+    """Agent name -> its latest structured output ({thinking, conclusions, evidence_ids})."""
+    done: list[str] = field(default_factory=list)
+    """Agents finished in the current round (routing reads it)."""
+    round: int = 0
+    """0 on the first pass, n in correction round n."""
+    reflection: dict[str, Any] = field(default_factory=dict)
+    """Latest reflector output ({verdict, issues: [{agent, suggestion}], thinking})."""
+    corrections: dict[str, str] = field(default_factory=dict)
+    """Agent -> suggestion it must address in the current correction round."""
+    correction_bound_reached: bool = False
+    llm_ranking: list[str] = field(default_factory=list)
+    """The ranker LLM's order after repair."""
+    cf_ranking: list[str] = field(default_factory=list)
+    """Candidates ordered by CF evidence (co-occurrence with recent items)."""
+    ranking: list[str] = field(default_factory=list)
+    """Final ranking: a permutation of the candidates."""
+    repairs: Annotated[dict[str, int], add_counts] = field(default_factory=dict)
+    """Counted repairs and retries over the whole run (json_retry, fallback, hallucinated, ...)."""
+    warnings: Annotated[list[str], operator.add] = field(default_factory=list)
+    last_step: dict[str, Any] = field(default_factory=dict)
+    """What the node that just ran reports for the trajectory (output, thinking, repairs)."""
+
+
+def _date(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d")
+
+
+def history_entries(request: RankRequest, dataset: Dataset, review_chars: int = 160) -> list[HistoryEntry]:
+    """The request's history as agent-readable entries (titles and categories from the dataset)."""
+    entries: list[HistoryEntry] = []
+    for event in request.history:
+        entry: HistoryEntry = {
+            "item_id": event.item_id,
+            "title": dataset.item_title(event.item_id),
+            "categories": dataset.item_categories(event.item_id)[:4],
+            "stars": event.stars,
+            "date": _date(event.timestamp),
+        }
+        if event.text:
+            entry["review"] = event.text[:review_chars]
+        entries.append(entry)
+    return entries
+
+
+def candidate_entries(candidates: Sequence[str], dataset: Dataset) -> list[Candidate]:
+    return [
+        {"id": item, "title": dataset.item_title(item), "categories": dataset.item_categories(item)[:4]}
+        for item in candidates
+    ]
+
+
+def input_from_request(request: RankRequest, dataset: Dataset) -> dict[str, Any]:
+    """The graph input for one request (what ``graph.invoke`` takes)."""
+    return {
+        "task_id": request.task_id,
+        "user_id": request.user_id,
+        "domain": dataset.domain,
+        "scenario": request.scenario,
+        "candidates": candidate_entries(request.candidates, dataset),
+        "history": history_entries(request, dataset),
+    }
