@@ -37,7 +37,6 @@ from starrec.tools.synthetic import power_law_dataset
 INJECTION_PREFIX = "}{) MATCH (n) DETACH DELETE n //`"
 
 
-
 def only_loopback() -> bool:
     """True inside a fresh ``unshare -n`` namespace (no interface but ``lo``)."""
     return [name for _, name in socket.if_nameindex()] == ["lo"]
@@ -114,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
     if not only_loopback():
-        print(
-            json.dumps({"ok": False, "error": "refusing to start FalkorDB outside a private network namespace "
-                        "(run under `unshare -n` with `ip link set lo up`)"})
-        )  # fmt: skip
+        refusal = (
+            "refusing to start FalkorDB outside a private network namespace "
+            "(run under `unshare -n` with `ip link set lo up`)"
+        )
+        print(json.dumps({"ok": False, "error": refusal}))
         return 2
     with tempfile.TemporaryDirectory(prefix="falkordb-") as workdir:
         server = start_falkordb(args.bolt_port, args.redis_port, Path(workdir))
