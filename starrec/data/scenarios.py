@@ -110,64 +110,90 @@ def _candidates_for_user(events: Sequence[Interaction]) -> list[Candidate]:
 
 def majority_category(dataset: Dataset, history: Sequence[Interaction]) -> str | None:
     """Most frequent category label over the history's items (ties broken by name), or None."""
-    counts = Counter(
-        label for event in history for label in dict.fromkeys(dataset.item_categories(event.item_id))
-    )
-    if not counts:
-        return None
-    return min(counts.items(), key=lambda pair: (-pair[1], pair[0]))[0]
+    return _majority(Counter(label for event in history for label in _labels(dataset, event.item_id)))
 
 
-Chooser = Callable[[Dataset, str, list[Candidate], ScenarioConfig, int], Candidate | None]
+def _labels(dataset: Dataset, item_id: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(dataset.item_categories(item_id)))
 
 
-def _classic(
-    dataset: Dataset, user: str, options: list[Candidate], config: ScenarioConfig, seed: int
-) -> Candidate | None:
-    last = dataset.history(user)[-1]
+def _majority(counts: Counter[str]) -> str | None:
+    positive = [(label, count) for label, count in counts.items() if count > 0]
+    return min(positive, key=lambda pair: (-pair[1], pair[0]))[0] if positive else None
+
+
+@dataclass(slots=True)
+class ScenarioContext:
+    """What a chooser needs besides the user's options, with per-build caches."""
+
+    dataset: Dataset
+    config: ScenarioConfig
+    seed: int
+    label_cache: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def labels(self, item_id: str) -> tuple[str, ...]:
+        if item_id not in self.label_cache:
+            self.label_cache[item_id] = _labels(self.dataset, item_id)
+        return self.label_cache[item_id]
+
+
+Chooser = Callable[[ScenarioContext, str, list[Candidate]], Candidate | None]
+
+
+def _classic(context: ScenarioContext, user: str, options: list[Candidate]) -> Candidate | None:
+    last = context.dataset.history(user)[-1]
     chosen = options[-1] if options and options[-1].event is last else None
-    return chosen if chosen and len(chosen.history) >= config.min_history else None
+    return chosen if chosen and len(chosen.history) >= context.config.min_history else None
 
 
-def _cold_user(
-    dataset: Dataset, user: str, options: list[Candidate], config: ScenarioConfig, seed: int
-) -> Candidate | None:
-    eligible = [option for option in options
-                if config.cold_user_min_history <= len(option.history) <= config.cold_user_max_history]
-    return seeded_rng(seed, "cold_user", user).choice(eligible) if eligible else None
+def _cold_user(context: ScenarioContext, user: str, options: list[Candidate]) -> Candidate | None:
+    low, high = context.config.cold_user_min_history, context.config.cold_user_max_history
+    eligible = [option for option in options if low <= len(option.history) <= high]
+    return seeded_rng(context.seed, "cold_user", user).choice(eligible) if eligible else None
 
 
-def _cold_item(
-    dataset: Dataset, user: str, options: list[Candidate], config: ScenarioConfig, seed: int
-) -> Candidate | None:
+def _cold_item(context: ScenarioContext, user: str, options: list[Candidate]) -> Candidate | None:
+    own = Counter(event.item_id for event in context.dataset.history(user))
     for option in reversed(options):
-        if len(option.history) < config.min_history:
+        if len(option.history) < context.config.min_history:
             return None
-        item_events = dataset.by_item[option.event.item_id]
-        if len(item_events) > config.cold_item_max_interactions + len(dataset.history(user)):
-            continue  # cheap rejection before counting other users
-        if sum(event.user_id != user for event in item_events) <= config.cold_item_max_interactions:
+        item = option.event.item_id
+        if len(context.dataset.by_item[item]) - own[item] <= context.config.cold_item_max_interactions:
             return option
     return None
 
 
 def _evolving(short: bool) -> Chooser:
-    def choose(
-        dataset: Dataset, user: str, options: list[Candidate], config: ScenarioConfig, seed: int
-    ) -> Candidate | None:
+    """Latest option matching the long-term (or, if ``short``, a diverging recent) majority.
+
+    Walks options newest first, keeping the history's category counts up to date by removing
+    events as the history shrinks, so a user costs O(history) rather than O(history^2).
+    """
+
+    def choose(context: ScenarioContext, user: str, options: list[Candidate]) -> Candidate | None:
+        config = context.config
+        if not options:
+            return None
+        counts: Counter[str] = Counter()
+        history = options[-1].history
+        for event in history:
+            counts.update(context.labels(event.item_id))
+        size = len(history)
         for option in reversed(options):
-            if len(option.history) < config.evolving_min_history:
+            while size > len(option.history):
+                size -= 1
+                counts.subtract(context.labels(history[size].item_id))
+            if size < config.evolving_min_history:
                 return None
-            long_term = majority_category(dataset, option.history)
-            labels = set(dataset.item_categories(option.event.item_id))
+            long_term = _majority(counts)
+            labels = context.labels(option.event.item_id)
             if long_term is None:
                 continue
             if not short and long_term in labels:
                 return option
-            if short:
-                recent = majority_category(dataset, option.history[-config.recent_window:])
-                shifted = recent is not None and recent != long_term
-                if shifted and recent in labels and long_term not in labels:
+            if short and long_term not in labels:
+                recent = majority_category(context.dataset, option.history[-config.recent_window:])
+                if recent is not None and recent != long_term and recent in labels:
                     return option
         return None
 
@@ -238,14 +264,26 @@ def build_tasks(
         raise ValueError(f"n must be >= 1, got {n}")
     config = config or ScenarioConfig()
     choose = CHOOSERS[scenario]
+    catalogue = sorted(dataset.by_item)
+    context = ScenarioContext(dataset, config, seed)
     eligible: dict[str, Candidate] = {}
+    too_few_negatives = 0
     for user in sorted(dataset.by_user):
-        chosen = choose(dataset, user, _candidates_for_user(dataset.history(user)), config, seed)
-        if chosen is not None:
-            eligible[user] = chosen
+        chosen = choose(context, user, _candidates_for_user(dataset.history(user)))
+        if chosen is None:
+            continue
+        if len(catalogue) - len({event.item_id for event in dataset.history(user)}) < config.negatives:
+            too_few_negatives += 1  # the user has seen almost the whole catalogue
+            continue
+        eligible[user] = chosen
+    if not eligible:
+        definition = SCENARIO_DEFINITIONS[scenario].format(**asdict(config))
+        raise ValueError(
+            f"no user of {dataset.name or 'the dataset'} is eligible for {scenario!r} ({definition}); "
+            f"{too_few_negatives} excluded for having fewer than {config.negatives} unseen items"
+        )
     rng = seeded_rng(seed, "tasks", scenario)
     selected = rng.sample(sorted(eligible), min(n, len(eligible)))
-    catalogue = sorted(dataset.by_item)
     tasks = []
     for index, user in enumerate(selected):
         truth = eligible[user].event.item_id
@@ -277,6 +315,7 @@ def build_tasks(
         "n_requested": n,
         "n_tasks": len(tasks),
         "n_eligible_users": len(eligible),
+        "n_excluded_too_few_negatives": too_few_negatives,
         "history_length": {"min": min(history_lengths, default=0), "max": max(history_lengths, default=0),
                            "mean": sum(history_lengths) / len(history_lengths) if history_lengths else 0.0},
         "dataset": {"name": dataset.name, "domain": dataset.domain, **dataset.stats(),
