@@ -35,11 +35,23 @@ from starrec.llm import textproto
 OutputT = TypeVar("OutputT", bound=BaseModel)
 
 DOMAIN_WORDS: dict[str, dict[str, str]] = {
-    "movie": {"item": "movie", "items": "movies", "verb": "watched", "user": "viewer"},
-    "book": {"item": "book", "items": "books", "verb": "read", "user": "reader"},
-    "product": {"item": "product", "items": "products", "verb": "bought", "user": "shopper"},
-    "business": {"item": "business", "items": "businesses", "verb": "visited", "user": "customer"},
-    "item": {"item": "item", "items": "items", "verb": "interacted with", "user": "user"},
+    "movie": {"item": "movie", "items": "movies", "verb": "watched", "user": "viewer", "users": "viewers"},
+    "book": {"item": "book", "items": "books", "verb": "read", "user": "reader", "users": "readers"},
+    "product": {
+        "item": "product",
+        "items": "products",
+        "verb": "bought",
+        "user": "shopper",
+        "users": "shoppers",
+    },
+    "business": {
+        "item": "business",
+        "items": "businesses",
+        "verb": "visited",
+        "user": "customer",
+        "users": "customers",
+    },
+    "item": {"item": "item", "items": "items", "verb": "interacted with", "user": "user", "users": "users"},
 }
 """How prompts talk about each domain (movies are watched, businesses visited, ...)."""
 

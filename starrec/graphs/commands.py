@@ -1,9 +1,188 @@
-"""CLI commands of this area (registered by :mod:`starrec.cli`)."""
+"""CLI commands of the MARS area: ``starrec teach`` (recorded batch runs) and ``starrec demo``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+ABLATION_HELP = "Switch one component off: no_tools | no_planner | no_reflector."
+
+
+def parse_options(options: list[str] | None) -> dict[str, str]:
+    """``key=value`` pairs of ``--option`` into a dict, with a clear error for a bad entry."""
+    parsed: dict[str, str] = {}
+    for text in options or []:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected key=value, got {text!r}", param_hint="--option")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def build_context(
+    llm: str | None,
+    model: str | None,
+    base_url: str | None,
+    seed: int,
+    ablation: str | None,
+    fusion: str | None,
+    options: dict[str, str],
+    data: Path | None,
+    tasks: Path | None,
+) -> Any:
+    from starrec.eval.methods import MethodOptions
+    from starrec.graphs.recommender import context_from_options
+
+    if fusion is not None:
+        options = {**options, "ranker_fusion": fusion}
+    method_options = MethodOptions(
+        seed=seed, data_dir=data, llm=llm, model=model, base_url=base_url, extra=options
+    )
+    try:
+        context = context_from_options(method_options).with_ablation(ablation)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    if tasks is not None:
+        context.tasks_dir = str(tasks)
+    return context
+
+
+def print_summary(console: Any, summary: Any, title: str) -> None:
+    """HR table, repair/invalid rates and per-agent cost of a batch."""
+    from rich.table import Table
+
+    data = summary.as_dict()
+    table = Table(title=title)
+    for column in (
+        "runs",
+        "errors",
+        "HR@1",
+        "HR@3",
+        "HR@5",
+        "HR_avg",
+        "repaired rankings",
+        "LLM calls/run",
+        "tokens/run",
+        "s/run",
+    ):
+        table.add_column(column, justify="right")
+    metric = [f"{data.get(key, float('nan')):.3f}" for key in ("hr@1", "hr@3", "hr@5", "hr_avg")]
+    runs = max(data["runs"], 1)
+    table.add_row(
+        str(data["runs"]),
+        str(data["errors"]),
+        *metric,
+        f"{data['repaired_runs']} ({data['repaired_runs'] / runs:.0%})",
+        f"{data['llm_calls_per_run']:.1f}",
+        f"{data['tokens_per_run']:.0f}",
+        f"{data['seconds_per_run']:.2f}",
+    )
+    console.print(table)
+    agents = Table(title="per agent (mean per run)")
+    for column in ("node", "executions", "LLM calls", "tool calls", "tokens", "seconds"):
+        agents.add_column(column, justify="right" if column != "node" else "left")
+    for node, row in data["per_agent"].items():
+        agents.add_row(
+            node,
+            f"{row['runs']:.2f}",
+            f"{row['llm_calls']:.2f}",
+            f"{row['tool_calls']:.2f}",
+            f"{row['tokens']:.0f}",
+            f"{row['seconds']:.2f}",
+        )
+    console.print(agents)
+    if data["repairs"]:
+        console.print(
+            "repairs and retries: " + ", ".join(f"{k}={v}" for k, v in sorted(data["repairs"].items()))
+        )
+
+
+def teach_command(
+    data: Annotated[Path, typer.Option(help="Dataset directory (AgentSociety layout).")],
+    tasks: Annotated[Path, typer.Option(help="Task folder (tasks/ + groundtruth/).")],
+    out: Annotated[Path, typer.Option(help="Run folder; RUNS/runs.jsonl is appended (resumable).")],
+    llm: Annotated[
+        str | None, typer.Option(help="LLM backend spec: local | local:DIR | openai:MODEL.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name or directory for the backend.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (openai backend).")] = None,
+    passes: Annotated[int, typer.Option(help="Runs per task (for outcome filtering).")] = 1,
+    concurrency: Annotated[int, typer.Option(help="Runs in flight at once.")] = 1,
+    limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
+    ablation: Annotated[str | None, typer.Option(help=ABLATION_HELP)] = None,
+    fusion: Annotated[str | None, typer.Option(help="Ranker fusion: llm | rrf.")] = None,
+    seed: Annotated[int, typer.Option(help="Candidate shuffle seed (same as starrec eval).")] = 0,
+    timeout: Annotated[float | None, typer.Option(help="Seconds allowed per run (None = no limit).")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Context knob key=value (repeatable).")] = None,
+) -> None:
+    """Run MARS over a task folder and record one trajectory per (task, pass) in RUNS/runs.jsonl."""
+    from rich.console import Console
+
+    from starrec.graphs.teach import teach
+
+    if passes < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--passes")
+    context = build_context(llm, model, base_url, seed, ablation, fusion, parse_options(option), data, tasks)
+    console = Console()
+    summary = teach(
+        data,
+        tasks,
+        out,
+        context,
+        passes=passes,
+        concurrency=concurrency,
+        limit=limit,
+        seed=seed,
+        timeout_s=timeout,
+        console=console,
+    )
+    print_summary(console, summary, f"MARS runs in {out}")
+
+
+def demo_command(
+    n: Annotated[int, typer.Option(help="Number of MovieLens-100k classic tasks to run.")] = 3,
+    llm: Annotated[str, typer.Option(help="LLM backend spec (local = SmolLM2-135M in-process).")] = "local",
+    model: Annotated[str | None, typer.Option(help="Model name or directory for the backend.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (openai backend).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: <cache>/demo).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for tasks and candidate shuffling.")] = 0,
+) -> None:
+    """Offline end to end: MovieLens-100k, tasks, graph + evidence, MARS, one trajectory, HR table."""
+    from rich.console import Console
+
+    from starrec.graphs.demo import run_demo
+
+    run_demo(n=n, llm=llm, model=model, base_url=base_url, out=out, seed=seed, console=Console())
+
+
+def show_command(
+    runs: Annotated[Path, typer.Argument(help="Run folder or runs.jsonl.")],
+    task: Annotated[str | None, typer.Option(help="Task id to show (default: the first run).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON line.")] = False,
+) -> None:
+    """Print one recorded MARS trajectory (steps, tool calls with Cypher, repairs)."""
+    from rich.console import Console
+
+    from starrec.graphs.display import print_trajectory
+    from starrec.graphs.recording import RunsFile
+
+    records = RunsFile(runs).records()
+    chosen = [r for r in records if task is None or str(r["task_id"]) == task]
+    if not chosen:
+        raise typer.BadParameter(f"no run of task {task!r} in {runs}", param_hint="--task")
+    if as_json:
+        typer.echo(json.dumps(chosen[0], indent=2, ensure_ascii=False))
+        return
+    from starrec.distill.trajectory import Trajectory
+
+    print_trajectory(Console(), Trajectory.model_validate(chosen[0]))
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the top-level app."""
+    app.command("teach")(teach_command)
+    app.command("demo")(demo_command)
+    app.command("trajectory")(show_command)

@@ -44,7 +44,7 @@ class Resources:
                 self._models[key] = make_chat_model(
                     context.llm,
                     base_url=context.base_url,
-                    max_new_tokens=context.max_new_tokens,
+                    max_tokens=context.max_new_tokens,
                     temperature=context.temperature,
                     seed=context.seed,
                 )

@@ -1,0 +1,55 @@
+"""Printing a recorded trajectory for people (``starrec demo``, ``starrec trajectory``)."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.tree import Tree
+
+from starrec.distill.trajectory import Trajectory
+
+MAX_TEXT = 600
+
+
+def _short(text: str, limit: int = MAX_TEXT) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def print_trajectory(console: Console, trajectory: Trajectory) -> None:
+    """Steps in order with their output, thinking, tool calls (+ Cypher) and repairs."""
+    hits = ", ".join(f"{k}={v}" for k, v in trajectory.hits.items())
+    tree = Tree(
+        f"[bold]task {trajectory.task_id}[/bold] (pass {trajectory.pass_}) user {trajectory.user_id} "
+        f"ground truth {trajectory.ground_truth} | {hits} | {trajectory.seconds:.1f} s, "
+        f"{trajectory.llm_calls} LLM calls"
+    )
+    if trajectory.error:
+        tree.add(f"[red]error: {trajectory.error}[/red]")
+    for step in trajectory.steps:
+        label = f"[cyan]{step.node}[/cyan]" + (f" (correction round {step.round})" if step.round else "")
+        label += f" {step.seconds:.1f} s"
+        branch = tree.add(label)
+        if step.error:
+            branch.add(f"[red]{step.error}[/red]")
+        if step.thinking:
+            branch.add(f"thinking: {_short(step.thinking, 300)}")
+        for call in step.tool_calls:
+            tool = branch.add(
+                f"[magenta]{call.name}[/magenta]({json.dumps(call.arguments)})"
+                + (f" [red]{call.error}[/red]" if call.error else "")
+            )
+            tool.add(_short(call.response, 300))
+            for query in call.queries:
+                tool.add(
+                    f"[dim]{query.name}: {' '.join(query.cypher.split())} params={query.params} "
+                    f"rows={query.row_count}[/dim]"
+                )
+        output = {k: v for k, v in step.output.items() if k not in ("cf_queries", "cf_scores", "raw_ranking")}
+        branch.add(f"output: {_short(json.dumps(output, ensure_ascii=False))}")
+        if step.repairs:
+            branch.add(f"[yellow]repairs: {step.repairs}[/yellow]")
+    tree.add(f"[bold]final ranking[/bold]: {trajectory.ranking}")
+    console.print(Panel(tree, title="MARS trajectory", expand=False))

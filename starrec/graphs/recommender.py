@@ -1,0 +1,162 @@
+"""MARS behind the common :class:`~starrec.eval.recommender.Recommender` interface.
+
+``starrec eval --method mars`` goes through here and through the same runner as ``starrec
+teach``: the harness's shuffled, leakage-free requests, one recorded trajectory per request,
+runs concurrent (``--concurrency``), failures isolated and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from starrec.config import get_settings
+from starrec.data.schema import Dataset, RankRequest
+from starrec.distill.trajectory import Trajectory
+from starrec.eval.methods import MethodOptions
+from starrec.eval.recommender import Recommender
+from starrec.graphs.context import Context
+from starrec.graphs.graph import build_mars_graph
+from starrec.graphs.runner import RunJob, run_batch, summarise_runs
+from starrec.tools.base import EvidenceSource
+
+
+def training_fingerprint(train: Dataset) -> str:
+    """Hash of exactly which interactions a graph holds (the harness's leakage-free view)."""
+    digest = hashlib.sha256()
+    for event in train.interactions:
+        digest.update(f"{event.user_id}\t{event.item_id}\t{event.timestamp}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def evidence_for_training_view(train: Dataset) -> EvidenceSource:
+    """Graph + evidence of the training view itself, cached by its fingerprint (built once)."""
+    from starrec.tools.evidence import EvidenceStore
+    from starrec.tools.ladybug_store import LadybugStore
+    from starrec.tools.toolkit import (
+        _build_and_record_evidence,
+        build_ladybug_graph,
+        build_lock,
+        read_manifest,
+    )
+
+    fingerprint = f"train-{training_fingerprint(train)}"
+    path = get_settings().cache_dir / "graphs" / f"{train.name or 'data'}-{fingerprint}.lbdb"
+    with build_lock(path):
+        if not path.exists():
+            writer, _ = build_ladybug_graph(train, path, fingerprint=fingerprint)
+            writer.close()
+        if not (read_manifest(path) or {}).get("evidence"):
+            _build_and_record_evidence(path, train.domain, None, None, False)
+    return EvidenceStore(LadybugStore(path, read_only=True), noun=train.domain)
+
+
+class MarsRecommender(Recommender):
+    """Ranks with the MARS graph; keeps every trajectory of the last batch for inspection."""
+
+    name = "mars"
+
+    def __init__(
+        self,
+        context: Context,
+        *,
+        chat_model: BaseChatModel | None = None,
+        evidence: EvidenceSource | None = None,
+        concurrency: int = 1,
+        timeout_s: float | None = None,
+    ) -> None:
+        self.context = context
+        self.chat_model = chat_model
+        self.evidence = evidence
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.train: Dataset | None = None
+        self.trajectories: list[Trajectory] = []
+
+    def fit(self, train: Dataset) -> None:
+        self.train = train
+        if self.evidence is None and self.context.use_tools:
+            self.evidence = evidence_for_training_view(train)
+
+    def rank(self, request: RankRequest) -> Sequence[str]:
+        result = self.rank_batch([request])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def rank_batch(self, requests: Sequence[RankRequest]) -> list[Sequence[str] | BaseException]:
+        if self.train is None:
+            raise RuntimeError("MarsRecommender.fit(train) must run before rank_batch")
+        graph = build_mars_graph(self.context, chat_model=self.chat_model, evidence=self.evidence)
+        jobs = [RunJob(request) for request in requests]
+        trajectories = asyncio.run(
+            run_batch(
+                graph,
+                jobs,
+                self.train,
+                self.context,
+                concurrency=self.concurrency,
+                timeout_s=self.timeout_s,
+                model_name=self.context.llm,
+            )
+        )
+        self.trajectories.extend(trajectories)
+        return [RuntimeError(t.error) if t.error else t.ranking for t in trajectories]
+
+    def stats(self) -> dict[str, Any]:
+        summary = summarise_runs(self.trajectories).as_dict()
+        return {
+            key: summary[key]
+            for key in (
+                "runs",
+                "errors",
+                "repaired_runs",
+                "repairs",
+                "llm_calls_per_run",
+                "tokens_per_run",
+                "seconds_per_run",
+            )
+        }
+
+
+def context_from_options(options: MethodOptions) -> Context:
+    """A :class:`Context` from method options: ``--llm/--model/--base-url`` + ``--option key=value``."""
+    fields = Context.help()
+    values: dict[str, Any] = {}
+    for key, raw in options.extra.items():
+        if key not in fields:
+            raise ValueError(f"unknown MARS option {key!r}; valid: {', '.join(sorted(fields))}")
+        values[key] = _coerce(key, raw)
+    llm = options.llm or "local"
+    if options.model and ":" not in llm:
+        llm = f"{llm}:{options.model}"
+    values.setdefault("llm", llm)
+    if options.base_url:
+        values.setdefault("base_url", options.base_url)
+    values.setdefault("seed", options.seed)
+    if options.data_dir is not None:
+        values.setdefault("data_dir", str(options.data_dir))
+    return Context(**values)
+
+
+def _coerce(key: str, raw: Any) -> Any:
+    default = getattr(Context(), key)
+    if not isinstance(raw, str) or isinstance(default, str) or default is None:
+        return raw
+    if isinstance(default, bool):
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"MARS option {key} expects true/false, got {raw!r}")
+        return raw.lower() in ("true", "1", "yes")
+    try:
+        return type(default)(raw)
+    except ValueError as error:
+        raise ValueError(f"MARS option {key} expects {type(default).__name__}, got {raw!r}") from error
+
+
+def make_mars(options: MethodOptions) -> MarsRecommender:
+    """Factory for ``starrec eval --method mars`` (see :data:`starrec.eval.methods.METHOD_FACTORIES`)."""
+    return MarsRecommender(context_from_options(options), concurrency=options.concurrency)

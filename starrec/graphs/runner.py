@@ -1,0 +1,176 @@
+"""Running MARS over many requests: one isolated, recorded run per (task, pass), bounded concurrency.
+
+Shared by ``starrec teach`` (writes ``runs.jsonl``), ``starrec eval --method mars`` (the
+:class:`~starrec.graphs.recommender.MarsRecommender`), ``starrec demo`` and the benchmark, so
+every path records the same trajectory and isolates failures the same way: a run that raises or
+times out becomes a trajectory with ``error`` set (ranking = the shown order, repaired, flagged),
+and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from statistics import mean
+from typing import Any
+
+from langgraph.graph.state import CompiledStateGraph
+
+from starrec.data.schema import Dataset, RankRequest
+from starrec.distill.trajectory import Trajectory
+from starrec.eval.metrics import summarize
+from starrec.graphs.context import Context
+from starrec.graphs.graph import recursion_limit
+from starrec.graphs.recording import TrajectoryRecorder, hit_flags
+from starrec.graphs.state import input_from_request
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One MARS run to do: a request, its pass number and (for scoring only) the ground truth."""
+
+    request: RankRequest
+    pass_: int = 0
+    ground_truth: str | None = None
+
+
+async def run_mars(
+    graph: CompiledStateGraph,
+    job: RunJob,
+    dataset: Dataset,
+    context: Context,
+    *,
+    model_name: str = "",
+    timeout_s: float | None = None,
+    callbacks: Sequence[Any] = (),
+) -> Trajectory:
+    """Run the graph on one request and return its trajectory; never raises for a failed run."""
+    recorder = TrajectoryRecorder()
+    started = time.perf_counter()
+    state: dict[str, Any] | None = None
+    error: str | None = None
+    graph_input = input_from_request(job.request, dataset)
+    config = {
+        "callbacks": [recorder, *callbacks],
+        "recursion_limit": recursion_limit(context),
+        "run_name": f"mars:{job.request.task_id}:{job.pass_}",
+    }
+    try:
+        state = await asyncio.wait_for(graph.ainvoke(graph_input, context=context, config=config), timeout_s)
+    except TimeoutError as failure:
+        overran = timeout_s is not None and time.perf_counter() - started >= 0.99 * timeout_s
+        error = f"TimeoutError: run exceeded {timeout_s:g} s" if overran else f"TimeoutError: {failure}"
+    except Exception as failure:  # isolated per run, recorded and counted
+        error = f"{type(failure).__name__}: {failure}"
+    trajectory = recorder.trajectory(
+        state if state is not None else graph_input,
+        task_id=job.request.task_id,
+        pass_=job.pass_,
+        ground_truth=job.ground_truth,
+        settings=context.settings(),
+        model=model_name,
+        seconds=time.perf_counter() - started,
+        error=error,
+        candidates=job.request.candidates,
+    )
+    if state is None:
+        # Scored like the harness scores a method that raised: the shown order, flagged by ``error``.
+        trajectory.ranking = list(job.request.candidates)
+        trajectory.hits = hit_flags(trajectory.ranking, job.ground_truth)
+    return trajectory
+
+
+async def run_batch(
+    graph: CompiledStateGraph,
+    jobs: Sequence[RunJob],
+    dataset: Dataset,
+    context: Context,
+    *,
+    concurrency: int = 4,
+    model_name: str = "",
+    timeout_s: float | None = None,
+    on_done: Callable[[Trajectory], Awaitable[None] | None] | None = None,
+) -> list[Trajectory]:
+    """All jobs with at most ``concurrency`` in flight; ``on_done`` sees each run as it finishes."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(job: RunJob) -> Trajectory:
+        async with gate:
+            trajectory = await run_mars(
+                graph, job, dataset, context, model_name=model_name, timeout_s=timeout_s
+            )
+        if on_done is not None:
+            result = on_done(trajectory)
+            if asyncio.iscoroutine(result):
+                await result
+        return trajectory
+
+    return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+
+@dataclass
+class BatchSummary:
+    """The numbers ``starrec teach`` prints and the benchmark stores."""
+
+    runs: int = 0
+    errors: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    repaired_runs: int = 0
+    repairs: dict[str, int] = field(default_factory=dict)
+    llm_calls: float = 0.0
+    tokens: float = 0.0
+    seconds: float = 0.0
+    per_agent: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs,
+            "errors": self.errors,
+            **self.metrics,
+            "repaired_runs": self.repaired_runs,
+            "repairs": self.repairs,
+            "llm_calls_per_run": self.llm_calls,
+            "tokens_per_run": self.tokens,
+            "seconds_per_run": self.seconds,
+            "per_agent": self.per_agent,
+        }
+
+
+RANKING_REPAIRS = ("ranking_hallucinated", "ranking_duplicates", "ranking_missing")
+
+
+def summarise_runs(trajectories: Sequence[Trajectory]) -> BatchSummary:
+    """HR@1/3/5 + HR_avg over runs with a ground truth, repair rates, and cost per agent."""
+    scored = [t for t in trajectories if t.ground_truth is not None]
+    summary = BatchSummary(runs=len(trajectories), errors=sum(t.error is not None for t in trajectories))
+    if scored:
+        summary.metrics = summarize([t.ranking for t in scored], [t.ground_truth or "" for t in scored])
+    for trajectory in trajectories:
+        if any(trajectory.repairs.get(key) for key in RANKING_REPAIRS):
+            summary.repaired_runs += 1
+        for key, value in trajectory.repairs.items():
+            summary.repairs[key] = summary.repairs.get(key, 0) + value
+    if trajectories:
+        summary.llm_calls = mean(t.llm_calls for t in trajectories)
+        summary.tokens = mean(t.prompt_tokens + t.completion_tokens for t in trajectories)
+        summary.seconds = mean(t.seconds for t in trajectories)
+    agents: dict[str, dict[str, float]] = {}
+    for trajectory in trajectories:
+        for step in trajectory.steps:
+            row = agents.setdefault(
+                step.node, {"runs": 0, "llm_calls": 0, "tool_calls": 0, "tokens": 0, "seconds": 0.0}
+            )
+            row["runs"] += 1
+            row["llm_calls"] += len(step.llm_calls)
+            row["tool_calls"] += len(step.tool_calls)
+            row["tokens"] += sum(c.prompt_tokens + c.completion_tokens for c in step.llm_calls)
+            row["seconds"] += step.seconds
+    count = max(len(trajectories), 1)
+    summary.per_agent = {
+        node: {key: value / count for key, value in row.items()} for node, row in agents.items()
+    }
+    return summary
