@@ -1,0 +1,161 @@
+"""LangChain messages <-> plain chat turns for models that speak the text tool protocol.
+
+Models without native tool calling (the local transformers model, the scripted double) see tools
+as a system-prompt section and answer with ``<tool_call>`` text; these helpers do both directions.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    convert_to_messages,
+)
+from langchain_core.prompt_values import PromptValue
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from starrec.llm.textproto import (
+    describe_tools,
+    format_tool_call,
+    format_tool_response,
+    parse_tool_calls,
+    strip_tool_calls,
+)
+
+_TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
+
+
+def as_messages(model_input: Any) -> list[BaseMessage]:
+    """Messages for anything ``BaseChatModel.invoke`` accepts (string, messages, tuples, prompt value)."""
+    if isinstance(model_input, PromptValue):
+        return model_input.to_messages()
+    if isinstance(model_input, str):
+        return [HumanMessage(content=model_input)]
+    return list(convert_to_messages(model_input))
+
+
+def message_text(message: BaseMessage) -> str:
+    """The text of a message whose content may be a list of content blocks."""
+    if isinstance(message.content, str):
+        return message.content
+    parts = []
+    for block in message.content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, Mapping) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+    return "".join(parts)
+
+
+def openai_tools(tools: Sequence[Any]) -> list[dict[str, Any]]:
+    """OpenAI-format tool dicts for LangChain tools, pydantic models, functions or dicts."""
+    return [convert_to_openai_tool(tool) for tool in tools]
+
+
+def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    return [tool.get("function", tool)["name"] for tool in tools or ()]
+
+
+def to_chat_turns(
+    messages: Sequence[BaseMessage], tools: Sequence[Mapping[str, Any]] | None = None
+) -> list[dict[str, str]]:
+    """``[{"role", "content"}]`` for a chat template, tools described in the system turn.
+
+    Assistant tool calls are written back in ``<tool_call>`` form and tool results become a user
+    turn of ``<tool_response>`` blocks (Hermes convention), so the model sees its own protocol.
+    """
+    turns: list[dict[str, str]] = []
+    for message in messages:
+        text = message_text(message)
+        if isinstance(message, SystemMessage):
+            turns.append({"role": "system", "content": text})
+        elif isinstance(message, AIMessage):
+            calls = [format_tool_call(call["name"], call["args"]) for call in message.tool_calls]
+            turns.append({"role": "assistant", "content": "\n".join(part for part in [text, *calls] if part)})
+        elif isinstance(message, ToolMessage):
+            response = format_tool_response(text)
+            if turns and turns[-1]["role"] == "user" and turns[-1]["content"].startswith("<tool_response>"):
+                turns[-1]["content"] += "\n" + response
+            else:
+                turns.append({"role": "user", "content": response})
+        else:
+            turns.append({"role": "user", "content": text})
+    if tools:
+        section = describe_tools(tools)
+        if turns and turns[0]["role"] == "system":
+            turns[0] = {"role": "system", "content": f"{turns[0]['content']}\n\n{section}"}
+        else:
+            turns.insert(0, {"role": "system", "content": section})
+    return turns
+
+
+def ai_message_from_text(
+    text: str,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    **message_fields: Any,
+) -> AIMessage:
+    """An ``AIMessage`` for model text; with tools bound, ``<tool_call>`` blocks become ``tool_calls``.
+
+    Bodies are repaired when possible (repairs are listed in ``response_metadata["tool_call_repairs"]``);
+    unparseable bodies or unknown tool names become ``invalid_tool_calls`` so the caller can count them.
+    """
+    if not tools:
+        return AIMessage(content=text, **message_fields)
+    allowed = set(tool_names(tools))
+    tool_calls: list[dict[str, Any]] = []
+    invalid: list[dict[str, Any]] = []
+    repairs: list[str] = []
+    for parsed in parse_tool_calls(text, repair=True):
+        call_id = f"call_{uuid.uuid4().hex[:12]}"
+        error = parsed.error
+        if error is None and parsed.name not in allowed:
+            error = f"unknown tool {parsed.name!r}; available: {sorted(allowed)}"
+        if error is None:
+            tool_calls.append(
+                {"name": parsed.name, "args": parsed.arguments, "id": call_id, "type": "tool_call"}
+            )
+            repairs.extend(parsed.repairs)
+        else:
+            invalid.append(
+                {
+                    "name": parsed.name or None,
+                    "args": parsed.raw,
+                    "id": call_id,
+                    "error": error,
+                    "type": "invalid_tool_call",
+                }
+            )
+    metadata = dict(message_fields.pop("response_metadata", {}) or {})
+    if repairs:
+        metadata["tool_call_repairs"] = repairs
+    content = strip_tool_calls(text) if (tool_calls or invalid) else text
+    return AIMessage(
+        content=content,
+        tool_calls=tool_calls,
+        invalid_tool_calls=invalid,
+        response_metadata=metadata,
+        **message_fields,
+    )
+
+
+def approximate_token_count(text: str) -> int:
+    """Words and punctuation marks: a tokenizer-free stand-in used by the scripted model."""
+    return len(_TOKEN_PATTERN.findall(text))
+
+
+def message_to_record(message: BaseMessage) -> dict[str, Any]:
+    """A JSON-friendly ``{"role", "content"[, "tool_calls"]}`` for logs and recordings."""
+    record: dict[str, Any] = {"role": message.type, "content": message_text(message)}
+    if isinstance(message, AIMessage) and message.tool_calls:
+        record["tool_calls"] = [{"name": call["name"], "args": call["args"]} for call in message.tool_calls]
+    if isinstance(message, ToolMessage):
+        record["tool_call_id"] = message.tool_call_id
+    return record
