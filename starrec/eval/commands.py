@@ -74,7 +74,7 @@ def eval_command(
 ) -> None:
     """Rank every task with a method and print HR@1/3/5, HR_avg and NDCG@5."""
     from starrec.data.agentsociety import load_dataset
-    from starrec.data.tasks import read_tasks
+    from starrec.data.tasks import read_manifest, read_tasks
     from starrec.eval.harness import evaluate
     from starrec.eval.methods import MethodOptions, make_method
 
@@ -92,6 +92,7 @@ def eval_command(
     dataset = load_dataset(data) if data is not None else None
     report = evaluate(recommender, task_list, dataset, seed=seed, limit=limit, shuffle=not no_shuffle)
     report["tasks_dir"] = str(tasks)
+    report["scenario"] = read_manifest(tasks).get("scenario")
     report["data_dir"] = str(data) if data is not None else None
     print_report(report, f"{method} on {tasks}")
     if json_out is not None:

@@ -142,3 +142,20 @@ def test_parse_time_variants() -> None:
     assert parse_time(1_000_000_000_000, path, 1, "t") == 1_000_000_000.0
     assert parse_time("1000000000", path, 1, "t") == 1_000_000_000.0
     assert parse_time("2001-09-09T01:46:40+00:00", path, 1, "t") == 1_000_000_000.0
+
+
+def test_cli_fetch_is_idempotent_and_info_prints(ml100k_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from starrec.cli import app
+
+    runner = CliRunner()
+    before = (ml100k_dir / "review.json").stat().st_mtime_ns
+    fetched = runner.invoke(app, ["data", "fetch", "movielens-100k", "--dest", str(ml100k_dir)])
+    assert fetched.exit_code == 0, fetched.output
+    assert "'interactions': 100000" in fetched.output.replace("\n", "")
+    assert (ml100k_dir / "review.json").stat().st_mtime_ns == before
+    info = runner.invoke(app, ["data", "info", str(ml100k_dir)])
+    assert info.exit_code == 0 and "movie" in info.output and "1997-09-20" in info.output
+    unknown = runner.invoke(app, ["data", "fetch", "movielens-1m", "--dest", str(ml100k_dir)])
+    assert unknown.exit_code != 0 and "unknown dataset" in unknown.output

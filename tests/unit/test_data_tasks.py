@@ -191,3 +191,18 @@ def test_bad_arguments(tiny_dataset: Dataset) -> None:
     # Every user has seen more than 7 - 6 items of the 7-item catalogue: excluded, and said so.
     with pytest.raises(ValueError, match="4 excluded for having fewer than 6 unseen items"):
         build_tasks(tiny_dataset, "classic", 1, 0, config=ScenarioConfig(min_history=1, negatives=6))
+
+
+def test_cli_build_refuses_non_empty_folder(tiny_dataset: Dataset, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from starrec.cli import app
+    from starrec.data import write_dataset
+
+    data = write_dataset(tiny_dataset, tmp_path / "tiny")
+    out = tmp_path / "tasks"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    result = CliRunner().invoke(app, ["tasks", "build", "--data", str(data), "--out", str(out),
+                                      "--scenario", "classic"])
+    assert result.exit_code != 0 and "not empty" in result.output
