@@ -105,16 +105,10 @@ def graph_build(
 ) -> None:
     """Build the graph from DATA's interactions (held-out ground truth left out with --tasks)."""
     from starrec.tools.store import GraphStoreError, GraphTables
-    from starrec.tools.toolkit import (
-        GRAPH_FORMAT_VERSION,
-        build_ladybug_graph,
-        data_fingerprint,
-        default_graph_path,
-        tasks_fingerprint,
-    )
+    from starrec.tools.toolkit import build_ladybug_graph, default_graph_path, graph_fingerprint
 
     view, task_list = load_training_view(data, tasks)
-    fingerprint = f"v{GRAPH_FORMAT_VERSION}-{data_fingerprint(data)}-{tasks_fingerprint(task_list or None)}"
+    fingerprint = graph_fingerprint(data, task_list or None)
     try:
         if store is StoreChoice.ladybug:
             path = path or default_graph_path(data, task_list or None)[0]
@@ -150,9 +144,11 @@ def graph_export(
     """Write users/items/interactions CSVs for `neo4j-admin database import full`."""
     from starrec.tools.export import write_neo4j_admin_csv
     from starrec.tools.store import GraphTables
+    from starrec.tools.toolkit import graph_fingerprint
 
-    view, _ = load_training_view(data, tasks)
-    files = write_neo4j_admin_csv(GraphTables.from_dataset(view), out)
+    view, task_list = load_training_view(data, tasks)
+    fingerprint = graph_fingerprint(data, task_list or None)
+    files = write_neo4j_admin_csv(GraphTables.from_dataset(view), out, fingerprint)
     for file in files:
         typer.echo(str(file))
 
@@ -247,18 +243,11 @@ def evidence_build(
 def _ladybug_for_evidence(data: Path, view: Dataset, task_list: list, path: Path | None) -> GraphStore:
     """The database to write evidence into, building the graph first when it does not exist."""
     from starrec.tools.ladybug_store import LadybugStore
-    from starrec.tools.toolkit import (
-        GRAPH_FORMAT_VERSION,
-        build_ladybug_graph,
-        data_fingerprint,
-        default_graph_path,
-        tasks_fingerprint,
-    )
+    from starrec.tools.toolkit import build_ladybug_graph, default_graph_path
 
-    path = path or default_graph_path(data, task_list or None)[0]
+    path, fingerprint = (path, "") if path is not None else default_graph_path(data, task_list or None)
     if path.exists():
         return LadybugStore(path)
-    fingerprint = f"v{GRAPH_FORMAT_VERSION}-{data_fingerprint(data)}-{tasks_fingerprint(task_list or None)}"
     store, _ = build_ladybug_graph(view, path, fingerprint=fingerprint)
     return store
 

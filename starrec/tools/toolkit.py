@@ -108,8 +108,13 @@ def build_ladybug_graph(
     return store, report
 
 
+def graph_fingerprint(data_dir: Path, tasks: Iterable[Task] | None) -> str:
+    """What a graph was built from: format version, data folder and hidden tasks."""
+    return f"v{GRAPH_FORMAT_VERSION}-{data_fingerprint(data_dir)}-{tasks_fingerprint(tasks)}"
+
+
 def default_graph_path(data_dir: Path, tasks: Iterable[Task] | None) -> tuple[Path, str]:
-    fingerprint = f"v{GRAPH_FORMAT_VERSION}-{data_fingerprint(data_dir)}-{tasks_fingerprint(tasks)}"
+    fingerprint = graph_fingerprint(data_dir, tasks)
     name = data_dir.resolve().name or "data"
     return get_settings().cache_dir / "graphs" / f"{name}-{fingerprint}.lbdb", fingerprint
 
@@ -205,7 +210,7 @@ def _open_neo4j(
         if key in _OPEN:
             return _OPEN[key]
         dataset = load_dataset(data_dir)
-        fingerprint = f"v{GRAPH_FORMAT_VERSION}-{data_fingerprint(data_dir)}-{tasks_fingerprint(tasks)}"
+        fingerprint = graph_fingerprint(data_dir, tasks)
         graph = Neo4jStore.from_settings(settings)
         if graph.counts()["interactions"] == 0:
             graph.load(GraphTables.from_dataset(training_view(dataset, tasks)), show_progress=show_progress)

@@ -1,0 +1,1 @@
+../starrec/tools/cypher/neo4j_schema.cypher
