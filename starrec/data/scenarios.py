@@ -113,8 +113,18 @@ def majority_category(dataset: Dataset, history: Sequence[Interaction]) -> str |
     return _majority(Counter(label for event in history for label in _labels(dataset, event.item_id)))
 
 
+NON_TOPICAL_LABELS = frozenset({
+    "to-read", "currently-reading", "read", "favorites", "favourites", "owned", "books-i-own", "owned-books",
+    "default", "wish-list", "wishlist", "library", "kindle", "ebook", "ebooks", "audiobook", "audiobooks",
+    "to-buy", "did-not-finish", "dnf", "unknown",
+})
+"""Goodreads shelves that say what the reader did, not what the book is about; every book carries
+them, so they would be every user's "majority category"."""
+
+
 def _labels(dataset: Dataset, item_id: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(dataset.item_categories(item_id)))
+    labels = dict.fromkeys(dataset.item_categories(item_id))
+    return tuple(label for label in labels if label.lower() not in NON_TOPICAL_LABELS)
 
 
 def _majority(counts: Counter[str]) -> str | None:

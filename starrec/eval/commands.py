@@ -51,6 +51,9 @@ def print_report(report: dict[str, Any], title: str) -> None:
     console.print(f"[{style}]invalid rankings: {listed}[/{style}]")
     coverage = report["coverage"]
     console.print("coverage: " + ", ".join(f"{key}={value}" for key, value in coverage.items()))
+    if unknown := coverage["users_without_history"]:
+        console.print(f"[yellow]{unknown} of {report['n_tasks']} task users have no interactions in the "
+                      "training view: methods fell back (see method stats)[/yellow]")
     if report["method_stats"]:
         console.print("method stats: " + json.dumps(report["method_stats"], default=str))
     console.print(f"seed={report['seed']} shuffled={report['shuffled']} elapsed={report['elapsed_s']:.1f}s")

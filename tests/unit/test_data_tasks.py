@@ -206,3 +206,14 @@ def test_cli_build_refuses_non_empty_folder(tiny_dataset: Dataset, tmp_path: Pat
     result = CliRunner().invoke(app, ["tasks", "build", "--data", str(data), "--out", str(out),
                                       "--scenario", "classic"])
     assert result.exit_code != 0 and "not empty" in result.output
+
+
+def test_majority_ignores_goodreads_status_shelves() -> None:
+    from starrec.data.schema import Interaction
+
+    shelves = {"b1": ["to-read", "fantasy"], "b2": ["to-read", "currently-reading", "fantasy"],
+               "b3": ["to-read", "sci-fi"]}
+    items = {book: {"book_id": book, "popular_shelves": [{"count": "9", "name": n} for n in names]}
+             for book, names in shelves.items()}
+    dataset = Dataset({}, items, [Interaction("u", book, float(t)) for t, book in enumerate(shelves)])
+    assert majority_category(dataset, dataset.interactions) == "fantasy"
