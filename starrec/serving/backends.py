@@ -15,7 +15,6 @@ keeps serving identical to training.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,22 +153,23 @@ def render_prompt(tokenizer: Any, messages: list[Message], assistant_prefix: str
 
 
 class TransformersBackend:
-    """In-process ``generate`` with a HF model folder: no server needed, one request at a time."""
+    """In-process ``generate`` with a HF model folder: no server needed, one request at a time.
 
-    def __init__(self, model_dir: str | Path, *, dtype: str = "bfloat16", threads: int | None = None) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    Weights come from :func:`starrec.llm.local.load_local_model`, so a local chat model on the same
+    folder (the abstractor's) shares them and their lock.
+    """
+
+    def __init__(self, model: str | Path, *, dtype: str = "bfloat16", threads: int | None = None) -> None:
+        from starrec.llm.local import load_local_model
 
         if threads:
+            import torch
+
             torch.set_num_threads(threads)
-        self.model_dir = Path(model_dir)
-        if not (self.model_dir / "config.json").exists():
-            raise FileNotFoundError(f"{self.model_dir} is not a HF model folder (no config.json)")
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=getattr(torch, dtype))
-        self.model.eval()
+        loaded = load_local_model(str(model), dtype)
+        self.model, self.tokenizer, self.model_dir = loaded.model, loaded.tokenizer, loaded.path
+        self._lock = loaded.lock
         self.name = f"transformers:{self.model_dir}"
-        self._lock = threading.Lock()
 
     def generate(
         self,

@@ -19,15 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from starrec.distill.chain import parse_chain, parse_tool_call_body, tool_exchange
+from starrec.distill.chain import parse_chain, parse_tool_call_body, tool_response_block
+from starrec.distill.rollout import ToolExecutor
 from starrec.distill.trajectory import ToolCallRecord
 from starrec.eval.repair import RankingRepair, repair_ranking
-from starrec.llm.textproto import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, format_tool_call, parse_tool_calls
+from starrec.llm.textproto import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
 from starrec.serving.backends import GenerationBackend, Message
 from starrec.tools.base import EvidenceSource
-
-TOOL_ARGUMENT: dict[str, str] = {"item_cf": "item_id", "user_cf": "user_id"}
-"""The id argument each tool takes (the names the STAR system prompt teaches)."""
 
 
 @dataclass(slots=True)
@@ -106,41 +104,25 @@ def open_tool_call(segment: str) -> str | None:
     return calls[-1].raw[len(TOOL_CALL_OPEN) :].strip()
 
 
-def text_after_tool_call(response: str) -> str:
-    """What follows ``</tool_call>`` in a training chain (derived from the serialiser, so they agree)."""
-    call = format_tool_call("item_cf", {})
-    return tool_exchange("item_cf", {}, response)[len(call) :]
-
-
-def execute_tool_call(body: str, evidence: EvidenceSource, k: int) -> ToolCallRecord:
-    """Validate a tool-call body and run it; problems become an error the model sees in the response."""
+def execute_tool_call(body: str, executor: ToolExecutor) -> ToolCallRecord:
+    """Run one tool-call body with the executor GRPO rollouts use (same validation, same error text)."""
     started = time.perf_counter()
     call = parse_tool_call_body(body)
-    record = ToolCallRecord(name=call.name or "?", arguments=call.arguments)
-    if call.error is None:
-        argument = TOOL_ARGUMENT[call.name]
-        anchor = call.arguments.get(argument)
-        if anchor is None or isinstance(anchor, dict | list) or not str(anchor).strip():
-            call.error = f"tool call {call.name!r} needs a non-empty {argument!r} argument"
-        else:
-            lookup = evidence.item_cf if call.name == "item_cf" else evidence.user_cf
-            try:
-                result = lookup(str(anchor).strip(), k)
-            except Exception as error:  # the model is told; counted as a tool error
-                call.error = f"{call.name}({anchor!r}) failed: {type(error).__name__}: {error}"
-            else:
-                record.response = result.evidence
-                record.queries = result.queries
-    record.error = call.error
-    record.seconds = time.perf_counter() - started
-    return record
+    text, ok = executor.run(body)
+    return ToolCallRecord(
+        name=call.name or "?",
+        arguments=call.arguments,
+        response=text if ok else "",
+        error=None if ok else text.removeprefix("error: "),
+        seconds=time.perf_counter() - started,
+    )
 
 
 def run_chain(
     messages: list[Message],
     candidates: Sequence[str],
     backend: GenerationBackend,
-    evidence: EvidenceSource,
+    executor: ToolExecutor,
     config: StarLoopConfig,
     *,
     temperature: float,
@@ -175,10 +157,10 @@ def run_chain(
                 "Finish the analysis and give <recommend> now."
             )
         else:
-            record = execute_tool_call(body, evidence, config.evidence_k)
+            record = execute_tool_call(body, executor)
             chain.tool_calls.append(record)
             response = record.response if record.error is None else f"error: {record.error}"
-        chain.completion += text_after_tool_call(response)
+        chain.completion += tool_response_block(response)
     else:
         chain.truncated = True
     parsed = parse_chain(chain.completion, candidates)
@@ -272,9 +254,12 @@ class StarStats:
 class StarLoop:
     """Answer tasks with a served student: k chains each, fused, stats counted."""
 
-    def __init__(self, backend: GenerationBackend, evidence: EvidenceSource, config: StarLoopConfig) -> None:
+    def __init__(
+        self, backend: GenerationBackend, evidence: EvidenceSource | None, config: StarLoopConfig
+    ) -> None:
+        """``evidence=None`` disables the tools (calls get an error response; the no-tools ablation)."""
         self.backend = backend
-        self.evidence = evidence
+        self.executor = ToolExecutor(evidence, k=config.evidence_k)
         self.config = config
         self.stats = StarStats()
 
@@ -289,7 +274,7 @@ class StarLoop:
         self, messages: list[Message], candidates: Sequence[str], temperature: float, seed: int
     ) -> StarChain:
         return run_chain(
-            messages, candidates, self.backend, self.evidence, self.config, temperature=temperature, seed=seed
+            messages, candidates, self.backend, self.executor, self.config, temperature=temperature, seed=seed
         )
 
     def answer(self, messages: list[Message], candidates: Sequence[str]) -> StarResult:

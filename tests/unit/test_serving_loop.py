@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from starrec.distill.chain import tool_response_block
 from starrec.serving.backends import OpenAIBackend
 from starrec.serving.loop import (
     StarChain,
@@ -18,7 +19,6 @@ from starrec.serving.loop import (
     StarLoopConfig,
     aggregate_rankings,
     open_tool_call,
-    text_after_tool_call,
 )
 from starrec.tools.base import CFResult
 
@@ -148,13 +148,13 @@ def test_tool_call_is_executed_and_its_response_inserted(evidence: RecordingEvid
         loop = StarLoop(backend, evidence, StarLoopConfig())
         result = loop.answer(MESSAGES, CANDIDATES)
         assert evidence.calls == [("item_cf", "i7")]
-        inserted = text_after_tool_call("fans of i7 also liked c3")
+        inserted = tool_response_block("fans of i7 also liked c3")
         assert "<tool_response>" in inserted and "fans of i7 also liked c3" in inserted
         second = server.requests[1]
         assert second["continue_final_message"] is True and second["add_generation_prompt"] is False
         assert second["stop"] == ["</tool_call>"]
         assert prefix_of(second) == (
-            OPENING + TOOL_CALL + "</tool_call>" + text_after_tool_call("fans of i7 also liked c3")
+            OPENING + TOOL_CALL + "</tool_call>" + tool_response_block("fans of i7 also liked c3")
         )
         chain = result.chains[0]
         assert chain.completion == prefix_of(second) + FINAL
@@ -211,9 +211,7 @@ def test_invalid_tool_call_gets_an_error_response(evidence: RecordingEvidence) -
         loop = StarLoop(backend, evidence, StarLoopConfig())
         loop.answer(MESSAGES, CANDIDATES)
         assert evidence.calls == []
-        assert "error: tool call 'item_cf' needs a non-empty 'item_id' argument" in prefix_of(
-            server.requests[1]
-        )
+        assert "error: bad arguments for item_cf (item_id: Field required)" in prefix_of(server.requests[1])
         assert loop.stats.as_dict()["tool_errors"] == 1
 
 
@@ -285,6 +283,6 @@ def test_completions_mode_renders_the_chat_template(evidence: RecordingEvidence)
             "<system>You are STAR.<user>rank them<assistant><plan>"
         )
         assert (
-            "</tool_call>" + text_after_tool_call("fans of i7 also liked c3") in server.requests[1]["prompt"]
+            "</tool_call>" + tool_response_block("fans of i7 also liked c3") in server.requests[1]["prompt"]
         )
         assert result.ranking[:2] == ["c3", "c1"]

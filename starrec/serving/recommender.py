@@ -1,0 +1,310 @@
+"""STAR behind the common :class:`~starrec.eval.recommender.Recommender` interface.
+
+``starrec eval --method star --model DIR`` (in-process transformers, or ``--option backend=vllm``
+to launch a vLLM server for the run) or ``--base-url URL`` (any OpenAI-compatible endpoint already
+serving the student). Each request is answered as the student was trained: the teacher's hybrid
+input (long-term summary from the long-sequence abstractor + the last chunk verbatim + candidates,
+:func:`starrec.graphs.recording.student_prompt`), rendered by
+:func:`starrec.distill.chain.build_student_messages`, then the single-pass loop of
+:mod:`starrec.serving.loop`. The abstractor runs on the same served model, and its calls are
+counted apart from the chain's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.callbacks import get_usage_metadata_callback
+from langchain_core.language_models import BaseChatModel
+
+from starrec.data.schema import Dataset, RankRequest
+from starrec.eval.methods import MethodOptions
+from starrec.eval.recommender import Recommender
+from starrec.serving.backends import GenerationBackend, Message
+from starrec.serving.loop import StarLoop, StarLoopConfig, StarResult
+from starrec.tools.base import EvidenceSource
+
+
+@dataclass(slots=True)
+class StarOptions:
+    """``--option key=value`` knobs of ``--method star`` (loop knobs: see :class:`StarLoopConfig`)."""
+
+    backend: Literal["auto", "transformers", "vllm", "openai"] = field(
+        default="auto",
+        metadata={
+            "help": "auto = openai when --base-url is given, else transformers in-process; vllm launches "
+            "a vLLM server (.venv-vllm) for the run and stops it at exit."
+        },
+    )
+    mode: Literal["chat", "completions"] = field(
+        default="chat", metadata={"help": "Endpoint API: chat (continue_final_message) or completions."}
+    )
+    served_model_name: str = field(
+        default="", metadata={"help": "Model name on the endpoint ('' = the only model it serves)."}
+    )
+    use_tools: bool = field(default=True, metadata={"help": "False: tool calls get an error (ablation)."})
+    use_abstractor: bool = field(
+        default=True,
+        metadata={"help": "Summarise older history with the served model (the teacher's hybrid input)."},
+    )
+    chunk_size: int = field(default=10, metadata={"help": "Abstractor chunk size m (match the teacher)."})
+    max_history: int = field(
+        default=40, metadata={"help": "Behaviours the abstractor reads (match the teacher)."}
+    )
+    abstractor_max_tokens: int = field(default=256, metadata={"help": "Tokens per abstractor summary."})
+    dtype: str = field(
+        default="bfloat16", metadata={"help": "Weights dtype (transformers and vllm backends)."}
+    )
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    if not isinstance(raw, str) or isinstance(default, str):
+        return raw
+    if isinstance(default, bool):
+        if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+            raise ValueError(f"STAR option {name} expects true/false, got {raw!r}")
+        return raw.lower() in {"true", "1", "yes"}
+    try:
+        return type(default)(raw)
+    except ValueError as error:
+        raise ValueError(f"STAR option {name} expects {type(default).__name__}, got {raw!r}") from error
+
+
+def split_options(options: MethodOptions) -> tuple[StarOptions, StarLoopConfig]:
+    """``MethodOptions`` -> (serving options, loop config); unknown ``--option`` keys are an error."""
+    star_fields = {f.name: f for f in dataclasses.fields(StarOptions)}
+    loop_fields = {f.name: f for f in dataclasses.fields(StarLoopConfig)}
+    star_values: dict[str, Any] = {}
+    loop_values: dict[str, Any] = {"samples": options.samples, "seed": options.seed}
+    defaults_star, defaults_loop = StarOptions(), StarLoopConfig()
+    for key, raw in options.extra.items():
+        if key in star_fields:
+            star_values[key] = _coerce(key, raw, getattr(defaults_star, key))
+        elif key in loop_fields:
+            loop_values[key] = _coerce(key, raw, getattr(defaults_loop, key))
+        else:
+            valid = sorted({*star_fields, *loop_fields} - {"samples", "seed"})
+            raise ValueError(f"unknown STAR option {key!r}; valid: {', '.join(valid)}")
+    return StarOptions(**star_values), StarLoopConfig(**loop_values)
+
+
+class StarRecommender(Recommender):
+    """Ranks with a distilled STAR student: abstractor preprocessing + one tool-using generation pass."""
+
+    name = "star"
+
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        config: StarLoopConfig,
+        *,
+        options: StarOptions | None = None,
+        summary_model: BaseChatModel | None = None,
+        evidence: EvidenceSource | None = None,
+        concurrency: int = 1,
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.options = options or StarOptions()
+        self.summary_model = summary_model
+        self.evidence = evidence
+        self.concurrency = max(1, concurrency)
+        self.train: Dataset | None = None
+        self.loop: StarLoop | None = None
+        self.results: dict[str, StarResult] = {}
+        """Task id -> the chains behind its ranking (inspection, benchmarks)."""
+        self.abstractor = {"llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
+        self._closers: list[Callable[[], Any]] = []
+
+    def fit(self, train: Dataset) -> None:
+        from starrec.graphs.recommender import evidence_for_training_view
+
+        self.train = train
+        if self.evidence is None and self.options.use_tools:
+            self.evidence = evidence_for_training_view(train)
+        self.loop = StarLoop(self.backend, self.evidence if self.options.use_tools else None, self.config)
+
+    def messages_for(self, request: RankRequest) -> list[Message]:
+        """The student prompt for one request (same dict the teacher recorded in ``Trajectory.prompt``)."""
+        from starrec.agents.abstractor import split_history
+        from starrec.distill.chain import build_student_messages
+        from starrec.graphs.recording import student_prompt
+        from starrec.graphs.state import candidate_entries, history_entries
+
+        train = self._train()
+        history = history_entries(request, train)
+        if self.options.use_abstractor and self.summary_model is not None:
+            summary, recent = self._abstract(history, train.domain)
+        else:
+            _, _, recent = split_history(history, self.options.chunk_size, self.options.max_history)
+            summary = ""
+        prompt = student_prompt(summary, recent, candidate_entries(request.candidates, train))
+        return build_student_messages(
+            prompt, request.candidates, domain=train.domain, user_id=request.user_id
+        )
+
+    def _abstract(self, history: list[Any], domain: str) -> tuple[str, list[Any]]:
+        from starrec.agents.abstractor import abstract
+        from starrec.agents.base import AgentEnv, Counters
+
+        assert self.summary_model is not None
+        counters = Counters()
+        started = time.perf_counter()
+        env = AgentEnv(model=self.summary_model, domain=domain)
+        with get_usage_metadata_callback() as usage:
+            result = asyncio.run(
+                abstract(env, history, self.options.chunk_size, self.options.max_history, counters)
+            )
+        totals = usage.usage_metadata.values()
+        self.abstractor["llm_calls"] += counters.llm_calls
+        self.abstractor["prompt_tokens"] += sum(int(u.get("input_tokens", 0)) for u in totals)
+        self.abstractor["completion_tokens"] += sum(int(u.get("output_tokens", 0)) for u in totals)
+        self.abstractor["seconds"] += time.perf_counter() - started
+        return result.summary, result.recent
+
+    def _train(self) -> Dataset:
+        if self.train is None:
+            raise RuntimeError("StarRecommender.fit(train) must run before ranking")
+        return self.train
+
+    def rank(self, request: RankRequest) -> Sequence[str]:
+        result = self.rank_batch([request])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def answer(self, request: RankRequest) -> StarResult:
+        """Abstractor + k chains for one request; the result is kept in :attr:`results`."""
+        loop = self.loop
+        if loop is None:
+            raise RuntimeError("StarRecommender.fit(train) must run before ranking")
+        started = time.perf_counter()
+        messages = self.messages_for(request)
+        settings = loop.sample_settings()
+
+        def sample(setting: tuple[float, int]) -> Any:
+            return loop.run_sample(messages, request.candidates, *setting)
+
+        with ThreadPoolExecutor(max_workers=len(settings)) as pool:
+            chains = list(pool.map(sample, settings))
+        result = loop.finish(chains, request.candidates, time.perf_counter() - started)
+        self.results[request.task_id] = result
+        return result
+
+    def rank_batch(self, requests: Sequence[RankRequest]) -> list[Sequence[str] | BaseException]:
+        def one(request: RankRequest) -> Sequence[str] | BaseException:
+            try:
+                return self.answer(request).ranking
+            except Exception as error:  # isolated per task; the harness counts it
+                return error
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(one, requests))
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.loop.stats.as_dict() if self.loop else {}
+        tasks = max(int(stats.get("tasks", 0)), 1)
+        abstractor = dict(self.abstractor)
+        stats["abstractor"] = abstractor
+        stats["llm_calls_per_task_total"] = (stats.get("llm_calls", 0) + abstractor["llm_calls"]) / tasks
+        stats["completion_tokens_per_task_total"] = (
+            stats.get("completion_tokens", 0) + abstractor["completion_tokens"]
+        ) / tasks
+        stats["backend"] = self.backend.name
+        stats["samples"] = self.config.samples
+        return stats
+
+    def on_close(self, closer: Callable[[], Any]) -> None:
+        """Run ``closer`` (e.g. stop a server this recommender launched) at :meth:`close` or exit."""
+        self._closers.append(closer)
+        weakref.finalize(self, closer)
+
+    def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()
+
+
+def summary_chat_model(backend: GenerationBackend, options: StarOptions, seed: int) -> BaseChatModel:
+    """A LangChain chat model on the same model as ``backend`` (for the abstractor)."""
+    from starrec.llm.spec import LLMSpec, make_chat_model
+    from starrec.serving.backends import OpenAIBackend, TransformersBackend
+
+    common = {"temperature": 0.0, "max_tokens": options.abstractor_max_tokens, "seed": seed}
+    if isinstance(backend, OpenAIBackend):
+        spec = LLMSpec(
+            backend="openai", model=backend.model, base_url=str(backend.client.base_url),
+            structured_method="text", supports_tool_calling=False, supports_structured_output=False, **common,
+        )  # fmt: skip
+    elif isinstance(backend, TransformersBackend):
+        spec = LLMSpec(backend="local", model=str(backend.model_dir), dtype=options.dtype, **common)
+    else:
+        raise TypeError(f"no abstractor chat model for backend {backend.name}")
+    return make_chat_model(spec)
+
+
+def make_star(options: MethodOptions) -> StarRecommender:
+    """Factory for ``starrec eval --method star`` (see :data:`starrec.eval.methods.METHOD_FACTORIES`)."""
+    from starrec.serving.backends import OpenAIBackend, TransformersBackend
+
+    star, config = split_options(options)
+    kind = star.backend
+    if kind == "auto":
+        kind = "openai" if options.base_url else "transformers"
+    closers: list[Callable[[], Any]] = []
+    backend: GenerationBackend
+    if kind in {"openai", "vllm"}:
+        base_url = options.base_url
+        tokenizer = None
+        if kind == "vllm":
+            base_url, stop = launch_vllm(options.model, star)
+            closers.append(stop)
+        if not base_url:
+            raise ValueError("STAR backend 'openai' needs --base-url (an OpenAI-compatible endpoint)")
+        if star.mode == "completions":
+            tokenizer = _tokenizer_for(options.model)
+        backend = OpenAIBackend(base_url, star.served_model_name or None, mode=star.mode, tokenizer=tokenizer)
+    elif kind == "transformers":
+        if not options.model:
+            raise ValueError("STAR needs --model DIR (a trained student folder) or --base-url URL")
+        backend = TransformersBackend(options.model, dtype=star.dtype)
+    else:
+        raise ValueError(f"unknown STAR backend {kind!r}; choose auto, transformers, vllm or openai")
+    summary = summary_chat_model(backend, star, options.seed) if star.use_abstractor else None
+    recommender = StarRecommender(
+        backend, config, options=star, summary_model=summary, concurrency=options.concurrency
+    )
+    for closer in closers:
+        recommender.on_close(closer)
+    return recommender
+
+
+def _tokenizer_for(model: str | None) -> Any:
+    if not model:
+        raise ValueError("STAR mode=completions needs --model DIR too (its tokenizer renders the prompt)")
+    from transformers import AutoTokenizer
+
+    from starrec.llm.local import resolve_model_dir
+
+    return AutoTokenizer.from_pretrained(resolve_model_dir(model))
+
+
+def launch_vllm(model: str | None, star: StarOptions) -> tuple[str, Callable[[], Any]]:
+    """Start a vLLM server for ``model`` and return (base URL, stop function)."""
+    from starrec.llm.local import resolve_model_dir
+    from starrec.serving.server import VLLMServer, VLLMServerConfig
+
+    if not model:
+        raise ValueError("STAR backend 'vllm' needs --model DIR (the folder to serve)")
+    name = star.served_model_name or "star"
+    server = VLLMServer(VLLMServerConfig(model_dir=Path(resolve_model_dir(model)), served_model_name=name))
+    server.__enter__()
+    star.served_model_name = name
+    return server.base_url, server.stop
