@@ -257,21 +257,21 @@ def parse_output(
 
 
 async def _structured_call(
-    env: AgentEnv, messages: list[BaseMessage], schema: type[OutputT], counters: Counters
-) -> OutputT | None:
+    env: AgentEnv, messages: list[BaseMessage], schema: type[OutputT], counters: Counters, retry: bool
+) -> tuple[OutputT | None, str]:
+    """``with_structured_output`` once; returns (object or None, the raw text when it failed)."""
     counters.llm_calls += 1
-    counters.count("structured_retry")
+    if retry:
+        counters.count("structured_retry")
     try:
         result = await env.model.with_structured_output(schema).ainvoke(messages)
     except Exception as error:
         counters.warnings.append(f"with_structured_output failed: {type(error).__name__}: {error}")
-        return None
-    if isinstance(result, schema):
-        return result
+        return None, str(getattr(error, "raw", "") or "")
     try:
-        return schema.model_validate(result)
-    except ValidationError:
-        return None
+        return (result if isinstance(result, schema) else schema.model_validate(result)), ""
+    except ValidationError as error:
+        return None, str(error)
 
 
 async def ask(
@@ -285,27 +285,36 @@ async def ask(
     """Run one agent turn and return (validated output, the model's final raw text)."""
     messages: list[BaseMessage] = [SystemMessage(content=system), HumanMessage(content=user)]
     started = time.perf_counter()
-    final = await tool_loop(env, messages, counters)
-    text = message_text(final)
-    output, error = parse_output(text, schema, counters)
-    if output is not None:
-        return output, text
-    if env.structured == "native":
-        output = await _structured_call(env, messages, schema, counters)
+    if env.structured == "native" and not (env.tools and env.max_tool_calls > 0):
+        # Nothing to call: ask for the structure directly (one call; the backend constrains or
+        # repairs and retries it itself, so a failure here goes straight to the fallback).
+        output, text = await _structured_call(env, messages, schema, counters, retry=False)
+        if output is not None:
+            return output, text
+        error = "with_structured_output gave no valid object"
     else:
-        counters.count("json_retry")
-        messages.append(
-            HumanMessage(
-                content=f"Your answer could not be used: {error}. Reply with only the JSON object, "
-                f"keys: {', '.join(schema.model_fields)}."
-            )
-        )
-        retry = await invoke_model(env.model, messages, counters)
-        messages.append(retry)
-        text = message_text(retry)
+        final = await tool_loop(env, messages, counters)
+        text = message_text(final)
         output, error = parse_output(text, schema, counters)
-    if output is not None:
-        return output, text
+        if output is not None:
+            return output, text
+        if env.structured == "native":
+            output, raw = await _structured_call(env, messages, schema, counters, retry=True)
+            text = raw or text
+        else:
+            counters.count("json_retry")
+            messages.append(
+                HumanMessage(
+                    content=f"Your answer could not be used: {error}. Reply with only the JSON object, "
+                    f"keys: {', '.join(schema.model_fields)}."
+                )
+            )
+            retry = await invoke_model(env.model, messages, counters)
+            messages.append(retry)
+            text = message_text(retry)
+            output, error = parse_output(text, schema, counters)
+        if output is not None:
+            return output, text
     counters.count("fallback")
     counters.warnings.append(
         f"{schema.__name__}: unusable answer after one retry ({error}); fallback used "

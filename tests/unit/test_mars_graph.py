@@ -105,7 +105,7 @@ def test_reflector_fail_reruns_only_flagged_agents_with_suggestion(setup: dict[s
         "verdict": "fail",
         "issues": [{"agent": "historical_interest", "suggestion": "ignore the one-off m1"}],
     }
-    state, trajectory, model = run(
+    _state, trajectory, model = run(
         setup,
         default_script(setup["candidates"], reflections=[fail]),
         Context(chunk_size=3, max_correction_rounds=1),
@@ -332,3 +332,21 @@ def test_module_graph_is_named_and_bounded() -> None:
     assert graph.name == "mars"
     assert graph.config["recursion_limit"] == recursion_limit(Context())
     assert set(graph.get_graph().nodes) >= {"abstractor", "planner", *AGENT_NODES, "reflector", "ranker"}
+
+
+def test_native_structured_output_without_tools_is_one_call_per_agent(setup: dict[str, Any]) -> None:
+    context = Context(chunk_size=3, use_tools=False, structured_output="native")
+    state, trajectory, model = run(setup, default_script(setup["candidates"], plan=["user_profile"]), context)
+    assert [c.key for c in model.calls if c.key == "user_profile"] == ["user_profile"]
+    assert state["analyses"]["user_profile"]["conclusions"] == ["young adult"]
+    assert "json_retry" not in trajectory.repairs and "fallback" not in trajectory.repairs
+
+
+def test_native_structured_failure_falls_back_and_is_counted(setup: dict[str, Any]) -> None:
+    script = default_script(setup["candidates"], plan=["user_profile"])
+    script["user_profile"] = ["not json at all"]
+    context = Context(chunk_size=3, use_tools=False, structured_output="native")
+    _, trajectory, _ = run(setup, script, context)
+    step = next(s for s in trajectory.steps if s.node == "user_profile")
+    assert step.repairs["fallback"] == 1
+    assert any(key.startswith("structured_") for key in step.repairs)  # the backend's own retry, announced
