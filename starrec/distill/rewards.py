@@ -55,9 +55,12 @@ def ranking_tier(ranking: Sequence[str], ground_truth: str) -> float:
     return 0.0
 
 
-def tiered_outcome_reward(completion: str, ground_truth: str) -> float:
-    """Tiered hit reward on the ids in ``<recommend>`` (0.0 when nothing parses)."""
-    return ranking_tier(parse_chain(completion).ranking, ground_truth)
+def tiered_outcome_reward(
+    completion: str, ground_truth: str, candidates: Sequence[str] | None = None
+) -> float:
+    """Tiered hit reward on the ids in ``<recommend>`` (0.0 when nothing parses). ``candidates``
+    lets a non-JSON list still be read (see :func:`starrec.distill.chain.parse_ranking`)."""
+    return ranking_tier(parse_chain(completion, candidates).ranking, ground_truth)
 
 
 def make_format_reward_func(ablation: str | None = None) -> RewardFunc:
@@ -77,14 +80,20 @@ def format_reward_func(prompts: list[Any], completions: list[Any], **kwargs: Any
 
 
 def outcome_reward_func(
-    prompts: list[Any], completions: list[Any], ground_truth: list[str], **kwargs: Any
+    prompts: list[Any],
+    completions: list[Any],
+    ground_truth: list[str],
+    candidates: list[Sequence[str]] | None = None,
+    **kwargs: Any,
 ) -> list[float]:
-    """TRL wrapper of :func:`tiered_outcome_reward`; ``ground_truth`` is the dataset column."""
+    """TRL wrapper of :func:`tiered_outcome_reward`; ``ground_truth`` (and optionally ``candidates``)
+    are dataset columns."""
     if len(ground_truth) != len(completions):
         raise ValueError(f"{len(completions)} completions but {len(ground_truth)} ground-truth values")
+    shown = candidates if candidates is not None else [None] * len(completions)
     return [
-        tiered_outcome_reward(completion_text(completion), truth)
-        for completion, truth in zip(completions, ground_truth, strict=True)
+        tiered_outcome_reward(completion_text(completion), truth, options)
+        for completion, truth, options in zip(completions, ground_truth, shown, strict=True)
     ]
 
 

@@ -1,0 +1,217 @@
+"""Training configurations of STAR, TRL style: every knob a documented dataclass field.
+
+Defaults mirror the paper (DESIGN.md §4: Qwen3-8B, bf16, long contexts); :meth:`cpu_overrides`
+lists what changes on a machine without a GPU, and ``to_trl`` builds the TRL config the
+trainers take. Both configs are written next to the checkpoints (``star_config.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from starrec.distill.chain import check_ablation
+
+MODEL_ALIASES = ("tiny", "smollm2")
+
+
+def resolve_model(spec: str, seed: int = 0) -> Path:
+    """``tiny`` -> random ~3M-parameter Llama, ``smollm2`` -> SmolLM2-135M-Instruct, else an HF folder."""
+    from starrec.llm.smollm2 import smollm2_model_dir, tiny_llama_dir
+
+    if spec == "tiny":
+        return tiny_llama_dir(seed)
+    if spec == "smollm2":
+        return smollm2_model_dir()
+    path = Path(spec).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model {spec!r} is neither {' nor '.join(MODEL_ALIASES)} nor a Hugging Face model folder "
+            f"(no {path / 'config.json'})"
+        )
+    return path
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class _Config:
+    """Shared behaviour of the two configs (dataclass mixin)."""
+
+    def cpu_overrides(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def for_device(self, cpu: bool | None = None) -> Any:
+        """This config with the CPU overrides applied when ``cpu`` (default: no CUDA device)."""
+        use_cpu = (not cuda_available()) if cpu is None else cpu
+        return replace(self, **self.cpu_overrides()) if use_cpu else self  # type: ignore[type-var]
+
+    def with_updates(self, **updates: Any) -> Any:
+        """Override fields from the command line; None means 'keep the default'."""
+        known = {item.name for item in fields(self)}  # type: ignore[arg-type]
+        unknown = set(updates) - known
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}; known: {sorted(known)}")
+        return replace(self, **{key: value for key, value in updates.items() if value is not None})  # type: ignore[type-var]
+
+    def save(self, directory: Path) -> Path:
+        path = directory / "star_config.json"
+        path.write_text(json.dumps(asdict(self), indent=2, default=str) + "\n")  # type: ignore[call-overload]
+        return path
+
+
+@dataclass
+class StarSFTConfig(_Config):
+    """Stage 1: supervised fine-tuning on outcome-filtered teacher chains."""
+
+    model: str = field(default="smollm2", metadata={"help": "tiny | smollm2 | a Hugging Face model folder."})
+    top_k: int = field(
+        default=1, metadata={"help": "Outcome filter: keep runs with the ground truth in the top-k."}
+    )
+    ablation: str | None = field(
+        default=None, metadata={"help": "Train from runs recorded with no_tools | no_planner | no_reflector."}
+    )
+    mask_tool_responses: bool = field(
+        default=True,
+        metadata={
+            "help": "No loss on <tool_response> text: the student calls tools, it never writes evidence."
+        },
+    )
+    learning_rate: float = field(default=1e-5, metadata={"help": "Paper: 1e-5."})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Paper: 2 epochs."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many optimiser steps (-1 = epochs)."}
+    )
+    per_device_train_batch_size: int = field(default=1, metadata={"help": "Sequences per forward pass."})
+    gradient_accumulation_steps: int = field(
+        default=64, metadata={"help": "Paper: global batch 64 (= batch x accumulation x devices)."}
+    )
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "Paper: linear decay."})
+    warmup_steps: float = field(
+        default=0.05, metadata={"help": "Paper: 5% warm-up (a float < 1 is a ratio)."}
+    )
+    max_length: int = field(
+        default=16384, metadata={"help": "Paper: 16,384 tokens; longer examples are truncated."}
+    )
+    bf16: bool = field(default=True, metadata={"help": "bf16 mixed precision (GPU)."})
+    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU."})
+    logging_steps: int = field(default=1, metadata={"help": "Log loss every N steps."})
+    seed: int = field(default=0, metadata={"help": "Seed for data order, initialisation (tiny) and dropout."})
+
+    def cpu_overrides(self) -> dict[str, Any]:
+        return {"use_cpu": True, "bf16": False, "gradient_accumulation_steps": 1, "max_length": 4096}
+
+    def to_trl(self, output_dir: Path) -> Any:
+        from trl import SFTConfig
+
+        return SFTConfig(
+            output_dir=str(output_dir),
+            learning_rate=self.learning_rate,
+            num_train_epochs=self.num_train_epochs,
+            max_steps=self.max_steps,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            lr_scheduler_type=self.lr_scheduler_type,
+            warmup_steps=self.warmup_steps,
+            max_length=self.max_length,
+            bf16=self.bf16,
+            use_cpu=self.use_cpu,
+            logging_steps=self.logging_steps,
+            seed=self.seed,
+            save_strategy="no",
+            report_to="none",
+            activation_checkpointing=False,
+            dataloader_num_workers=0,
+            disable_tqdm=False,
+        )
+
+    def __post_init__(self) -> None:
+        check_ablation(self.ablation)
+
+
+@dataclass
+class StarGRPOConfig(_Config):
+    """Stage 2: GRPO with r = r_fmt + r_out, tools executed inside rollouts."""
+
+    ablation: str | None = field(
+        default=None,
+        metadata={"help": "no_tools | no_planner | no_reflector: changes prompt and format reward."},
+    )
+    learning_rate: float = field(default=1e-6, metadata={"help": "Paper: actor lr 1e-6."})
+    beta: float = field(default=0.001, metadata={"help": "Paper: KL coefficient 0.001."})
+    temperature: float = field(default=0.7, metadata={"help": "Paper: sampling temperature 0.7."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    num_generations: int = field(default=8, metadata={"help": "G, completions per prompt. Paper: 8."})
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "Completions per step per device (a multiple of num_generations)."}
+    )
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Optimiser step every N batches."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the RL dataset."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1 = epochs)."})
+    max_prompt_length: int = field(
+        default=6000, metadata={"help": "Paper: 6,000; longer prompts keep their end."}
+    )
+    max_completion_length: int = field(
+        default=8192, metadata={"help": "Paper: 8,192 tokens per response, tool responses included."}
+    )
+    max_tool_calls: int = field(
+        default=8, metadata={"help": "Tool calls executed per rollout; later ones error."}
+    )
+    tool_k: int = field(default=10, metadata={"help": "Neighbours per tool call."})
+    bf16: bool = field(default=True, metadata={"help": "bf16 mixed precision (GPU)."})
+    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU."})
+    logging_steps: int = field(default=1, metadata={"help": "Log rewards every N steps."})
+    save_steps: int = field(
+        default=0, metadata={"help": "Also checkpoint every N steps (0 = only at the end)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for sampling and data order."})
+
+    def cpu_overrides(self) -> dict[str, Any]:
+        return {
+            "use_cpu": True,
+            "bf16": False,
+            "num_generations": 4,
+            "per_device_train_batch_size": 4,
+            "max_prompt_length": 2048,
+            "max_completion_length": 256,
+        }
+
+    def __post_init__(self) -> None:
+        check_ablation(self.ablation)
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
+                f"num_generations ({self.num_generations}) so every group is complete in a step"
+            )
+
+    def to_trl(self, output_dir: Path) -> Any:
+        from trl import GRPOConfig
+
+        return GRPOConfig(
+            output_dir=str(output_dir),
+            learning_rate=self.learning_rate,
+            beta=self.beta,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            num_generations=self.num_generations,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            num_train_epochs=self.num_train_epochs,
+            max_steps=self.max_steps,
+            max_completion_length=self.max_completion_length,
+            bf16=self.bf16,
+            use_cpu=self.use_cpu,
+            use_vllm=False,
+            activation_checkpointing=False,
+            logging_steps=self.logging_steps,
+            save_strategy="steps" if self.save_steps else "no",
+            save_steps=self.save_steps or 500,
+            seed=self.seed,
+            report_to="none",
+            dataloader_num_workers=0,
+        )

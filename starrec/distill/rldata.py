@@ -1,0 +1,285 @@
+"""RL data for GRPO: sample the SFT student, bucket instances by difficulty, mix 3:4:3 (DESIGN.md §4).
+
+Each instance is answered ``samples`` times (8, temperature 0.7) with tools executed inline; a
+sample succeeds when the ground truth is in the top ``success_at`` of its repaired ranking
+(1 in the paper). Hits 6–7 = easy, 3–5 = medium, 1–2 = hard; 0 and 8 carry no GRPO signal and
+are dropped. The three buckets are then mixed easy:medium:hard = 3:4:3.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+BUCKETS: tuple[str, ...] = ("easy", "medium", "hard")
+PAPER_BUCKET_HITS: dict[str, tuple[int, int]] = {"easy": (6, 7), "medium": (3, 5), "hard": (1, 2)}
+"""Inclusive hit ranges for 8 samples."""
+PAPER_MIX: dict[str, int] = {"easy": 3, "medium": 4, "hard": 3}
+
+
+def bucket_of(
+    hits: int, samples: int = 8, ranges: Mapping[str, tuple[int, int]] = PAPER_BUCKET_HITS
+) -> str | None:
+    """The difficulty bucket for ``hits`` successes out of ``samples`` (None = dropped: 0 or all)."""
+    if not 0 <= hits <= samples:
+        raise ValueError(f"hits must be between 0 and {samples}, got {hits}")
+    if hits in (0, samples):
+        return None
+    for name, (low, high) in ranges.items():
+        if low <= hits <= high:
+            return name
+    raise ValueError(
+        f"{hits}/{samples} hits fall in no bucket of {dict(ranges)}; give ranges for {samples} samples"
+    )
+
+
+def mix_counts(
+    available: Mapping[str, int], ratio: Mapping[str, int] = PAPER_MIX, total: int | None = None
+) -> dict[str, int]:
+    """How many instances to take per bucket: the largest mix with exactly this ratio (capped at ``total``).
+
+    With ratio 3:4:3 and 30/10/30 available, medium limits the mix to 7.5 units of 1:
+    floor(10 / 4) = 2 units -> 6 easy, 8 medium, 6 hard. ``total`` caps the size (the paper uses
+    ~500 per dataset); it is honoured in whole units of the ratio.
+    """
+    if any(part < 0 for part in ratio.values()) or not any(ratio.values()):
+        raise ValueError(f"mix ratio parts must be >= 0 and not all 0, got {dict(ratio)}")
+    units = min(available.get(name, 0) // part for name, part in ratio.items() if part)
+    if total is not None:
+        units = min(units, total // sum(ratio.values()))
+    return {name: units * part for name, part in ratio.items()}
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """``"3:4:3"`` -> {"easy": 3, "medium": 4, "hard": 3}."""
+    parts = text.split(":")
+    if len(parts) != len(BUCKETS) or not all(part.strip().isdigit() for part in parts):
+        raise ValueError(f"mix must look like E:M:H with whole numbers (e.g. 3:4:3), got {text!r}")
+    return dict(zip(BUCKETS, (int(part) for part in parts), strict=True))
+
+
+def mix_buckets(
+    buckets: Mapping[str, Sequence[Any]],
+    ratio: Mapping[str, int] = PAPER_MIX,
+    total: int | None = None,
+    seed: int = 0,
+) -> list[Any]:
+    """A seeded sample of each bucket in the ratio, shuffled together."""
+    counts = mix_counts({name: len(items) for name, items in buckets.items()}, ratio, total)
+    rng = random.Random(seed)
+    chosen: list[Any] = []
+    for name in ratio:
+        chosen.extend(rng.sample(list(buckets.get(name, [])), counts[name]))
+    rng.shuffle(chosen)
+    return chosen
+
+
+@dataclass(slots=True)
+class SampledInstance:
+    """One task answered ``samples`` times by the student."""
+
+    task_id: str
+    prompt: list[dict[str, str]]
+    ground_truth: str
+    candidates: list[str]
+    scenario: str = ""
+    hits: int = 0
+    samples: int = 0
+    bucket: str | None = None
+    format_ok: int = 0
+    """Samples whose chain passed the format reward."""
+    unparsed: int = 0
+    """Samples whose <recommend> yielded no id (ranked by the repair fallback, counted)."""
+    repaired: int = 0
+    """Samples whose ranking needed any repair."""
+    tool_calls: int = 0
+    tool_errors: int = 0
+    outcome_rewards: list[float] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "prompt": self.prompt,
+            "ground_truth": self.ground_truth,
+            "candidates": self.candidates,
+            "scenario": self.scenario,
+            "hits": self.hits,
+            "samples": self.samples,
+            "bucket": self.bucket or "dropped",
+            "format_ok": self.format_ok,
+            "unparsed": self.unparsed,
+            "repaired": self.repaired,
+            "tool_calls": self.tool_calls,
+            "tool_errors": self.tool_errors,
+            "outcome_rewards": self.outcome_rewards,
+        }
+
+
+def score_samples(
+    instance: SampledInstance,
+    completions: Sequence[str],
+    success_at: int,
+    ablation: str | None = None,
+    seed: int = 0,
+) -> SampledInstance:
+    """Count successes (ground truth in the repaired top-``success_at``) and format/repair stats.
+
+    Ids a sample leaves out are appended in a fresh seeded random order per sample, so an
+    unparseable answer counts as a random guess (and is counted in ``unparsed``), never as a
+    copy of the presented order repeated across all samples.
+    """
+    from starrec.distill.chain import parse_chain
+    from starrec.distill.rewards import format_reward, ranking_tier
+    from starrec.eval.repair import repair_ranking
+
+    rng = random.Random(f"{seed}:{instance.task_id}")
+    for text in completions:
+        chain = parse_chain(text, instance.candidates)
+        fallback = rng.sample(instance.candidates, len(instance.candidates))
+        ranking, repair = repair_ranking(chain.ranking, instance.candidates, fallback)
+        instance.samples += 1
+        instance.hits += int(instance.ground_truth in ranking[:success_at])
+        instance.unparsed += int(not chain.ranking)
+        instance.repaired += int(repair.needed)
+        instance.format_ok += int(format_reward(text, ablation) > 0)
+        instance.outcome_rewards.append(ranking_tier(chain.ranking, instance.ground_truth))
+    return instance
+
+
+@dataclass
+class RLDataConfig:
+    """Knobs of ``starrec distill rl-data`` (paper defaults)."""
+
+    samples: int = field(default=8, metadata={"help": "Completions sampled per instance. Paper: 8."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature. Paper: 0.7."})
+    success_at: int = field(
+        default=1,
+        metadata={"help": "A sample succeeds when the ground truth is in its top-k (paper: top-1)."},
+    )
+    total: int | None = field(default=None, metadata={"help": "Cap on mixed instances (paper: ~500)."})
+    mix: str = field(
+        default="3:4:3", metadata={"help": "easy:medium:hard ratio of the mixed dataset (paper: 3:4:3)."}
+    )
+    max_prompt_length: int = field(default=6000, metadata={"help": "Prompt tokens kept (the end)."})
+    max_completion_length: int = field(
+        default=8192, metadata={"help": "Tokens per sample, tool responses included."}
+    )
+    max_tool_calls: int = field(default=8, metadata={"help": "Tool calls executed per sample."})
+    tool_k: int = field(default=10, metadata={"help": "Neighbours per tool call."})
+    ablation: str | None = field(default=None, metadata={"help": "Prompt/format variant (no_tools, ...)."})
+    limit: int | None = field(default=None, metadata={"help": "Only the first N instances (smoke runs)."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling and the mix."})
+
+
+def rl_instances(trajectories: Sequence[Any], ablation: str | None = None) -> list[SampledInstance]:
+    """One instance per task with a ground truth (its first recorded run supplies the prompt)."""
+    from starrec.distill.chain import trajectory_messages
+
+    seen: dict[str, SampledInstance] = {}
+    for trajectory in trajectories:
+        if trajectory.task_id in seen or trajectory.ground_truth is None:
+            continue
+        seen[trajectory.task_id] = SampledInstance(
+            task_id=trajectory.task_id,
+            prompt=trajectory_messages(trajectory, ablation),
+            ground_truth=trajectory.ground_truth,
+            candidates=list(trajectory.candidates),
+            scenario=trajectory.scenario,
+        )
+    return list(seen.values())
+
+
+def build_rl_data(
+    model_dir: Any,
+    instances: Sequence[SampledInstance],
+    out: Any,
+    config: RLDataConfig,
+    evidence: Any | None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Sample, bucket and mix; save the mixed HF dataset to ``out`` (all sampled rows to ``out/all``)."""
+    import time
+    from pathlib import Path
+
+    import torch
+    from datasets import Dataset
+    from rich.progress import track
+
+    from starrec.distill.rollout import ToolExecutor, chat_prompt_ids, generate_rollouts
+    from starrec.distill.training import load_student, peak_rss_mb, write_json
+
+    out = Path(out)
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_student(Path(model_dir))
+    executor = ToolExecutor(evidence if config.ablation != "no_tools" else None, config.tool_k)
+    chosen = list(instances)[: config.limit] if config.limit else list(instances)
+    if not chosen:
+        raise ValueError("no instance to sample: the runs hold no task with a ground truth")
+    started = time.perf_counter()
+    generated_tokens = 0
+    for instance in track(chosen, description="Sampling the student", disable=not progress):
+        prompt_ids = chat_prompt_ids(tokenizer, instance.prompt, config.max_prompt_length)
+        rollouts = generate_rollouts(
+            model,
+            tokenizer,
+            [prompt_ids] * config.samples,
+            executor,
+            max_completion_length=config.max_completion_length,
+            temperature=config.temperature,
+            max_tool_calls=config.max_tool_calls,
+        )
+        generated_tokens += sum(sum(rollout.env_mask) for rollout in rollouts)
+        texts = [rollout.text for rollout in rollouts]
+        score_samples(instance, texts, config.success_at, config.ablation, config.seed)
+        instance.tool_calls = sum(rollout.tools.calls for rollout in rollouts)
+        instance.tool_errors = sum(rollout.tools.errors + rollout.tools.refused for rollout in rollouts)
+        instance.bucket = bucket_of(instance.hits, config.samples)
+    seconds = time.perf_counter() - started
+    buckets = {name: [i for i in chosen if i.bucket == name] for name in BUCKETS}
+    mixed = mix_buckets(buckets, parse_mix(config.mix), config.total, config.seed)
+    counts = {name: len(items) for name, items in buckets.items()}
+    counts["dropped"] = sum(1 for instance in chosen if instance.bucket is None)
+    if not mixed:
+        raise ValueError(
+            f"the {len(chosen)} sampled instances give no {config.mix} mix (bucket sizes {counts}); sample "
+            "more tasks, or use --success-at K to count a hit in the top-K when the student is still weak"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    Dataset.from_list([instance.row() for instance in mixed]).save_to_disk(str(out / "mixed"))
+    Dataset.from_list([instance.row() for instance in chosen]).save_to_disk(str(out / "all"))
+    summary = {
+        "model": str(model_dir),
+        "config": {key: getattr(config, key) for key in RLDataConfig.__dataclass_fields__},
+        "instances": len(chosen),
+        "buckets": counts,
+        "mixed": {name: sum(1 for i in mixed if i.bucket == name) for name in BUCKETS},
+        "samples": sum(instance.samples for instance in chosen),
+        "unparsed_samples": sum(instance.unparsed for instance in chosen),
+        "repaired_samples": sum(instance.repaired for instance in chosen),
+        "format_ok_samples": sum(instance.format_ok for instance in chosen),
+        "tool_calls": sum(instance.tool_calls for instance in chosen),
+        "tool_errors": sum(instance.tool_errors for instance in chosen),
+        "seconds": round(seconds, 2),
+        "generated_tokens_per_s": round(generated_tokens / seconds, 1) if seconds else 0.0,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    write_json(out / "rl_data.json", summary)
+    return summary
+
+
+def load_rl_data(path: Any) -> tuple[Any, dict[str, Any]]:
+    """(mixed dataset, summary) written by :func:`build_rl_data`."""
+    import json
+    from pathlib import Path
+
+    from datasets import load_from_disk
+
+    path = Path(path)
+    info = path / "rl_data.json"
+    if not info.is_file():
+        raise FileNotFoundError(
+            f"{path} is not an RL data folder (no rl_data.json); make one with `starrec distill rl-data`"
+        )
+    return load_from_disk(str(path / "mixed")), json.loads(info.read_text())

@@ -1,0 +1,160 @@
+"""Stage 1 of STAR: supervised fine-tuning on the outcome-filtered teacher chains (TRL ``SFTTrainer``).
+
+Each surviving run becomes one conversational prompt/completion pair: the STAR system prompt and
+the task as the prompt, the serialised chain as the assistant completion. The loss covers the
+assistant tokens only, and (by default) not the ``<tool_response>`` blocks: at inference those
+come from the evidence store, so learning to write them would only teach the student to invent
+evidence. The masks are built here from character offsets, so any chat template works (TRL's
+``assistant_only_loss`` needs ``{% generation %}`` markers that SmolLM2's ChatML template lacks).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starrec.distill.chain import serialise_trajectory, trajectory_messages
+from starrec.distill.config import StarSFTConfig, resolve_model
+from starrec.distill.filtering import FilterReport, load_trajectories, outcome_filter
+from starrec.distill.trajectory import Trajectory
+
+_TOOL_RESPONSE_SPAN = re.compile(r"\n?<tool_response>.*?</tool_response>\n?", re.DOTALL)
+
+
+def sft_rows(trajectories: Sequence[Trajectory], ablation: str | None = None) -> list[dict[str, Any]]:
+    """Conversational prompt/completion rows (TRL's format) for these runs."""
+    return [
+        {
+            "prompt": trajectory_messages(trajectory, ablation),
+            "completion": [{"role": "assistant", "content": serialise_trajectory(trajectory)}],
+            "task_id": trajectory.task_id,
+            "pass": trajectory.pass_,
+            "scenario": trajectory.scenario,
+            "ground_truth": trajectory.ground_truth or "",
+        }
+        for trajectory in trajectories
+    ]
+
+
+def tokenize_row(
+    tokenizer: Any, prompt: list[dict[str, str]], completion: list[dict[str, str]], mask_tool_responses: bool
+) -> dict[str, list[int]]:
+    """``input_ids`` and ``labels`` (-100 on the prompt and, optionally, on tool responses)."""
+    prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    full_text = tokenizer.apply_chat_template([*prompt, *completion], tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise ValueError("the chat template renders the prompt differently with and without the answer")
+    masked = [(0, len(prompt_text))]
+    if mask_tool_responses:
+        masked += [(m.start(), m.end()) for m in _TOOL_RESPONSE_SPAN.finditer(full_text, len(prompt_text))]
+    encoding = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
+    labels = []
+    for token_id, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True):
+        inside = any(low <= start and end <= high for low, high in masked) or end <= len(prompt_text)
+        labels.append(-100 if inside else token_id)
+    return {"input_ids": list(encoding["input_ids"]), "labels": labels}
+
+
+@dataclass
+class SFTResult:
+    out: Path
+    report: FilterReport
+    examples: int
+    dropped_too_long: int
+    steps: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    trained_tokens: int = 0
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        timed = self.step_seconds[1:] or self.step_seconds  # the first step pays for warm-up
+        mean_step = sum(timed) / len(timed) if timed else 0.0
+        return {
+            "out": str(self.out),
+            "filter": self.report.to_dict(),
+            "examples": self.examples,
+            "dropped_too_long": self.dropped_too_long,
+            "steps": self.steps,
+            "first_loss": self.losses[0][1] if self.losses else None,
+            "last_loss": self.losses[-1][1] if self.losses else None,
+            "losses": self.losses,
+            "seconds": round(self.seconds, 2),
+            "s_per_step": round(mean_step, 3),
+            "tokens_per_s": round(self.trained_tokens / self.seconds, 1) if self.seconds else 0.0,
+            "trained_tokens": self.trained_tokens,
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+        }
+
+
+def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None = None) -> SFTResult:
+    """Filter ``runs``, build the dataset, fine-tune ``config.model`` and save an HF folder to ``out``."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from starrec.distill.training import (
+        StepLog,
+        load_student,
+        make_step_logger,
+        peak_rss_mb,
+        plot_curves,
+        save_student,
+        write_json,
+    )
+
+    kept, report = outcome_filter(load_trajectories(runs), top_k=config.top_k, ablation=config.ablation)
+    if not kept:
+        raise ValueError(
+            f"no run in {runs} survives the top-{config.top_k} outcome filter ({report.to_dict()['total']}); "
+            "record more passes or loosen --top-k"
+        )
+    rows = sft_rows(kept, config.ablation)
+    out.mkdir(parents=True, exist_ok=True)
+    Dataset.from_list(rows).save_to_disk(str(out / "sft_data"))
+
+    model_dir = resolve_model(config.model, config.seed)
+    model, tokenizer = load_student(model_dir)
+    tokenized = [
+        tokenize_row(tokenizer, row["prompt"], row["completion"], config.mask_tool_responses) for row in rows
+    ]
+    fitting = [row for row in tokenized if len(row["input_ids"]) <= config.max_length]
+    if not fitting:
+        longest = max(len(row["input_ids"]) for row in tokenized)
+        raise ValueError(f"every example is longer than max_length={config.max_length} (longest {longest})")
+    train_dataset = Dataset.from_list(fitting)
+    log = StepLog()
+    trainer = SFTTrainer(
+        model=model,
+        args=config.to_trl(out / "trainer"),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        callbacks=[make_step_logger(log, console)],
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    save_student(trainer.model, tokenizer, out)
+    config.save(out)
+    steps = trainer.state.global_step
+    epochs = trainer.state.epoch or 0.0
+    result = SFTResult(
+        out=out,
+        report=report,
+        examples=len(fitting),
+        dropped_too_long=len(tokenized) - len(fitting),
+        steps=steps,
+        losses=[(entry["step"], entry["loss"]) for entry in log.logs if "loss" in entry],
+        step_seconds=log.step_seconds,
+        trained_tokens=int(sum(len(row["input_ids"]) for row in fitting) * epochs),
+        seconds=seconds,
+        peak_rss_mb=peak_rss_mb(),
+    )
+    write_json(out / "sft_metrics.json", result.summary())
+    if result.losses:
+        plot_curves({"loss": result.losses}, out / "sft_loss.png", f"STAR SFT ({config.model})", "loss")
+    return result

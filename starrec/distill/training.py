@@ -1,0 +1,115 @@
+"""What SFT, RL data and GRPO share: loading the student, timing steps, measuring memory, plotting."""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def set_threads(threads: int | None) -> None:
+    """Pin torch's intra-op threads (1 is much faster than 2 on a busy 2-core machine)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def load_student(model_dir: Path, dtype: str = "float32") -> tuple[Any, Any]:
+    """(model, tokenizer) from an HF folder; the tokenizer pads on the left for generation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"the tokenizer in {model_dir} has no chat template; STAR needs a chat model")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+    return model, tokenizer
+
+
+def save_student(model: Any, tokenizer: Any, out: Path) -> Path:
+    """A normal HF folder (safetensors + tokenizer + generation config)."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@dataclass
+class StepLog:
+    """Per-step wall time and the trainer's logged metrics."""
+
+    step_seconds: list[float] = field(default_factory=list)
+    logs: list[dict[str, float]] = field(default_factory=list)
+
+
+def make_step_logger(log: StepLog, console: Any | None = None) -> Any:
+    """A TrainerCallback recording step times and logs (printing one line per log when given a console)."""
+    from transformers import TrainerCallback
+
+    class _StepLogger(TrainerCallback):
+        def __init__(self) -> None:
+            self._started = time.perf_counter()
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            log.step_seconds.append(time.perf_counter() - self._started)
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
+            if not logs:
+                return
+            entry = {
+                "step": state.global_step,
+                **{k: v for k, v in logs.items() if isinstance(v, int | float)},
+            }
+            log.logs.append(entry)
+            if console is not None:
+                shown = {k: round(v, 4) for k, v in entry.items() if k in _SHOWN}
+                console.print(f"step {state.global_step}: {shown}")
+
+    return _StepLogger()
+
+
+_SHOWN = {"loss", "reward", "reward_std", "rewards/format_reward/mean", "rewards/outcome_reward/mean", "kl"}
+
+
+def plot_curves(series: dict[str, list[tuple[int, float]]], path: Path, title: str, ylabel: str) -> Path:
+    """One line per series (step, value) into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for label, points in series.items():
+        if points:
+            steps, values = zip(*points, strict=True)
+            axis.plot(steps, values, marker="o", markersize=3, label=label)
+    axis.set_xlabel("step")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path

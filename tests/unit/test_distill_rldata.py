@@ -1,0 +1,84 @@
+"""Difficulty buckets and the 3:4:3 mix of the RL data."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from starrec.distill.rldata import (
+    SampledInstance,
+    bucket_of,
+    mix_buckets,
+    mix_counts,
+    parse_mix,
+    score_samples,
+)
+
+
+@pytest.mark.parametrize(
+    ("hits", "bucket"),
+    [
+        (0, None),
+        (1, "hard"),
+        (2, "hard"),
+        (3, "medium"),
+        (4, "medium"),
+        (5, "medium"),
+        (6, "easy"),
+        (7, "easy"),
+        (8, None),
+    ],
+)
+def test_buckets_for_eight_samples(hits: int, bucket: str | None) -> None:
+    assert bucket_of(hits, 8) == bucket
+
+
+def test_bucket_rejects_impossible_counts() -> None:
+    with pytest.raises(ValueError, match="between 0 and 8"):
+        bucket_of(9, 8)
+    with pytest.raises(ValueError, match="no bucket"):
+        bucket_of(10, 12)
+
+
+def test_mix_counts_keep_the_exact_ratio() -> None:
+    assert mix_counts({"easy": 30, "medium": 10, "hard": 30}) == {"easy": 6, "medium": 8, "hard": 6}
+    assert mix_counts({"easy": 300, "medium": 400, "hard": 300}, total=500) == {
+        "easy": 150,
+        "medium": 200,
+        "hard": 150,
+    }
+    assert mix_counts({"easy": 3, "medium": 4, "hard": 2}) == {"easy": 0, "medium": 0, "hard": 0}
+    assert mix_counts({"easy": 7, "medium": 9, "hard": 100}) == {"easy": 6, "medium": 8, "hard": 6}
+    assert mix_counts({"easy": 0, "medium": 5, "hard": 0}, {"easy": 0, "medium": 1, "hard": 0})["medium"] == 5
+    with pytest.raises(ValueError, match="not all 0"):
+        mix_counts({"easy": 1}, {"easy": 0})
+    assert parse_mix("3:4:3") == {"easy": 3, "medium": 4, "hard": 3}
+    with pytest.raises(ValueError, match="E:M:H"):
+        parse_mix("3:4")
+
+
+def test_mix_buckets_samples_each_bucket_and_is_seeded() -> None:
+    buckets = {name: [f"{name}{index}" for index in range(20)] for name in ("easy", "medium", "hard")}
+    mixed = mix_buckets(buckets, seed=3)
+    counts = Counter(item.rstrip("0123456789") for item in mixed)
+    assert counts == {"easy": 15, "medium": 20, "hard": 15}
+    assert len(set(mixed)) == len(mixed)
+    assert mix_buckets(buckets, seed=3) == mixed
+    assert mix_buckets(buckets, seed=4) != mixed
+
+
+def test_score_samples_counts_hits_with_repair() -> None:
+    candidates = [f"i{index}" for index in range(20)]
+    good = "<plan>p</plan><reflection>ok</reflection><recommend>" + json.dumps(candidates) + "</recommend>"
+    second = (
+        "<plan>p</plan><reflection>ok</reflection><recommend>" + json.dumps(candidates[1:]) + "</recommend>"
+    )
+    garbage = "no chain at all"
+    instance = SampledInstance("t", [], "i0", candidates)
+    score_samples(instance, [good, second, garbage], success_at=1)
+    # `second` omits i0 (repaired: appended last, a miss); `garbage` falls back to candidate order (a hit).
+    assert (instance.samples, instance.hits) == (3, 2)
+    assert (instance.unparsed, instance.repaired, instance.format_ok) == (1, 2, 2)
+    assert instance.outcome_rewards == [1.0, 0.0, 0.0]
