@@ -78,7 +78,12 @@ def test_score_samples_counts_hits_with_repair() -> None:
     garbage = "no chain at all"
     instance = SampledInstance("t", [], "i0", candidates)
     score_samples(instance, [good, second, garbage], success_at=1)
-    # `second` omits i0 (repaired: appended last, a miss); `garbage` falls back to candidate order (a hit).
-    assert (instance.samples, instance.hits) == (3, 2)
+    # `second` omits i0: repaired by appending it last (a miss); `garbage` gets a seeded random order.
+    assert instance.samples == 3
     assert (instance.unparsed, instance.repaired, instance.format_ok) == (1, 2, 2)
     assert instance.outcome_rewards == [1.0, 0.0, 0.0]
+    # Unparseable answers are random guesses, not one presented order repeated across samples.
+    guesses = score_samples(SampledInstance("t", [], "i0", candidates), [garbage] * 200, success_at=10)
+    assert 60 < guesses.hits < 140
+    again = score_samples(SampledInstance("t", [], "i0", candidates), [garbage] * 200, success_at=10)
+    assert again.hits == guesses.hits
