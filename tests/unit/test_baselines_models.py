@@ -1,0 +1,157 @@
+"""The learned baselines recover a planted cluster signal, are deterministic, and count fallbacks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from starrec.baselines.bpr import make_bpr
+from starrec.baselines.itemknn import make_itemknn
+from starrec.baselines.lightgcn import make_lightgcn
+from starrec.baselines.interactions import config_with_overrides
+from starrec.data.schema import Dataset, Interaction, RankRequest, Task
+from starrec.eval.methods import MethodOptions, make_method
+from starrec.eval.metrics import hit_rate_at_k
+from starrec.eval.recommender import Recommender
+
+CLUSTERS = 4
+USERS_PER_CLUSTER = 30
+ITEMS_PER_CLUSTER = 25
+HISTORY = 10
+
+FAST_OPTIONS = {
+    "itemknn": {},
+    "bpr": {"epochs": 30, "embedding_dim": 16, "batch_size": 256, "learning_rate": 0.02},
+    "lightgcn": {"epochs": 30, "embedding_dim": 16, "batch_size": 512, "learning_rate": 0.02, "layers": 2},
+}
+
+
+def planted_clusters(seed: int = 7) -> tuple[Dataset, list[Task]]:
+    """Users of cluster c interact only with items of cluster c (uniform popularity inside a cluster).
+
+    Each user's last interaction is the ground truth; the 19 negatives come from other
+    clusters, so popularity is uninformative and only the cluster structure helps.
+    """
+    rng = random.Random(seed)
+    items = {
+        f"i{c}_{j}": {"title": f"item {c}/{j}"} for c in range(CLUSTERS) for j in range(ITEMS_PER_CLUSTER)
+    }
+    users: dict[str, dict[str, str]] = {}
+    interactions: list[Interaction] = []
+    tasks: list[Task] = []
+    for c in range(CLUSTERS):
+        own = [f"i{c}_{j}" for j in range(ITEMS_PER_CLUSTER)]
+        others = [item for item in items if not item.startswith(f"i{c}_")]
+        for u in range(USERS_PER_CLUSTER):
+            user = f"u{c}_{u}"
+            users[user] = {}
+            chosen = rng.sample(own, HISTORY + 1)
+            for t, item in enumerate(chosen):
+                interactions.append(Interaction(user, item, float(1000 * t + rng.random()), 5.0))
+            negatives = rng.sample(others, 19)
+            tasks.append(Task(f"t_{user}", user, tuple([chosen[-1], *negatives]), chosen[-1]))
+    return Dataset(users, items, interactions, domain="item", name="planted"), tasks
+
+
+def requests_for(tasks: list[Task], train: Dataset, seed: int = 0) -> list[RankRequest]:
+    rng = random.Random(seed)
+    out = []
+    for task in tasks:
+        candidates = list(task.candidates)
+        rng.shuffle(candidates)
+        out.append(
+            RankRequest(
+                task.task_id, task.user_id, tuple(candidates), history=tuple(train.history(task.user_id))
+            )
+        )
+    return out
+
+
+def fitted(name: str, train: Dataset, seed: int = 0) -> Recommender:
+    method = make_method(name, MethodOptions(seed=seed, extra=dict(FAST_OPTIONS[name])))
+    method.fit(train)
+    return method
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[Dataset, list[Task]]:
+    dataset, tasks = planted_clusters()
+    return dataset.hide_from(tasks), tasks
+
+
+@pytest.mark.parametrize("name", ["itemknn", "bpr", "lightgcn"])
+def test_model_recovers_planted_clusters(name: str, planted: tuple[Dataset, list[Task]]) -> None:
+    train, tasks = planted
+    method = fitted(name, train)
+    rankings = [list(method.rank(request)) for request in requests_for(tasks, train)]
+    truths = [task.ground_truth for task in tasks]
+    # Chance is 5/20 = 0.25; the cluster signal puts the truth first among 1 in-cluster candidate.
+    assert hit_rate_at_k(rankings, truths, 5) >= 0.9
+    assert hit_rate_at_k(rankings, truths, 1) >= 0.7
+    assert all(
+        sorted(r) == sorted(req.candidates)
+        for r, req in zip(rankings, requests_for(tasks, train), strict=True)
+    )
+    assert method.stats()["fallbacks"]["unknown_user"] == 0
+
+
+@pytest.mark.parametrize("name", ["bpr", "lightgcn"])
+def test_training_is_deterministic_under_a_seed(name: str, planted: tuple[Dataset, list[Task]]) -> None:
+    train, tasks = planted
+    requests = requests_for(tasks, train)[:20]
+    short = {**FAST_OPTIONS[name], "epochs": 5}
+
+    def run(seed: int) -> tuple[list[list[str]], float]:
+        method = make_method(name, MethodOptions(seed=seed, extra=short))
+        method.fit(train)
+        return [list(method.rank(r)) for r in requests], method.stats()["final_loss"]
+
+    first, second, other = run(3), run(3), run(4)
+    assert first == second
+    assert other[1] != first[1]
+
+
+@pytest.mark.parametrize("name", ["itemknn", "bpr", "lightgcn"])
+def test_unknown_user_and_cold_items_fall_back_to_popularity(name: str) -> None:
+    # Popularity: a (3 users) > b (2) > c (1); "zz" never occurs in training.
+    events = [("u1", "a"), ("u2", "a"), ("u3", "a"), ("u1", "b"), ("u2", "b"), ("u1", "c"), ("u3", "d")]
+    interactions = [Interaction(u, i, float(t)) for t, (u, i) in enumerate(events)]
+    train = Dataset({u: {} for u in ("u1", "u2", "u3")}, {i: {} for i in "abcd"}, interactions)
+    options = dict(FAST_OPTIONS[name])
+    if name != "itemknn":
+        options.update(epochs=2, batch_size=4)
+    method = make_method(name, MethodOptions(extra=options))
+    method.fit(train)
+    ranking = list(method.rank(RankRequest("t", "stranger", ("zz", "c", "a", "b"))))
+    assert ranking == ["a", "b", "c", "zz"]
+    fallbacks = method.stats()["fallbacks"]
+    assert fallbacks == {"requests": 1, "unknown_user": 1, "cold_candidates": 1, "popularity_ties": 0}
+    method.rank(RankRequest("t2", "u2", ("zz", "c", "d"), history=tuple(train.history("u2"))))
+    fallbacks = method.stats()["fallbacks"]
+    assert fallbacks["requests"] == 2 and fallbacks["unknown_user"] == 1 and fallbacks["cold_candidates"] == 2
+
+
+def test_rank_before_fit_is_a_clear_error() -> None:
+    for factory in (make_itemknn, make_bpr, make_lightgcn):
+        with pytest.raises(RuntimeError, match="before fit"):
+            factory(MethodOptions()).rank(RankRequest("t", "u", ("a", "b")))
+
+
+def test_options_override_config_fields_with_type_conversion() -> None:
+    method = make_lightgcn(
+        MethodOptions(seed=5, extra={"epochs": "7", "learning_rate": "0.01", "layers": "1"})
+    )
+    assert (method.config.epochs, method.config.learning_rate, method.config.layers, method.config.seed) == (
+        7,
+        0.01,
+        1,
+        5,
+    )
+    with pytest.raises(ValueError, match=r"unknown option 'epoch'.*valid options: .*epochs"):
+        make_bpr(MethodOptions(extra={"epoch": "3"}))
+    with pytest.raises(ValueError, match="epochs='many' is not a valid int"):
+        make_bpr(MethodOptions(extra={"epochs": "many"}))
+    knn = make_itemknn(MethodOptions(extra={"window": "5", "decay": "1"}))
+    assert knn.config.window == 5 and knn.config.decay == 1.0
+    assert config_with_overrides(knn.config, {}) == knn.config
