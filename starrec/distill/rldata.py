@@ -198,8 +198,12 @@ def build_rl_data(
     config: RLDataConfig,
     evidence: Any | None,
     progress: bool = True,
+    evidence_dirs: tuple[Any, Any] = (None, None),
 ) -> dict[str, Any]:
-    """Sample, bucket and mix; save the mixed HF dataset to ``out`` (all sampled rows to ``out/all``)."""
+    """Sample, bucket and mix; save the mixed HF dataset to ``out`` (all sampled rows to ``out/all``).
+
+    ``evidence_dirs`` (data folder, tasks folder) are recorded so GRPO can open the same evidence.
+    """
     import time
     from pathlib import Path
 
@@ -252,6 +256,7 @@ def build_rl_data(
     summary = {
         "model": str(model_dir),
         "config": {key: getattr(config, key) for key in RLDataConfig.__dataclass_fields__},
+        "evidence": {"data": _path_text(evidence_dirs[0]), "tasks": _path_text(evidence_dirs[1])},
         "instances": len(chosen),
         "buckets": counts,
         "mixed": {name: sum(1 for i in mixed if i.bucket == name) for name in BUCKETS},
@@ -267,6 +272,12 @@ def build_rl_data(
     }
     write_json(out / "rl_data.json", summary)
     return summary
+
+
+def _path_text(path: Any) -> str | None:
+    from pathlib import Path
+
+    return str(Path(path).resolve()) if path is not None else None
 
 
 def load_rl_data(path: Any) -> tuple[Any, dict[str, Any]]:

@@ -12,7 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from starrec.tools.base import QueryTrace
 
-AGENT_NODES: tuple[str, ...] = ("user_profile", "historical_interest", "recent_interest", "interest_divergence")
+AGENT_NODES: tuple[str, ...] = (
+    "user_profile",
+    "historical_interest",
+    "recent_interest",
+    "interest_divergence",
+)
 """The four execution agents, in the fixed order used when the planner is off."""
 
 AGENT_TAGS: dict[str, str] = {
@@ -35,7 +40,9 @@ class ToolCallRecord(BaseModel):
 
 class LLMCallRecord(BaseModel):
     node: str
-    messages: list[dict[str, Any]] = Field(default_factory=list, description="Prompt messages (role, content).")
+    messages: list[dict[str, Any]] = Field(
+        default_factory=list, description="Prompt messages (role, content)."
+    )
     response: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -66,14 +73,18 @@ class Trajectory(BaseModel):
     user_id: str = ""
     scenario: str = ""
     domain: str = "item"
-    candidates: list[str] = Field(default_factory=list, description="Candidates in the (shuffled) order shown.")
+    candidates: list[str] = Field(
+        default_factory=list, description="Candidates in the (shuffled) order shown."
+    )
     ground_truth: str | None = None
     prompt: dict[str, Any] = Field(
         default_factory=dict,
         description="What the run was asked: long-term summary, recent items, candidate titles.",
     )
     ranking: list[str] = Field(default_factory=list, description="Final repaired ranking, all candidates.")
-    hits: dict[str, bool] = Field(default_factory=dict, description='{"hit@1": ..., "hit@3": ..., "hit@5": ...}')
+    hits: dict[str, bool] = Field(
+        default_factory=dict, description='{"hit@1": ..., "hit@3": ..., "hit@5": ...}'
+    )
     nodes: list[str] = Field(default_factory=list, description="Executed node names in order.")
     steps: list[StepRecord] = Field(default_factory=list)
     repairs: dict[str, int] = Field(default_factory=dict)
@@ -82,7 +93,9 @@ class Trajectory(BaseModel):
     llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    settings: dict[str, Any] = Field(default_factory=dict, description="Context/ablation settings of the run.")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="Context/ablation settings of the run."
+    )
     model: str = ""
 
     def to_line(self) -> dict[str, Any]:
