@@ -87,6 +87,7 @@ class AgentEnv:
     domain: str = "item"
     max_tool_calls: int = 2
     tool_protocol: Literal["native", "text"] = "text"
+    tool_choice: Literal["auto", "required"] = "auto"
     structured: Literal["native", "json"] = "json"
 
     @property
@@ -161,21 +162,36 @@ async def invoke_model(model: Any, messages: list[BaseMessage], counters: Counte
     return response
 
 
-async def tool_loop(env: AgentEnv, messages: list[BaseMessage], counters: Counters) -> AIMessage:
+async def tool_loop(
+    env: AgentEnv, messages: list[BaseMessage], counters: Counters, *, answer_when_spent: bool = True
+) -> AIMessage | None:
     """Let the model call tools until it answers or the budget is spent; returns its final message.
 
     ``messages`` is extended in place with every call and response, so the caller can continue
-    the conversation (structured retry) and the recorder sees what the model saw.
+    the conversation and the recorder sees what the model saw. With ``answer_when_spent=False``
+    the loop returns None once the budget is spent instead of asking for a free-text answer (the
+    caller then asks for the structure directly, which saves a long generation).
     """
     tools = {tool.name: tool for tool in env.tools} if env.max_tool_calls > 0 else {}
     budget = env.max_tool_calls if tools else 0
     native = env.tool_protocol == "native" and bool(tools)
-    tool_model = env.model.bind_tools(list(tools.values())) if native else env.model
+    bound = env.model.bind_tools(list(tools.values())) if native else env.model
+    forced = env.model.bind_tools(list(tools.values()), tool_choice="required") if native else env.model
     if tools and not native:
         messages[0] = SystemMessage(content=message_text(messages[0]) + _tool_instructions(env.tools, budget))
+    first_turn = True
     while True:
         allow_tools = budget > 0
-        response = await invoke_model(tool_model if allow_tools else env.model, messages, counters)
+        if not allow_tools and tools and not answer_when_spent:
+            return None
+        model = (
+            (forced if first_turn and env.tool_choice == "required" else bound) if allow_tools else env.model
+        )
+        # One call per turn: generation stops at the closing tag (the parser accepts the unclosed call).
+        response = await invoke_model(
+            model.bind(stop=[textproto.TOOL_CALL_CLOSE]) if allow_tools else model, messages, counters
+        )
+        first_turn = False
         messages.append(response)
         calls = _tool_calls(response, native, counters)
         if not calls:
@@ -257,12 +273,10 @@ def parse_output(
 
 
 async def _structured_call(
-    env: AgentEnv, messages: list[BaseMessage], schema: type[OutputT], counters: Counters, retry: bool
+    env: AgentEnv, messages: list[BaseMessage], schema: type[OutputT], counters: Counters
 ) -> tuple[OutputT | None, str]:
     """``with_structured_output`` once; returns (object or None, the raw text when it failed)."""
     counters.llm_calls += 1
-    if retry:
-        counters.count("structured_retry")
     try:
         result = await env.model.with_structured_output(schema).ainvoke(messages)
     except Exception as error:
@@ -285,34 +299,39 @@ async def ask(
     """Run one agent turn and return (validated output, the model's final raw text)."""
     messages: list[BaseMessage] = [SystemMessage(content=system), HumanMessage(content=user)]
     started = time.perf_counter()
-    if env.structured == "native" and not (env.tools and env.max_tool_calls > 0):
-        # Nothing to call: ask for the structure directly (one call; the backend constrains or
-        # repairs and retries it itself, so a failure here goes straight to the fallback).
-        output, text = await _structured_call(env, messages, schema, counters, retry=False)
+    if env.structured == "native":
+        # Tools first (if any), then the structure is asked for directly: one constrained call
+        # instead of a free-text answer plus a conversion. The backend repairs/retries it itself.
+        text, error = "", "with_structured_output gave no valid object"
+        final = None
+        if env.tools and env.max_tool_calls > 0:
+            final = await tool_loop(env, messages, counters, answer_when_spent=False)
+        if final is not None:
+            text = message_text(final)
+            output, error = parse_output(text, schema, counters)
+            if output is not None:
+                return output, text
+        output, raw = await _structured_call(env, messages, schema, counters)
         if output is not None:
-            return output, text
-        error = "with_structured_output gave no valid object"
+            return output, raw
+        text = raw or text
     else:
         final = await tool_loop(env, messages, counters)
-        text = message_text(final)
+        text = message_text(final) if final is not None else ""
         output, error = parse_output(text, schema, counters)
         if output is not None:
             return output, text
-        if env.structured == "native":
-            output, raw = await _structured_call(env, messages, schema, counters, retry=True)
-            text = raw or text
-        else:
-            counters.count("json_retry")
-            messages.append(
-                HumanMessage(
-                    content=f"Your answer could not be used: {error}. Reply with only the JSON object, "
-                    f"keys: {', '.join(schema.model_fields)}."
-                )
+        counters.count("json_retry")
+        messages.append(
+            HumanMessage(
+                content=f"Your answer could not be used: {error}. Reply with only the JSON object, "
+                f"keys: {', '.join(schema.model_fields)}."
             )
-            retry = await invoke_model(env.model, messages, counters)
-            messages.append(retry)
-            text = message_text(retry)
-            output, error = parse_output(text, schema, counters)
+        )
+        retry = await invoke_model(env.model, messages, counters)
+        messages.append(retry)
+        text = message_text(retry)
+        output, error = parse_output(text, schema, counters)
         if output is not None:
             return output, text
     counters.count("fallback")

@@ -76,6 +76,13 @@ class Context:
             "('text'), or 'auto' (native when the model implements bind_tools)."
         },
     )
+    tool_choice: Literal["auto", "required"] = field(
+        default="auto",
+        metadata={
+            "help": "'required' forces each tool-enabled agent's first turn to be a tool call (a short, "
+            "cheap generation; native protocol only). Small local models rarely decide to call tools."
+        },
+    )
     structured_output: Literal["auto", "native", "json"] = field(
         default="auto",
         metadata={

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -16,7 +17,13 @@ from rich.table import Table
 from starrec.config import get_settings
 from starrec.graphs.context import Context
 
-DEMO_KNOBS: dict[str, int] = {"max_history": 20, "chunk_size": 10, "max_tool_calls": 1, "max_new_tokens": 200}
+DEMO_KNOBS: dict[str, Any] = {
+    "max_history": 20,
+    "chunk_size": 10,
+    "max_tool_calls": 1,
+    "tool_choice": "required",
+    "max_new_tokens": 160,
+}
 """Smaller than the defaults so SmolLM2 on two CPU cores finishes a task in about a minute."""
 
 

@@ -98,6 +98,7 @@ class Resources:
             domain=context.domain or domain,
             max_tool_calls=context.max_tool_calls,
             tool_protocol=protocol,
+            tool_choice=context.tool_choice,
             structured=structured,
         )
         return env, warnings

@@ -193,7 +193,10 @@ def test_tool_budget_and_tool_errors_are_counted(setup: dict[str, Any]) -> None:
         analysis("recent"),
     ]
     _, trajectory, model = run(
-        setup, script, Context(chunk_size=3, max_tool_calls=2, tool_protocol="text"), evidence=evidence
+        setup,
+        script,
+        Context(chunk_size=3, max_tool_calls=2, tool_protocol="text", structured_output="json"),
+        evidence=evidence,
     )
     step = next(s for s in trajectory.steps if s.node == "recent_interest")
     assert step.repairs["tool_error"] == 2  # the raising graph and the unknown tool
@@ -340,6 +343,23 @@ def test_native_structured_output_without_tools_is_one_call_per_agent(setup: dic
     assert [c.key for c in model.calls if c.key == "user_profile"] == ["user_profile"]
     assert state["analyses"]["user_profile"]["conclusions"] == ["young adult"]
     assert "json_retry" not in trajectory.repairs and "fallback" not in trajectory.repairs
+
+
+def test_required_tool_choice_forces_a_first_tool_call_then_asks_for_the_structure(
+    setup: dict[str, Any],
+) -> None:
+    script = default_script(setup["candidates"], plan=["historical_interest"])
+    script["historical_interest"] = [
+        '<tool_call>{"name": "item_cf", "arguments": {"item_id": "m4"}}</tool_call>',
+        analysis("action fan"),
+    ]
+    context = Context(chunk_size=3, tool_choice="required", max_tool_calls=1, structured_output="native")
+    _, trajectory, model = run(setup, script, context)
+    calls = [c for c in model.calls if c.key == "historical_interest"]
+    assert calls[0].kwargs.get("tool_choice") == "required"
+    assert len(calls) == 2  # the forced tool call, then one structured answer (no free-text turn)
+    step = next(s for s in trajectory.steps if s.node == "historical_interest")
+    assert step.output["conclusions"] == ["action fan"] and len(step.tool_calls) == 1
 
 
 def test_native_structured_failure_falls_back_and_is_counted(setup: dict[str, Any]) -> None:
