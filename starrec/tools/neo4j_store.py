@@ -41,6 +41,27 @@ def batches_within(
         yield batch
 
 
+FALKORDB_UNSAFE_CHARACTERS = ("'", "\\")
+
+
+def falkordb_unsafe_value(value: Any) -> str | None:
+    """A string inside ``value`` that FalkorDB's Bolt layer would corrupt or choke on, if any.
+
+    FalkorDB 4.16 splices Bolt parameters into the query text: a single quote fails with a bare
+    ``UnknownError`` and backslash escapes are decoded.
+    """
+    if isinstance(value, str):
+        return value if any(char in value for char in FALKORDB_UNSAFE_CHARACTERS) else None
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        for entry in value:
+            found = falkordb_unsafe_value(entry)
+            if found is not None:
+                return found
+    return None
+
+
 class Neo4jStore(GraphStore):
     """A graph on a Bolt server (Neo4j 5; FalkorDB 4.16 with ``dialect="falkordb"``)."""
 
@@ -101,6 +122,12 @@ class Neo4jStore(GraphStore):
 
     def _transact(self, query: str, params: dict[str, Any], write: bool) -> list[dict[str, Any]]:
         from neo4j.exceptions import DriverError, Neo4jError
+
+        if self.dialect == "falkordb" and (unsafe := falkordb_unsafe_value(params)) is not None:
+            raise GraphStoreError(
+                f"FalkorDB at {self.location} cannot take the string parameter {unsafe!r}: its Bolt layer "
+                "splices parameters into the query text, so single quotes and backslashes break (use Neo4j)"
+            )
 
         def work(tx) -> list[dict[str, Any]]:
             return [record.data() for record in tx.run(query, params)]

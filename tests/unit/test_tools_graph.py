@@ -152,3 +152,11 @@ def test_falkordb_batches_stay_under_the_payload_limit() -> None:
     assert [row for batch in batches for row in batch] == rows
     assert all(len(batch) <= 40 for batch in batches)
     assert all(len(json.dumps(batch).encode()) <= FALKORDB_MAX_PARAM_BYTES + 200 for batch in batches)
+
+
+def test_falkordb_dialect_refuses_strings_it_would_corrupt() -> None:
+    from starrec.tools.neo4j_store import falkordb_unsafe_value
+
+    assert falkordb_unsafe_value({"rows": [{"id": "ok"}, {"id": "Schindler's List"}]}) == "Schindler's List"
+    assert falkordb_unsafe_value({"id": "back\\slash"}) == "back\\slash"
+    assert falkordb_unsafe_value({"rows": [{"id": '"}{ MATCH'}], "k": 3}) is None
