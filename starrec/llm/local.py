@@ -26,7 +26,7 @@ from pydantic import Field, PrivateAttr
 
 from starrec.llm.messages import ai_message_from_text, openai_tools, to_chat_turns, tool_names
 from starrec.llm.structured import RepairLog, with_json_output
-from starrec.llm.textproto import TOOL_CALL_OPEN
+from starrec.llm.textproto import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 
 @dataclass
@@ -142,7 +142,7 @@ class LocalChatModel(BaseChatModel):
         turns = to_chat_turns(messages, tools)
         return self.loaded().tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
 
-    def _generation_config(self, tokenizer: Any, options: dict[str, Any]) -> Any:
+    def _generation_config(self, tokenizer: Any, options: dict[str, Any], stops: list[str]) -> Any:
         from transformers import GenerationConfig
 
         temperature = float(options.get("temperature", self.temperature))
@@ -153,6 +153,7 @@ class LocalChatModel(BaseChatModel):
             pad_token_id=tokenizer.pad_token_id
             if tokenizer.pad_token_id is not None
             else tokenizer.eos_token_id,
+            stop_strings=stops or None,
         )
         if temperature > 0:
             config.temperature = temperature
@@ -176,7 +177,7 @@ class LocalChatModel(BaseChatModel):
         prompt = self.render_prompt(messages, tools) + assistant_prefix
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         stops = [text for text in [*(self.stop or []), *(stop or [])] if text]
-        config = self._generation_config(tokenizer, options)
+        config = self._generation_config(tokenizer, options, stops)
         with loaded.lock:
             previous_threads = torch.get_num_threads()
             if self.threads:
@@ -184,9 +185,7 @@ class LocalChatModel(BaseChatModel):
             try:
                 started = time.perf_counter()
                 with torch.inference_mode():
-                    output = loaded.model.generate(
-                        **inputs, generation_config=config, stop_strings=stops or None, tokenizer=tokenizer
-                    )
+                    output = loaded.model.generate(**inputs, generation_config=config, tokenizer=tokenizer)
                 seconds = time.perf_counter() - started
             finally:
                 torch.set_num_threads(previous_threads)
@@ -216,7 +215,10 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         tools = kwargs.pop("tools", None)
-        prefix = kwargs.pop("assistant_prefix", "") + _forced_prefix(kwargs.pop("tool_choice", None), tools)
+        forced = _forced_prefix(kwargs.pop("tool_choice", None), tools)
+        prefix = kwargs.pop("assistant_prefix", "") + forced
+        if forced:  # one forced call is all that is wanted; stop before the model rambles on
+            stop = [*(stop or []), TOOL_CALL_CLOSE]
         text, stats = self.generate_text(messages, stop=stop, tools=tools, assistant_prefix=prefix, **kwargs)
         message = ai_message_from_text(
             text,

@@ -64,6 +64,19 @@ def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
     return [tool.get("function", tool)["name"] for tool in tools or ()]
 
 
+def tool_parameters(tools: Sequence[Mapping[str, Any]] | None) -> dict[str, list[str]]:
+    """Tool name -> parameter names, required ones first (for repairing scalar arguments)."""
+    parameters: dict[str, list[str]] = {}
+    for tool in tools or ():
+        function = tool.get("function", tool)
+        schema = function.get("parameters", {})
+        required = list(schema.get("required", []))
+        parameters[function["name"]] = required + [
+            name for name in schema.get("properties", {}) if name not in required
+        ]
+    return parameters
+
+
 def to_chat_turns(
     messages: Sequence[BaseMessage], tools: Sequence[Mapping[str, Any]] | None = None
 ) -> list[dict[str, str]]:
@@ -97,6 +110,32 @@ def to_chat_turns(
     return turns
 
 
+def _tool_schemas(tools: Sequence[Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    return {
+        tool.get("function", tool)["name"]: tool.get("function", tool)
+        .get("parameters", {})
+        .get("properties", {})
+        for tool in tools or ()
+    }
+
+
+def coerce_arguments(arguments: dict[str, Any], properties: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Scalars cast to the declared JSON type (``{"item_id": 50}`` for a string id); (arguments, changed)."""
+    coerced = dict(arguments)
+    changed = False
+    for name, value in arguments.items():
+        spec = properties.get(name)
+        declared = spec.get("type") if isinstance(spec, Mapping) else None
+        new_value = value
+        if declared == "string" and isinstance(value, int | float) and not isinstance(value, bool):
+            new_value = str(value)
+        elif declared == "integer" and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            new_value = int(value)
+        if new_value is not value:
+            coerced[name], changed = new_value, True
+    return coerced, changed
+
+
 def ai_message_from_text(
     text: str,
     tools: Sequence[Mapping[str, Any]] | None = None,
@@ -110,19 +149,19 @@ def ai_message_from_text(
     if not tools:
         return AIMessage(content=text, **message_fields)
     allowed = set(tool_names(tools))
+    schemas = _tool_schemas(tools)
     tool_calls: list[dict[str, Any]] = []
     invalid: list[dict[str, Any]] = []
     repairs: list[str] = []
-    for parsed in parse_tool_calls(text, repair=True):
+    for parsed in parse_tool_calls(text, repair=True, tool_parameters=tool_parameters(tools)):
         call_id = f"call_{uuid.uuid4().hex[:12]}"
         error = parsed.error
         if error is None and parsed.name not in allowed:
             error = f"unknown tool {parsed.name!r}; available: {sorted(allowed)}"
         if error is None:
-            tool_calls.append(
-                {"name": parsed.name, "args": parsed.arguments, "id": call_id, "type": "tool_call"}
-            )
-            repairs.extend(parsed.repairs)
+            arguments, coerced = coerce_arguments(parsed.arguments, schemas.get(parsed.name, {}))
+            tool_calls.append({"name": parsed.name, "args": arguments, "id": call_id, "type": "tool_call"})
+            repairs.extend([*parsed.repairs, *(["coerced_types"] if coerced else [])])
         else:
             invalid.append(
                 {

@@ -121,22 +121,31 @@ def _skeleton(node: Mapping[str, Any], definitions: Mapping[str, Any], depth: in
             for name, child in node.get("properties", {}).items()
         }
     if kind == "array":
-        return [_skeleton(node.get("items", {}), definitions, depth + 1)]
+        items = dict(_resolve(node.get("items", {}), definitions))
+        if "description" in node and items.get("type", "string") == "string" and "description" not in items:
+            items["description"] = node["description"]
+        return [_skeleton(items, definitions, depth + 1)]
     placeholders = {"integer": 0, "number": 0.0, "boolean": True}
     if kind in placeholders:
         return placeholders[kind]
     return f"<{node.get('description') or node.get('title') or 'text'}>"
 
 
-def json_instructions(schema: type[BaseModel] | Mapping[str, Any]) -> str:
-    """The system-prompt section asking for one JSON object shaped like ``schema``."""
+def json_instructions(schema: type[BaseModel] | Mapping[str, Any], *, include_schema: bool = False) -> str:
+    """The system-prompt section asking for one JSON object shaped like ``schema``.
+
+    Small models copy a full JSON schema back instead of filling it in, so by default only an
+    example shape (descriptions as placeholders) is shown.
+    """
     as_json = schema_json(schema)
     example = json.dumps(_skeleton(as_json, as_json.get("$defs", {})), ensure_ascii=False)
-    return (
+    text = (
         "Answer with one JSON object and nothing else (no prose, no code fence). "
-        f"Its shape, with placeholders to replace:\n{example}\n"
-        f"Full JSON schema:\n{json.dumps(as_json, ensure_ascii=False)}"
+        f"Use exactly this shape, replacing the <placeholders> with your content:\n{example}"
     )
+    if include_schema:
+        text += f"\nJSON schema of the answer:\n{json.dumps(as_json, ensure_ascii=False)}"
+    return text
 
 
 def with_json_instructions(messages: list[BaseMessage], instructions: str) -> list[BaseMessage]:

@@ -67,7 +67,9 @@ class ParsedToolCall:
         return self.error is None
 
 
-def _tool_call_from_body(body: str, repair: bool) -> tuple[str, dict[str, Any], str | None, tuple[str, ...]]:
+def _tool_call_from_body(
+    body: str, repair: bool, tool_parameters: Mapping[str, Sequence[str]] | None = None
+) -> tuple[str, dict[str, Any], str | None, tuple[str, ...]]:
     """(name, arguments, error, repairs) for the JSON body of one ``<tool_call>``."""
     stripped = body.strip()
     if not stripped:
@@ -97,21 +99,30 @@ def _tool_call_from_body(body: str, repair: bool) -> tuple[str, dict[str, Any], 
             pass
     if arguments is None and repair:
         arguments, repairs = {}, (*repairs, "missing_arguments")
+    parameters = (tool_parameters or {}).get(name) or ()
+    if repair and parameters and isinstance(arguments, str | int | float):
+        # {"name": "item_cf", "arguments": 50}: small models pass the lone value; bind it to the first
+        # parameter of the tool's signature.
+        arguments, repairs = {parameters[0]: arguments}, (*repairs, "scalar_arguments")
     if not isinstance(arguments, dict):
         return name, {}, f'<tool_call> "{name}" needs an "arguments" object', repairs
     return name, arguments, None, repairs
 
 
-def parse_tool_calls(text: str, *, repair: bool = False) -> list[ParsedToolCall]:
+def parse_tool_calls(
+    text: str, *, repair: bool = False, tool_parameters: Mapping[str, Sequence[str]] | None = None
+) -> list[ParsedToolCall]:
     """Every ``<tool_call>`` in ``text``, in order.
 
     A call whose closing tag is missing (generation stopped at the ``</tool_call>`` stop string, or
     the next ``<tool_call>`` starts) is still parsed, with ``closed=False``. Bodies must be strict JSON
-    unless ``repair=True``, which runs :func:`extract_json_with_repairs` on them and records the repairs.
+    unless ``repair=True``, which runs :func:`extract_json_with_repairs` on them and records the repairs;
+    ``tool_parameters`` (tool name -> parameter names, required first) then also lets a scalar
+    ``"arguments"`` value bind to the tool's first parameter.
     """
     calls: list[ParsedToolCall] = []
     for match in _TOOL_CALL_PATTERN.finditer(text):
-        name, arguments, error, repairs = _tool_call_from_body(match.group(1), repair)
+        name, arguments, error, repairs = _tool_call_from_body(match.group(1), repair, tool_parameters)
         calls.append(
             ParsedToolCall(
                 name=name,
@@ -146,10 +157,10 @@ def describe_tools(tools: Iterable[Mapping[str, Any]]) -> str:
     return (
         "You can call tools to gather evidence. The tools are described by these JSON signatures:\n"
         f"<tools>\n{signatures}\n</tools>\n"
-        "To call a tool, write one JSON object with the tool name and its arguments between "
-        "<tool_call> and </tool_call> tags, then stop and wait; the result comes back inside "
-        f"<tool_response></tool_response> tags. Example:\n{example}\n"
-        "When you have enough evidence, answer without any <tool_call>."
+        "To call a tool, write a line like the example below (a JSON object with the tool name and its "
+        "arguments, inside tool_call tags), then stop; the result comes back inside tool_response tags.\n"
+        f"Example:\n{example}\n"
+        "When you have enough evidence, answer without calling a tool."
     )
 
 
