@@ -360,8 +360,8 @@ class RecordingChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        callbacks = run_manager.get_child() if run_manager else None
-        response = self._bound_inner(kwargs).invoke(messages, stop=stop, config={"callbacks": callbacks})
+        # The recorder's own run is what callbacks see; passing them on would count each call twice.
+        response = self._bound_inner(kwargs).invoke(messages, stop=stop)
         self._append(messages, response, _run_metadata(run_manager)[0])
         return ChatResult(generations=[ChatGeneration(message=response)])
 
@@ -372,10 +372,7 @@ class RecordingChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        callbacks = run_manager.get_child() if run_manager else None
-        response = await self._bound_inner(kwargs).ainvoke(
-            messages, stop=stop, config={"callbacks": callbacks}
-        )
+        response = await self._bound_inner(kwargs).ainvoke(messages, stop=stop)
         self._append(messages, response, _run_metadata(run_manager)[0])
         return ChatResult(generations=[ChatGeneration(message=response)])
 
