@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
-from starrec.agents.analyst import Analysis, analyse
-from starrec.agents.base import AgentEnv, Counters, UserView
+from starrec.agents.base import UserView
 
 NAME = "historical_interest"
 
@@ -18,13 +16,3 @@ def focus(view: UserView) -> str:
         return ""
     common = ", ".join(f"{name} x{n}" for name, n in counts.most_common(6))
     return f"Category counts in the recent items: {common}. Compare them with the long-term summary."
-
-
-async def run(
-    env: AgentEnv,
-    view: UserView,
-    counters: Counters,
-    correction: str | None = None,
-    previous: dict[str, Any] | None = None,
-) -> Analysis:
-    return await analyse(env, NAME, view, counters, focus(view), correction, previous)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
-from starrec.agents.analyst import Analysis, analyse
-from starrec.agents.base import AgentEnv, Counters, UserView
+from starrec.agents.base import UserView
 
 NAME = "interest_divergence"
 
@@ -17,13 +15,3 @@ def focus(view: UserView) -> str:
     offered = Counter(label for entry in view.candidates for label in entry.get("categories", []))
     new = [name for name, _ in offered.most_common() if name not in seen][:6]
     return f"Categories among the candidates that are new for this user: {', '.join(new)}." if new else ""
-
-
-async def run(
-    env: AgentEnv,
-    view: UserView,
-    counters: Counters,
-    correction: str | None = None,
-    previous: dict[str, Any] | None = None,
-) -> Analysis:
-    return await analyse(env, NAME, view, counters, focus(view), correction, previous)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from statistics import mean
-from typing import Any
 
-from starrec.agents.analyst import Analysis, analyse
-from starrec.agents.base import AgentEnv, Counters, UserView
+from starrec.agents.base import UserView
 
 NAME = "user_profile"
 
@@ -21,13 +19,3 @@ def focus(view: UserView) -> str:
         f"Rating habits over the recent items: mean {mean(stars):.1f} stars, "
         f"{high:.0%} rated 4 or more, lowest {min(stars):g}."
     )
-
-
-async def run(
-    env: AgentEnv,
-    view: UserView,
-    counters: Counters,
-    correction: str | None = None,
-    previous: dict[str, Any] | None = None,
-) -> Analysis:
-    return await analyse(env, NAME, view, counters, focus(view), correction, previous)

@@ -41,17 +41,15 @@ def demo_tasks(data_dir: Path, n: int, seed: int) -> Path:
     return target
 
 
-def baseline_rows(data_dir: Path, tasks_dir: Path, seed: int) -> list[tuple[str, dict]]:
-    from starrec.data.agentsociety import load_dataset
-    from starrec.data.tasks import read_tasks
+def baseline_reports(
+    dataset: Any, tasks: list[Any], seed: int, methods: tuple[str, ...] = ("random", "pop")
+) -> dict[str, dict[str, Any]]:
+    """Harness reports of classical baselines on the same tasks and the same shuffled candidates."""
     from starrec.eval.harness import evaluate
     from starrec.eval.methods import MethodOptions, make_method
 
-    dataset = load_dataset(data_dir)
-    tasks = read_tasks(tasks_dir)
-    rows = []
-    for name in ("random", "pop"):
-        report = evaluate(
+    return {
+        name: evaluate(
             make_method(name, MethodOptions(seed=seed)),
             tasks,
             dataset,
@@ -59,8 +57,8 @@ def baseline_rows(data_dir: Path, tasks_dir: Path, seed: int) -> list[tuple[str,
             progress=False,
             include_per_task=False,
         )
-        rows.append((name, report))
-    return rows
+        for name in methods
+    }
 
 
 def run_demo(
@@ -103,12 +101,15 @@ def run_demo(
     table = Table(title="baselines on the same tasks (same shuffled candidates)")
     for column in ("method", "HR@1", "HR@3", "HR@5", "HR_avg"):
         table.add_column(column, justify="right" if column != "method" else "left")
-    rows = baseline_rows(data_dir, tasks_dir, seed)
+    from starrec.data.agentsociety import load_dataset
+    from starrec.data.tasks import read_tasks
+
+    rows = baseline_reports(load_dataset(data_dir), read_tasks(tasks_dir), seed)
     mars = summary.as_dict()
-    for name, report in [("mars", mars), *rows]:
+    for name, report in [("mars", mars), *rows.items()]:
         table.add_row(
             name, *(f"{report.get(k, float('nan')):.3f}" for k in ("hr@1", "hr@3", "hr@5", "hr_avg"))
         )
     console.print(table)
     console.print(f"runs recorded in {RunsFile(out).path}; inspect with `starrec trajectory {out}`")
-    return {"mars": mars, **dict(rows)}
+    return {"mars": mars, **rows}

@@ -18,7 +18,7 @@ from starrec.agents import (
     user_profile,
 )
 from starrec.agents.abstractor import abstract
-from starrec.agents.analyst import Analysis
+from starrec.agents.analyst import analyse
 from starrec.agents.base import AgentEnv, Counters, UserView
 from starrec.agents.planner import plan
 from starrec.agents.ranker import cf_hint, cf_scores, finalise, llm_ranking, order_by_score
@@ -28,14 +28,13 @@ from starrec.graphs.resources import Resources
 from starrec.graphs.routing import context_of, planned_agents
 from starrec.graphs.state import State
 
-AgentRunner = Callable[..., Awaitable[Analysis]]
-
-AGENT_RUNNERS: dict[str, AgentRunner] = {
-    user_profile.NAME: user_profile.run,
-    historical_interest.NAME: historical_interest.run,
-    recent_interest.NAME: recent_interest.run,
-    interest_divergence.NAME: interest_divergence.run,
+AGENT_FOCUS: dict[str, Callable[[UserView], str]] = {
+    user_profile.NAME: user_profile.focus,
+    historical_interest.NAME: historical_interest.focus,
+    recent_interest.NAME: recent_interest.focus,
+    interest_divergence.NAME: interest_divergence.focus,
 }
+"""Execution agent -> its digest of the data; the role itself lives in ``agents/prompts/<name>.md``."""
 
 
 def view_of(state: State, env: AgentEnv) -> UserView:
@@ -122,14 +121,17 @@ class MarsNodes:
 
     def agent_node(self, name: str) -> Callable[[State, Runtime[Context]], Awaitable[dict[str, Any]]]:
         """The node for execution agent ``name`` (first pass and correction rounds)."""
-        runner = AGENT_RUNNERS[name]
+        focus = AGENT_FOCUS[name]
 
         async def run_agent(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             context = context_of(runtime)
             env, warnings = self.resources.env(context, state.domain, with_tools=True)
             counters = Counters()
             correction = state.corrections.get(name) if state.round > 0 else None
-            result = await runner(env, view_of(state, env), counters, correction, state.analyses.get(name))
+            view = view_of(state, env)
+            result = await analyse(
+                env, name, view, counters, focus(view), correction, state.analyses.get(name)
+            )
             output = {"conclusions": result.conclusions, "evidence_ids": result.evidence_ids}
             if correction:
                 output["correction"] = correction
