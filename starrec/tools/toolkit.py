@@ -163,16 +163,18 @@ def open_toolkit(
                     f"Ladybug database {db_path} was built from other data or tasks "
                     f"({manifest.get('fingerprint')} != {fingerprint}); use another path or rebuild it"
                 )
-            dataset = load_dataset(data_dir)
             if not db_path.exists():
+                dataset = load_dataset(data_dir)
                 writer, _ = build_ladybug_graph(
                     training_view(dataset, tasks), db_path, fingerprint=fingerprint
                 )
                 writer.close()
                 manifest = read_manifest(db_path)
+            # Reuse reads the domain from the manifest: no dataset load on the fast path.
+            noun = (manifest or {}).get("domain") or load_dataset(data_dir).domain
             if build_evidence and not (manifest or {}).get("evidence"):
-                _build_and_record_evidence(db_path, dataset.domain, verbaliser, config, show_progress)
-        handle = EvidenceStore(LadybugStore(db_path, read_only=True), noun=dataset.domain)
+                _build_and_record_evidence(db_path, noun, verbaliser, config, show_progress)
+        handle = EvidenceStore(LadybugStore(db_path, read_only=True), noun=noun)
         _OPEN[key] = handle
         return handle
 

@@ -133,6 +133,7 @@ def test_open_toolkit_reuses_the_cached_graph(tmp_path: Path, isolated_cache: Pa
 
     monkeypatch.setattr(toolkit_module, "build_ladybug_graph", no_rebuild)
     monkeypatch.setattr(toolkit_module, "build_evidence", no_rebuild)
+    monkeypatch.setattr("starrec.data.load_dataset", no_rebuild)  # reuse does not even read the data
     second = open_toolkit(data_dir)
     assert second.store.location == path and second.item_cf("a", 3).found
     assert list((isolated_cache / "graphs").glob("*.lbdb")) == [Path(path)]
