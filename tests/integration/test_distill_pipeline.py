@@ -1,0 +1,201 @@
+"""STAR distillation on runs recorded by the real MARS graph (scripted teacher model):
+serialisation round trip, then filter -> SFT -> RL data -> GRPO through the CLI with ``--model tiny``."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mars_fixtures import FakeEvidence, analysis, build_movie_dataset, default_script, make_task
+from typer.testing import CliRunner
+
+from starrec.cli import app
+from starrec.data.agentsociety import write_dataset
+from starrec.data.tasks import write_tasks
+from starrec.distill.chain import AGENT_TAGS, parse_chain, serialise_trajectory
+from starrec.distill.filtering import load_trajectories, outcome_filter
+from starrec.distill.rewards import format_reward, ranking_tier, tiered_outcome_reward
+from starrec.graphs.context import Context
+from starrec.graphs.teach import teach
+from starrec.llm.scripted import ScriptedChatModel
+
+USERS = ("u1", "u2", "u4", "u5", "u7", "u8")
+
+
+def scripted_teacher(truths: dict[frozenset[str], str]) -> ScriptedChatModel:
+    """Agents call tools, the reflector fails once (one correction round), the ranker alternates between
+    putting the ground truth first (odd calls) and last, so outcome filtering has something to do."""
+    calls = {"ranker": 0}
+
+    def ranker(messages: list[Any]) -> str:
+        shown = re.findall(r"\[(m\d+)\]", str(messages[-1].content).split("andidates")[-1])
+        candidates = list(dict.fromkeys(shown))
+        truth = truths[frozenset(candidates)]
+        calls["ranker"] += 1
+        others = [item for item in candidates if item != truth]
+        order = [truth, *others] if calls["ranker"] % 2 else [*others, truth]
+        return json.dumps({"thinking": "rank by genre fit", "ranking": order})
+
+    script = default_script([])
+    script["historical_interest"] = [
+        '<tool_call>{"name": "item_cf", "arguments": {"item_id": "m1"}}</tool_call>',
+        analysis("drama fan"),
+    ]
+    failed = {
+        "thinking": "check",
+        "verdict": "fail",
+        "issues": [{"agent": "recent_interest", "suggestion": "ratings"}],
+    }
+    script["reflector"] = [json.dumps(failed)]
+    script["ranker"] = [ranker]
+    return ScriptedChatModel(responses=script, cycle=True)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("distill")
+    dataset = build_movie_dataset()
+    data = write_dataset(dataset, root / "data")
+    tasks = [make_task(dataset, user, index) for index, user in enumerate(USERS)]
+    write_tasks(tasks, root / "tasks")
+    model = scripted_teacher({frozenset(task.candidates): task.ground_truth or "" for task in tasks})
+    summary = teach(
+        data,
+        root / "tasks",
+        root / "runs",
+        Context(chunk_size=3),
+        chat_model=model,
+        evidence=FakeEvidence(dataset),
+        passes=2,
+    )
+    assert summary.runs == 2 * len(USERS) and summary.errors == 0
+    return {"root": root, "data": data, "tasks": root / "tasks", "runs": root / "runs"}
+
+
+def test_round_trip_on_runs_recorded_by_the_mars_graph(recorded: dict[str, Path]) -> None:
+    trajectories = load_trajectories(recorded["runs"])
+    assert len(trajectories) == 2 * len(USERS)
+    for trajectory in trajectories:
+        text = serialise_trajectory(trajectory)
+        chain = parse_chain(text)
+        assert chain.errors == []
+        assert chain.ranking == trajectory.ranking
+        executed = [step.node for step in trajectory.steps if step.node in AGENT_TAGS]
+        assert chain.agents == executed
+        recorded_calls = [(c.name, c.arguments, c.response) for s in trajectory.steps for c in s.tool_calls]
+        assert (
+            recorded_calls and [(c.name, c.arguments, c.response) for c in chain.tool_calls] == recorded_calls
+        )
+        assert "correction" in chain.order  # the reflector failed once in every run
+        assert format_reward(text) == 1.0
+        truth = trajectory.ground_truth or ""
+        assert tiered_outcome_reward(text, truth) == ranking_tier(trajectory.ranking, truth)
+
+
+def test_filter_counts_survivors(recorded: dict[str, Path]) -> None:
+    kept, report = outcome_filter(load_trajectories(recorded["runs"]))
+    # Odd ranker calls put the truth first: tasks 0, 2, 4 in both passes.
+    total = report.total()
+    assert (len(kept), total.runs, total.tasks, total.kept_runs, total.kept_tasks) == (6, 12, 6, 6, 3)
+    assert {(t.task_id, t.pass_) for t in kept} == {(task, p) for task in ("0", "2", "4") for p in (0, 1)}
+    result = CliRunner().invoke(app, ["distill", "filter", "--runs", str(recorded["runs"])])
+    assert result.exit_code == 0, result.output
+    assert "kept runs" in result.output
+    with pytest.raises(ValueError, match="recorded with ablation none"):
+        outcome_filter(load_trajectories(recorded["runs"]), ablation="no_tools")
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(app, [str(arg) for arg in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_filter_sft_rldata_grpo(recorded: dict[str, Path], tmp_path: Path) -> None:
+    sft_dir, rl_dir, grpo_dir = tmp_path / "sft", tmp_path / "rl", tmp_path / "grpo"
+    invoke(
+        "distill",
+        "sft",
+        "--runs",
+        recorded["runs"],
+        "--model",
+        "tiny",
+        "--out",
+        sft_dir,
+        "--max-steps",
+        4,
+        "--learning-rate",
+        "1e-3",
+        "--max-length",
+        4096,
+        "--threads",
+        1,
+    )
+    metrics = json.loads((sft_dir / "sft_metrics.json").read_text())
+    assert metrics["examples"] == 6 and metrics["steps"] == 4
+    assert metrics["last_loss"] < metrics["first_loss"]
+    assert (sft_dir / "config.json").is_file() and (sft_dir / "model.safetensors").is_file()
+
+    # The random student never writes a parseable chain, so its answers are random guesses: counting
+    # a top-10 hit spreads tasks over the buckets; all of them land in "medium" at this seed.
+    invoke(
+        "distill",
+        "rl-data",
+        "--model",
+        sft_dir,
+        "--runs",
+        recorded["runs"],
+        "--out",
+        rl_dir,
+        "--evidence-data",
+        recorded["data"],
+        "--evidence-tasks",
+        recorded["tasks"],
+        "--success-at",
+        10,
+        "--mix",
+        "0:1:0",
+        "--max-completion-length",
+        16,
+        "--threads",
+        1,
+    )
+    info = json.loads((rl_dir / "rl_data.json").read_text())
+    assert info["instances"] == len(USERS) and info["samples"] == 8 * len(USERS)
+    assert sum(info["buckets"].values()) == len(USERS)
+    assert info["unparsed_samples"] == info["samples"]  # counted, not hidden
+    from datasets import load_from_disk
+
+    mixed = load_from_disk(str(rl_dir / "mixed"))
+    assert {"prompt", "ground_truth", "candidates", "bucket", "hits"} <= set(mixed.column_names)
+    assert len(mixed) == info["mixed"]["medium"] > 0
+
+    invoke(
+        "distill",
+        "grpo",
+        "--sft",
+        sft_dir,
+        "--data",
+        rl_dir,
+        "--out",
+        grpo_dir,
+        "--max-steps",
+        2,
+        "--num-generations",
+        2,
+        "--max-completion-length",
+        16,
+        "--threads",
+        1,
+    )
+    grpo = json.loads((grpo_dir / "grpo_metrics.json").read_text())
+    assert grpo["steps"] == 2 and len(grpo["reward_mean"]) == 2
+    assert all(-1.0 <= value <= 2.0 for _, value in grpo["reward_mean"])
+    assert grpo["format_reward_mean"] and grpo["outcome_reward_mean"]
+    assert (grpo_dir / "model.safetensors").is_file() and (grpo_dir / "reward_curve.png").is_file()
