@@ -69,6 +69,7 @@ class SFTResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
     trained_tokens: int = 0
+    mean_example_tokens: int = 0
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
 
@@ -88,6 +89,7 @@ class SFTResult:
             "s_per_step": round(mean_step, 3),
             "tokens_per_s": round(self.trained_tokens / self.seconds, 1) if self.seconds else 0.0,
             "trained_tokens": self.trained_tokens,
+            "mean_example_tokens": self.mean_example_tokens,
             "peak_rss_mb": round(self.peak_rss_mb, 1),
         }
 
@@ -151,6 +153,7 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
         losses=[(entry["step"], entry["loss"]) for entry in log.logs if "loss" in entry],
         step_seconds=log.step_seconds,
         trained_tokens=int(sum(len(row["input_ids"]) for row in fitting) * epochs),
+        mean_example_tokens=sum(len(row["input_ids"]) for row in fitting) // len(fitting),
         seconds=seconds,
         peak_rss_mb=peak_rss_mb(),
     )
