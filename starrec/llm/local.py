@@ -170,9 +170,9 @@ class LocalChatModel(BaseChatModel):
         **options: Any,
     ) -> tuple[str, dict[str, Any]]:
         """(answer text including ``assistant_prefix``, generation statistics)."""
-        import torch
-
         loaded = self.loaded()
+        import torch  # after loaded(): a bad model path fails fast without the torch import
+
         tokenizer = loaded.tokenizer
         prompt = self.render_prompt(messages, tools) + assistant_prefix
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
