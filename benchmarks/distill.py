@@ -30,29 +30,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 def record_runs(root: Path, users: tuple[str, ...]) -> Path:
     """Scripted-teacher MARS runs (2 passes) with tool calls and one correction round per run."""
     sys.path.insert(0, str(ROOT / "tests"))
-    sys.path.insert(0, str(ROOT / "tests" / "integration"))
-    from mars_fixtures import FakeEvidence, build_movie_dataset, make_task
-    from test_distill_pipeline import scripted_teacher
+    from distill_fixtures import record_scripted_runs
 
-    from starrec.data.agentsociety import write_dataset
-    from starrec.data.tasks import write_tasks
-    from starrec.graphs.context import Context
-    from starrec.graphs.teach import teach
-
-    dataset = build_movie_dataset()
-    data = write_dataset(dataset, root / "data")
-    tasks = [make_task(dataset, user, index) for index, user in enumerate(users)]
-    write_tasks(tasks, root / "tasks")
-    model = scripted_teacher({frozenset(task.candidates): task.ground_truth or "" for task in tasks})
-    teach(
-        data,
-        root / "tasks",
-        root / "runs",
-        Context(chunk_size=3),
-        chat_model=model,
-        evidence=FakeEvidence(dataset),
-        passes=2,
-    )
+    record_scripted_runs(root, users)
     return root
 
 

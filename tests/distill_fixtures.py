@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import random
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from starrec.distill.trajectory import StepRecord, ToolCallRecord, Trajectory
+
+if TYPE_CHECKING:
+    from starrec.llm.scripted import ScriptedChatModel
 
 CANDIDATES = [
     str(item)
@@ -128,3 +135,64 @@ def make_trajectory(
         steps=steps,
         settings=settings or {"use_tools": True, "use_planner": True, "use_reflector": True},
     )
+
+
+def scripted_teacher(truths: dict[frozenset[str], str]) -> ScriptedChatModel:
+    """Agents call tools, the reflector fails once (one correction round), the ranker alternates between
+    putting the ground truth first (odd calls) and last, so outcome filtering has something to do."""
+    from mars_fixtures import analysis, default_script
+
+    from starrec.llm.scripted import ScriptedChatModel
+
+    calls = {"ranker": 0}
+
+    def ranker(messages: list[Any]) -> str:
+        shown = re.findall(r"\[(m\d+)\]", str(messages[-1].content).split("andidates")[-1])
+        candidates = list(dict.fromkeys(shown))
+        truth = truths[frozenset(candidates)]
+        calls["ranker"] += 1
+        others = [item for item in candidates if item != truth]
+        order = [truth, *others] if calls["ranker"] % 2 else [*others, truth]
+        return json.dumps({"thinking": "rank by genre fit", "ranking": order})
+
+    script = default_script([])
+    script["historical_interest"] = [
+        '<tool_call>{"name": "item_cf", "arguments": {"item_id": "m1"}}</tool_call>',
+        analysis("drama fan"),
+    ]
+    failed = {
+        "thinking": "check",
+        "verdict": "fail",
+        "issues": [{"agent": "recent_interest", "suggestion": "ratings"}],
+    }
+    script["reflector"] = [json.dumps(failed)]
+    script["ranker"] = [ranker]
+    return ScriptedChatModel(responses=script, cycle=True)
+
+
+def record_scripted_runs(root: Path, users: tuple[str, ...]) -> dict[str, Path]:
+    """Record 2 passes per task with the real MARS graph and :func:`scripted_teacher` into ``root``."""
+    from mars_fixtures import FakeEvidence, build_movie_dataset, make_task
+
+    from starrec.data.agentsociety import write_dataset
+    from starrec.data.tasks import write_tasks
+    from starrec.graphs.context import Context
+    from starrec.graphs.teach import teach
+
+    dataset = build_movie_dataset()
+    data = write_dataset(dataset, root / "data")
+    tasks = [make_task(dataset, user, index) for index, user in enumerate(users)]
+    write_tasks(tasks, root / "tasks")
+    model = scripted_teacher({frozenset(task.candidates): task.ground_truth or "" for task in tasks})
+    context = Context(chunk_size=3)
+    summary = teach(
+        data,
+        root / "tasks",
+        root / "runs",
+        context,
+        chat_model=model,
+        evidence=FakeEvidence(dataset),
+        passes=2,
+    )
+    assert summary.runs == 2 * len(users) and summary.errors == 0, summary
+    return {"root": root, "data": data, "tasks": root / "tasks", "runs": root / "runs"}

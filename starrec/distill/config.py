@@ -14,24 +14,12 @@ from typing import Any
 
 from starrec.distill.chain import check_ablation
 
-MODEL_ALIASES = ("tiny", "smollm2")
 
-
-def resolve_model(spec: str, seed: int = 0) -> Path:
+def resolve_model(spec: str) -> Path:
     """``tiny`` -> random ~3M-parameter Llama, ``smollm2`` -> SmolLM2-135M-Instruct, else an HF folder."""
-    from starrec.llm.smollm2 import smollm2_model_dir, tiny_llama_dir
+    from starrec.llm.local import resolve_model_dir
 
-    if spec == "tiny":
-        return tiny_llama_dir(seed)
-    if spec == "smollm2":
-        return smollm2_model_dir()
-    path = Path(spec).expanduser()
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"model {spec!r} is neither {' nor '.join(MODEL_ALIASES)} nor a Hugging Face model folder "
-            f"(no {path / 'config.json'})"
-        )
-    return path
+    return resolve_model_dir(spec)
 
 
 def cuda_available() -> bool:

@@ -119,7 +119,7 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
     out.mkdir(parents=True, exist_ok=True)
     Dataset.from_list(rows).save_to_disk(str(out / "sft_data"))
 
-    model_dir = resolve_model(config.model, config.seed)
+    model_dir = resolve_model(config.model)
     model, tokenizer = load_student(model_dir)
     tokenized = [
         tokenize_row(tokenizer, row["prompt"], row["completion"], config.mask_tool_responses) for row in rows

@@ -4,75 +4,23 @@ serialisation round trip, then filter -> SFT -> RL data -> GRPO through the CLI 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
-from typing import Any
 
 import pytest
-from mars_fixtures import FakeEvidence, analysis, build_movie_dataset, default_script, make_task
+from distill_fixtures import record_scripted_runs
 from typer.testing import CliRunner
 
 from starrec.cli import app
-from starrec.data.agentsociety import write_dataset
-from starrec.data.tasks import write_tasks
 from starrec.distill.chain import AGENT_TAGS, parse_chain, serialise_trajectory
 from starrec.distill.filtering import load_trajectories, outcome_filter
 from starrec.distill.rewards import format_reward, ranking_tier, tiered_outcome_reward
-from starrec.graphs.context import Context
-from starrec.graphs.teach import teach
-from starrec.llm.scripted import ScriptedChatModel
 
 USERS = ("u1", "u2", "u4", "u5", "u7", "u8")
 
 
-def scripted_teacher(truths: dict[frozenset[str], str]) -> ScriptedChatModel:
-    """Agents call tools, the reflector fails once (one correction round), the ranker alternates between
-    putting the ground truth first (odd calls) and last, so outcome filtering has something to do."""
-    calls = {"ranker": 0}
-
-    def ranker(messages: list[Any]) -> str:
-        shown = re.findall(r"\[(m\d+)\]", str(messages[-1].content).split("andidates")[-1])
-        candidates = list(dict.fromkeys(shown))
-        truth = truths[frozenset(candidates)]
-        calls["ranker"] += 1
-        others = [item for item in candidates if item != truth]
-        order = [truth, *others] if calls["ranker"] % 2 else [*others, truth]
-        return json.dumps({"thinking": "rank by genre fit", "ranking": order})
-
-    script = default_script([])
-    script["historical_interest"] = [
-        '<tool_call>{"name": "item_cf", "arguments": {"item_id": "m1"}}</tool_call>',
-        analysis("drama fan"),
-    ]
-    failed = {
-        "thinking": "check",
-        "verdict": "fail",
-        "issues": [{"agent": "recent_interest", "suggestion": "ratings"}],
-    }
-    script["reflector"] = [json.dumps(failed)]
-    script["ranker"] = [ranker]
-    return ScriptedChatModel(responses=script, cycle=True)
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("distill")
-    dataset = build_movie_dataset()
-    data = write_dataset(dataset, root / "data")
-    tasks = [make_task(dataset, user, index) for index, user in enumerate(USERS)]
-    write_tasks(tasks, root / "tasks")
-    model = scripted_teacher({frozenset(task.candidates): task.ground_truth or "" for task in tasks})
-    summary = teach(
-        data,
-        root / "tasks",
-        root / "runs",
-        Context(chunk_size=3),
-        chat_model=model,
-        evidence=FakeEvidence(dataset),
-        passes=2,
-    )
-    assert summary.runs == 2 * len(USERS) and summary.errors == 0
-    return {"root": root, "data": data, "tasks": root / "tasks", "runs": root / "runs"}
+    return record_scripted_runs(tmp_path_factory.mktemp("distill"), USERS)
 
 
 def test_round_trip_on_runs_recorded_by_the_mars_graph(recorded: dict[str, Path]) -> None:
