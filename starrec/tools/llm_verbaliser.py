@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from starrec.data.agentsociety import read_json_lines
 from starrec.tools.verbalise import (
     EvidenceGroup,
     EvidenceRequest,
@@ -96,18 +97,8 @@ class LLMVerbaliser:
         cache: dict[str, dict] = {}
         if not self.cache_path.exists():
             return cache
-        with self.cache_path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(
-                        f"{self.cache_path}:{number}: corrupt LLM evidence cache line ({error}); "
-                        "delete the line"
-                    ) from error
-                cache[record["key"]] = record
+        for _, record in read_json_lines(self.cache_path):  # a corrupt line raises with its number
+            cache[record["key"]] = record
         return cache
 
     def _remember(self, key: str, groups: list[EvidenceGroup]) -> None:

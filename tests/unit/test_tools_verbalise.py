@@ -110,3 +110,14 @@ def test_retry_succeeds_after_malformed(tmp_path: Path) -> None:
     verbaliser = LLMVerbaliser(model, tmp_path / "c.jsonl")
     result = verbaliser.verbalise(_request())
     assert result.groups[0].item_ids == ["a1", "a5"] and verbaliser.stats.malformed == 1
+
+
+def test_corrupt_cache_line_is_reported_with_its_number(tmp_path: Path) -> None:
+    import pytest
+
+    from starrec.data.agentsociety import DataFormatError
+
+    cache = tmp_path / "c.jsonl"
+    cache.write_text('{"key": "a", "groups": []}\n{not json\n', encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"c\.jsonl:2"):
+        LLMVerbaliser(ScriptedChatModel(responses=[]), cache)
