@@ -259,6 +259,7 @@ def run_dataset(name: str, args: argparse.Namespace, bolt_reason: str | None) ->
     return result
 
 
+SHORT_NAMES = {"scipy": "scipy", "ladybug": "Ladybug", "neo4j_bolt_falkordb": "Bolt/Falkor"}
 BACKENDS = (
     ("scipy", "scipy.sparse"),
     ("ladybug", "Ladybug 0.22"),
@@ -333,20 +334,24 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     for axis, name in zip(axes[0], names, strict=True):
         result = report["datasets"][name]
         labels, p50, p95 = [], [], []
-        for key, label in BACKENDS:
+        for key, _ in BACKENDS:
             entry = result.get(key, {})
             for query in ("item_cf_ms", "user_cf_ms"):
                 if query in entry:
-                    labels.append(f"{label}\n{query[:-3].replace('_', '-')}")
+                    labels.append(f"{SHORT_NAMES[key]}\n{query[:-3].replace('_', '-')}")
                     p50.append(entry[query]["p50"])
                     p95.append(entry[query]["p95"])
+        lookup = result["ladybug"]["evidence"]["item_lookup_ms"]
+        labels.append("stored\nevidence")
+        p50.append(lookup["p50"])
+        p95.append(lookup["p95"])
         positions = np.arange(len(labels))
         axis.bar(positions - 0.2, p50, 0.4, label="p50")
         axis.bar(positions + 0.2, p95, 0.4, label="p95")
-        axis.set_xticks(positions, labels, fontsize=7)
+        axis.set_xticks(positions, labels, fontsize=8)
         axis.set_yscale("log")
         axis.set_ylabel("ms (log)")
-        axis.set_title(f"{name}: CF query latency, k={K}")
+        axis.set_title(f"{name}: CF query and tool-call latency, k={K}")
         axis.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -360,11 +365,17 @@ def main() -> None:
     parser.add_argument("--evidence-limit", type=int, default=2000,
                         help="Synthetic graph: items with evidence built (half as many users).")  # fmt: skip
     parser.add_argument("--datasets", default="ml-100k,synthetic-500k")
+    parser.add_argument("--replot", action="store_true", help="Rewrite graph.md/png from graph.json.")
     parser.add_argument("--bolt-inner", help=argparse.SUPPRESS)
     parser.add_argument("--anchors-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bolt_inner:
         print(json.dumps(bench_bolt_inner(args.bolt_inner, args.anchors_file)))
+        return
+    if args.replot:
+        report = json.loads((RESULTS_DIR / "graph.json").read_text(encoding="utf-8"))
+        write_markdown(report, RESULTS_DIR / "graph.md")
+        write_plot(report, RESULTS_DIR / "graph.png")
         return
     bolt_reason = "--no-bolt" if args.no_bolt else bolt_available()
     started = time.perf_counter()
