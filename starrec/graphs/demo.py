@@ -92,7 +92,17 @@ def run_demo(
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", spec)
     out = out or settings.cache_dir / "demo" / f"runs-{slug}-n{n}-seed{seed}"
     console.rule(f"2. MARS with {spec} (graph + evidence are built once, then reused)")
-    summary = teach(data_dir, tasks_dir, out, context, passes=1, concurrency=1, seed=seed, console=console)
+    summary = teach(
+        data_dir,
+        tasks_dir,
+        out,
+        context,
+        passes=1,
+        concurrency=1,
+        seed=seed,
+        console=console,
+        show_nodes=True,
+    )
     records = RunsFile(out).records()
     console.rule("3. One trajectory")
     print_trajectory(console, Trajectory.model_validate(records[0]))

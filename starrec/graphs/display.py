@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
+from uuid import UUID
 
+from langchain_core.callbacks import BaseCallbackHandler
 from rich.console import Console
 from rich.panel import Panel
 from rich.tree import Tree
 
 from starrec.distill.trajectory import Trajectory
+from starrec.graphs.recording import NODE_NAMES
 
 MAX_TEXT = 600
 
@@ -53,3 +58,32 @@ def print_trajectory(console: Console, trajectory: Trajectory) -> None:
             branch.add(f"[yellow]repairs: {step.repairs}[/yellow]")
     tree.add(f"[bold]final ranking[/bold]: {trajectory.ranking}")
     console.print(Panel(tree, title="MARS trajectory", expand=False))
+
+
+class NodeProgress(BaseCallbackHandler):
+    """Prints a line as each graph node finishes (a slow local model shows it is making progress)."""
+
+    run_inline = True
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._nodes: dict[UUID, tuple[str, str, float]] = {}
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name = kwargs.get("name")
+        if name in NODE_NAMES and (metadata or {}).get("langgraph_node") == name:
+            task = inputs.get("task_id", "") if isinstance(inputs, dict) else getattr(inputs, "task_id", "")
+            self._nodes[run_id] = (str(task), name, time.perf_counter())
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        if run_id in self._nodes:
+            task, name, started = self._nodes.pop(run_id)
+            self.console.log(f"task {task}: {name} done in {time.perf_counter() - started:.1f} s")

@@ -92,6 +92,7 @@ async def run_batch(
     model_name: str = "",
     timeout_s: float | None = None,
     on_done: Callable[[Trajectory], Awaitable[None] | None] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> list[Trajectory]:
     """All jobs with at most ``concurrency`` in flight; ``on_done`` sees each run as it finishes."""
     if concurrency < 1:

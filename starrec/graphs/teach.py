@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from starrec.distill.trajectory import Trajectory
 from starrec.graphs.context import Context
+from starrec.graphs.display import NodeProgress
 from starrec.graphs.graph import build_mars_graph
 from starrec.graphs.recording import RunsFile, run_line
 from starrec.graphs.runner import BatchSummary, RunJob, run_batch, summarise_runs
@@ -42,6 +43,7 @@ def teach(
     console: Console | None = None,
     chat_model: Any = None,
     evidence: Any = None,
+    show_nodes: bool = False,
 ) -> BatchSummary:
     """Record MARS runs; re-running skips finished (task, pass) pairs. Returns the summary of all runs."""
     from starrec.data.agentsociety import load_dataset
@@ -97,6 +99,7 @@ def teach(
                 model_name=context.llm,
                 timeout_s=timeout_s,
                 on_done=record,
+                callbacks=[NodeProgress(console)] if show_nodes else (),
             )
         )
     wanted = {(task.task_id, p) for task in tasks for p in range(passes)}
