@@ -63,3 +63,18 @@ def test_harness_evaluates_mars_with_repairs_counted() -> None:
     stats = report["method_stats"]
     assert stats["runs"] == 3 and stats["repairs"]["ranking_hallucinated"] == 3
     assert all(len(t.ranking) == 20 for t in method.trajectories)
+
+
+def test_fit_builds_ladybug_evidence_from_the_training_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STARREC_CACHE_DIR", str(tmp_path))
+    dataset = build_movie_dataset()
+    tasks = [make_task(dataset, "u4", 0)]
+    model = ScriptedChatModel(responses=default_script([]), cycle=True)
+    method = MarsRecommender(Context(chunk_size=3), chat_model=model)
+    report = evaluate(method, tasks, dataset, seed=0, progress=False)
+    assert report["invalid"]["errors"] == 0
+    assert list((tmp_path / "graphs").glob("*.lbdb"))
+    ranker = next(s for s in method.trajectories[0].steps if s.node == "ranker")
+    assert ranker.output["cf_ranking"] and ranker.output["cf_queries"]
