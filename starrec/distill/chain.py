@@ -364,7 +364,7 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedCha
     they contain. ``candidates`` (optional) lets a non-JSON ``<recommend>`` body still yield ids.
     """
     chain = ParsedChain()
-    stack: list[tuple[str, int, int]] = []  # (tag, start of content, index of its Phase or call)
+    stack: list[tuple[str, int]] = []  # (open tag, where its content starts)
     cursor = 0
     last_call: ParsedToolCall | None = None
     for match in _TAG_PATTERN.finditer(text):
@@ -379,7 +379,7 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedCha
             if parent not in _ALLOWED_PARENTS[tag]:
                 where = f"inside <{parent}>" if parent else "at top level"
                 chain.errors.append(f"<{tag}> is not allowed {where} (char {match.start()})")
-            stack.append((tag, match.end(), -1))
+            stack.append((tag, match.end()))
             continue
         if parent != tag:
             expected = f"</{parent}>" if parent else "no closing tag"
@@ -388,7 +388,7 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedCha
                 continue
             while stack and stack[-1][0] != tag:  # close what was left open, then this one
                 stack.pop()
-        _, start, _ = stack.pop()
+        _, start = stack.pop()
         content = text[start : match.start()]
         enclosing = stack[-1][0] if stack else None
         if tag == TOOL_CALL:
@@ -409,7 +409,7 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedCha
                 chain.ranking = parse_ranking(phase.content, candidates)
     if text[cursor:].strip() and not stack:
         chain.errors.append(f"text outside any phase at char {cursor}: {text[cursor:][:40]!r}")
-    for tag, start, _ in stack:
+    for tag, start in stack:
         chain.errors.append(f"<{tag}> opened at char {start} is never closed")
     chain.phases.sort(key=lambda phase: phase.start)  # outer phases close after inner ones
     return chain
