@@ -40,21 +40,33 @@ def config_with_overrides(config: ConfigT, overrides: Mapping[str, Any]) -> Conf
 
 
 def _convert(raw: Any, target: Any, key: str) -> Any:
-    if not isinstance(raw, str):
+    """``raw`` (a string from ``--option``, or a value the CLI already parsed) as a ``target``."""
+    name = getattr(target, "__name__", str(target))
+    if target not in (bool, int, float, str):
+        raise ValueError(f"option {key} has type {name}, which cannot be set from the command line")
+    if isinstance(raw, str):
+        return _parse_text(raw, target, key, name)
+    if target is float and isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    if target is int and isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, target) and (target is bool or not isinstance(raw, bool)):
         return raw
+    raise ValueError(f"option {key}={raw!r} is not a valid {name}")
+
+
+def _parse_text(raw: str, target: Any, key: str, name: str) -> Any:
+    if target is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"true", "1", "yes"}:
+            return True
+        if lowered in {"false", "0", "no"}:
+            return False
+        raise ValueError(f"option {key}={raw!r} is not a valid bool (true/false)")
     try:
-        if target is bool:
-            lowered = raw.strip().lower()
-            if lowered not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ValueError(raw)
-            return lowered in {"true", "1", "yes"}
-        if target in (int, float, str):
-            return target(raw)
+        return target(raw)
     except ValueError:
-        raise ValueError(
-            f"option {key}={raw!r} is not a valid {getattr(target, '__name__', target)}"
-        ) from None
-    raise ValueError(f"option {key} has type {target}, which cannot be set from the command line")
+        raise ValueError(f"option {key}={raw!r} is not a valid {name}") from None
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -22,11 +22,13 @@ class LightGCNConfig(EmbeddingConfig):
     layers: int = field(
         default=3, metadata={"help": "Propagation layers K (0 = plain matrix factorisation)."}
     )
+    epochs: int = field(default=40, metadata={"help": "Passes over the training interactions."})
+    learning_rate: float = field(
+        default=5e-2, metadata={"help": "Adam learning rate (large batches, so high)."}
+    )
     batch_size: int = field(
-        default=4096,
-        metadata={
-            "help": "Triples per step; larger than BPR's because every step propagates the whole graph."
-        },
+        default=16384,
+        metadata={"help": "Triples per step; large because every step propagates the whole graph."},
     )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.console import Console
 from rich.progress import Progress
 
 from starrec.data.scenarios import build_tasks
@@ -28,20 +29,25 @@ METRIC_KEYS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5")
 SEARCH_SPACES: dict[str, list[dict[str, Any]]] = {
     "itemknn": [
         {"window": window, "decay": decay, "shrink": shrink}
-        for window in (10, 50, 0)
-        for decay in (1.0, 0.9)
+        for window in (5, 10, 50)
+        for decay in (0.7, 0.9)
         for shrink in (0.0, 20.0)
     ],
     "bpr": [
-        {"embedding_dim": 64, "epochs": epochs, "learning_rate": 5e-3, "reg": reg}
-        for epochs in (10, 30)
+        {"embedding_dim": 64, "epochs": 30, "learning_rate": 1e-2, "batch_size": 4096, "reg": reg}
         for reg in (1e-5, 1e-4, 1e-3)
     ],
     "lightgcn": [
-        {"embedding_dim": 64, "epochs": epochs, "learning_rate": 5e-3, "reg": reg, "layers": layers}
-        for epochs in (10, 30)
-        for reg in (1e-4, 1e-3)
+        {
+            "embedding_dim": 64,
+            "epochs": 40,
+            "learning_rate": 5e-2,
+            "batch_size": 16384,
+            "reg": reg,
+            "layers": layers,
+        }
         for layers in (1, 3)
+        for reg in (1e-4, 1e-3)
     ],
 }
 """Small grids per model (keys are config fields, as ``--option key=value`` would set them)."""
@@ -121,7 +127,7 @@ def tune(
         raise ValueError(f"empty search grid for {method!r}")
     started = time.perf_counter()
     trials: list[Trial] = []
-    with Progress(transient=True) as progress:
+    with Progress(transient=True, disable=not Console().is_terminal) as progress:
         bar = progress.add_task(f"tuning {method}", total=len(points))
         for params in points:
             recommender = make_method(method, MethodOptions(seed=seed, extra=dict(params)))

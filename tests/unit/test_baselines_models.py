@@ -2,70 +2,23 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
+from baselines_fixtures import planted_clusters, requests_for
 
 from starrec.baselines.bpr import make_bpr
+from starrec.baselines.interactions import config_with_overrides
 from starrec.baselines.itemknn import make_itemknn
 from starrec.baselines.lightgcn import make_lightgcn
-from starrec.baselines.interactions import config_with_overrides
 from starrec.data.schema import Dataset, Interaction, RankRequest, Task
 from starrec.eval.methods import MethodOptions, make_method
 from starrec.eval.metrics import hit_rate_at_k
 from starrec.eval.recommender import Recommender
-
-CLUSTERS = 4
-USERS_PER_CLUSTER = 30
-ITEMS_PER_CLUSTER = 25
-HISTORY = 10
 
 FAST_OPTIONS = {
     "itemknn": {},
     "bpr": {"epochs": 30, "embedding_dim": 16, "batch_size": 256, "learning_rate": 0.02},
     "lightgcn": {"epochs": 30, "embedding_dim": 16, "batch_size": 512, "learning_rate": 0.02, "layers": 2},
 }
-
-
-def planted_clusters(seed: int = 7) -> tuple[Dataset, list[Task]]:
-    """Users of cluster c interact only with items of cluster c (uniform popularity inside a cluster).
-
-    Each user's last interaction is the ground truth; the 19 negatives come from other
-    clusters, so popularity is uninformative and only the cluster structure helps.
-    """
-    rng = random.Random(seed)
-    items = {
-        f"i{c}_{j}": {"title": f"item {c}/{j}"} for c in range(CLUSTERS) for j in range(ITEMS_PER_CLUSTER)
-    }
-    users: dict[str, dict[str, str]] = {}
-    interactions: list[Interaction] = []
-    tasks: list[Task] = []
-    for c in range(CLUSTERS):
-        own = [f"i{c}_{j}" for j in range(ITEMS_PER_CLUSTER)]
-        others = [item for item in items if not item.startswith(f"i{c}_")]
-        for u in range(USERS_PER_CLUSTER):
-            user = f"u{c}_{u}"
-            users[user] = {}
-            chosen = rng.sample(own, HISTORY + 1)
-            for t, item in enumerate(chosen):
-                interactions.append(Interaction(user, item, float(1000 * t + rng.random()), 5.0))
-            negatives = rng.sample(others, 19)
-            tasks.append(Task(f"t_{user}", user, tuple([chosen[-1], *negatives]), chosen[-1]))
-    return Dataset(users, items, interactions, domain="item", name="planted"), tasks
-
-
-def requests_for(tasks: list[Task], train: Dataset, seed: int = 0) -> list[RankRequest]:
-    rng = random.Random(seed)
-    out = []
-    for task in tasks:
-        candidates = list(task.candidates)
-        rng.shuffle(candidates)
-        out.append(
-            RankRequest(
-                task.task_id, task.user_id, tuple(candidates), history=tuple(train.history(task.user_id))
-            )
-        )
-    return out
 
 
 def fitted(name: str, train: Dataset, seed: int = 0) -> Recommender:
@@ -154,4 +107,9 @@ def test_options_override_config_fields_with_type_conversion() -> None:
         make_bpr(MethodOptions(extra={"epochs": "many"}))
     knn = make_itemknn(MethodOptions(extra={"window": "5", "decay": "1"}))
     assert knn.config.window == 5 and knn.config.decay == 1.0
+    # Values the CLI already parsed: ints widen to float fields, fractional floats never truncate.
+    parsed = make_itemknn(MethodOptions(extra={"window": 20.0, "decay": 1}))
+    assert parsed.config.window == 20 and isinstance(parsed.config.decay, float)
+    with pytest.raises(ValueError, match=r"window=2\.5 is not a valid int"):
+        make_itemknn(MethodOptions(extra={"window": 2.5}))
     assert config_with_overrides(knn.config, {}) == knn.config
