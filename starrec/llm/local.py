@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import Runnable
 from pydantic import Field, PrivateAttr
 
-from starrec.llm.messages import ai_message_from_text, openai_tools, to_chat_turns, tool_names
-from starrec.llm.structured import RepairLog, with_json_output
+from starrec.llm.messages import ai_message_from_text, to_chat_turns, tool_names
+from starrec.llm.structured import RepairLog, TextProtocolMixin
 from starrec.llm.textproto import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 
@@ -94,7 +93,7 @@ def _forced_prefix(tool_choice: Any, tools: list[dict[str, Any]] | None) -> str:
     raise ValueError(f"tool_choice {tool_choice!r} names no bound tool; bound: {tool_names(tools)}")
 
 
-class LocalChatModel(BaseChatModel):
+class LocalChatModel(TextProtocolMixin, BaseChatModel):
     """transformers causal LM + chat template as a LangChain chat model (see module docstring)."""
 
     model: str = Field(default="smollm2", description="'smollm2', 'tiny' or a Hugging Face model folder.")
@@ -121,10 +120,6 @@ class LocalChatModel(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model, "dtype": self.dtype, "temperature": self.temperature}
-
-    @property
-    def repair_counts(self) -> dict[str, int]:
-        return self._repairs.snapshot()
 
     def loaded(self) -> LoadedModel:
         loaded = load_local_model(self.model, self.dtype)
@@ -247,21 +242,8 @@ class LocalChatModel(BaseChatModel):
         call = partial(self._generate, messages, stop, None, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Runnable:
-        return self.bind(tools=openai_tools(tools), tool_choice=tool_choice, **kwargs)
-
-    def with_structured_output(
-        self, schema: Any = None, *, include_raw: bool = False, **kwargs: Any
-    ) -> Runnable[LanguageModelInput, Any]:
-        """JSON by prompting, answer forced to start with ``{``, repaired, validated, retried once."""
+    def json_answer_prefix(self, schema: Any) -> str:
+        """Open the object ourselves: the 135M model then fills in fields instead of chatting."""
         from starrec.llm.structured import schema_json
 
-        wants_object = schema_json(schema).get("type", "object") == "object"
-        return with_json_output(
-            self,
-            schema,
-            include_raw=include_raw,
-            max_retries=kwargs.pop("max_retries", 1),
-            repair_log=self._repairs,
-            assistant_prefix="{" if wants_object else "",
-        )
+        return "{" if schema_json(schema).get("type", "object") == "object" else ""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
@@ -37,10 +37,9 @@ from starrec.llm.messages import (
     approximate_token_count,
     message_text,
     message_to_record,
-    openai_tools,
     tool_names,
 )
-from starrec.llm.structured import RepairLog, with_json_output
+from starrec.llm.structured import RepairLog, TextProtocolMixin
 
 ScriptedResponse = Any
 """str | AIMessage | dict (recorded) | BaseException | Callable[[list[BaseMessage]], str | AIMessage]."""
@@ -81,7 +80,7 @@ def node_of(metadata: Mapping[str, Any], tags: Sequence[str]) -> str | None:
     return str(node) if node else None
 
 
-class ScriptedChatModel(BaseChatModel):
+class ScriptedChatModel(TextProtocolMixin, BaseChatModel):
     """Replays scripted responses (see module docstring); supports tools and structured output."""
 
     responses: Any = Field(default_factory=list, description="list | dict[key, list|response] | callable.")
@@ -109,10 +108,6 @@ class ScriptedChatModel(BaseChatModel):
     def calls(self) -> list[ScriptedCall]:
         with self._lock:
             return list(self._calls)
-
-    @property
-    def repair_counts(self) -> dict[str, int]:
-        return self._repairs.snapshot()
 
     @classmethod
     def from_recording(
@@ -243,21 +238,6 @@ class ScriptedChatModel(BaseChatModel):
         metadata, tags = _run_metadata(run_manager)
         return self._respond(messages, metadata, tags, kwargs)
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Runnable:
-        return self.bind(tools=openai_tools(tools), tool_choice=tool_choice, **kwargs)
-
-    def with_structured_output(
-        self, schema: Any = None, *, include_raw: bool = False, **kwargs: Any
-    ) -> Runnable[LanguageModelInput, Any]:
-        """The JSON text path (same as the local model): prompt, extract, validate, retry once."""
-        return with_json_output(
-            self,
-            schema,
-            include_raw=include_raw,
-            max_retries=kwargs.pop("max_retries", 1),
-            repair_log=self._repairs,
-        )
-
 
 def _with_usage(message: AIMessage, messages: list[BaseMessage], model_name: str) -> AIMessage:
     if message.usage_metadata:
@@ -319,7 +299,7 @@ def load_recording(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-class RecordingChatModel(BaseChatModel):
+class RecordingChatModel(TextProtocolMixin, BaseChatModel):
     """Delegates to ``inner`` and appends every exchange to ``path`` (JSON lines) for later replay."""
 
     inner: BaseChatModel
@@ -329,6 +309,7 @@ class RecordingChatModel(BaseChatModel):
     structured_method: str = "text"
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _repairs: RepairLog = PrivateAttr(default_factory=RepairLog)
 
     @property
     def _llm_type(self) -> str:
@@ -375,14 +356,6 @@ class RecordingChatModel(BaseChatModel):
         response = await self._bound_inner(kwargs).ainvoke(messages, stop=stop)
         self._append(messages, response, _run_metadata(run_manager)[0])
         return ChatResult(generations=[ChatGeneration(message=response)])
-
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Runnable:
-        return self.bind(tools=openai_tools(tools), tool_choice=tool_choice, **kwargs)
-
-    def with_structured_output(
-        self, schema: Any = None, *, include_raw: bool = False, **kwargs: Any
-    ) -> Runnable[LanguageModelInput, Any]:
-        return with_json_output(self, schema, include_raw=include_raw)
 
 
 __all__ = [

@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import BaseModel, ValidationError
 
-from starrec.llm.messages import as_messages, message_text
+from starrec.llm.messages import as_messages, message_text, openai_tools
 from starrec.llm.textproto import JSONExtractionError, extract_json_with_repairs
 
 REPAIR_EVENT = "starrec.repair"
@@ -294,3 +294,37 @@ def with_json_output(
     schema_json(schema)  # fail fast on unsupported schema types
     parser = JSONOutputParser(model, schema, include_raw, max_retries, repair_log, assistant_prefix)
     return RunnableLambda(parser.invoke, afunc=parser.ainvoke, name=f"json_output[{schema_name(schema)}]")
+
+
+class TextProtocolMixin:
+    """``bind_tools`` and ``with_structured_output`` for chat models that speak the text protocols.
+
+    Mixed in before ``BaseChatModel``: tools travel to ``_generate`` as OpenAI-format dicts (the model
+    describes them in the prompt and parses ``<tool_call>`` text); structured output takes the JSON path
+    of :func:`with_json_output`, counting repairs in the model's ``_repairs`` log.
+    """
+
+    _repairs: RepairLog
+
+    @property
+    def repair_counts(self) -> dict[str, int]:
+        return self._repairs.snapshot()
+
+    def json_answer_prefix(self, schema: type[BaseModel] | Mapping[str, Any]) -> str:
+        """Text the JSON answer is forced to start with (models that can continue a prefix override this)."""
+        return ""
+
+    def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kwargs: Any) -> Runnable:
+        return self.bind(tools=openai_tools(tools), tool_choice=tool_choice, **kwargs)  # type: ignore[attr-defined]
+
+    def with_structured_output(
+        self, schema: Any = None, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable:
+        return with_json_output(
+            self,  # type: ignore[arg-type]
+            schema,
+            include_raw=include_raw,
+            max_retries=kwargs.pop("max_retries", 1),
+            repair_log=self._repairs,
+            assistant_prefix=self.json_answer_prefix(schema),
+        )

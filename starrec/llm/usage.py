@@ -61,31 +61,19 @@ class LLMUsageCallback(BaseCallbackHandler):
     def _usage(self, node: str) -> NodeUsage:
         return self.by_node.setdefault(node, NodeUsage())
 
-    def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[Any]],
-        *,
-        run_id: UUID,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def _start(self, run_id: UUID, tags: list[str] | None, metadata: dict[str, Any] | None) -> None:
         with self._lock:
             self._started[run_id] = (_node(tags, metadata), time.perf_counter())
 
-    def on_llm_start(
-        self,
-        serialized: dict[str, Any],
-        prompts: list[str],
-        *,
-        run_id: UUID,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
+    def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[Any]], *, run_id: UUID, **kwargs: Any
     ) -> None:
-        with self._lock:
-            self._started[run_id] = (_node(tags, metadata), time.perf_counter())
+        self._start(run_id, kwargs.get("tags"), kwargs.get("metadata"))
+
+    def on_llm_start(
+        self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        self._start(run_id, kwargs.get("tags"), kwargs.get("metadata"))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         prompt, completion = _token_usage(response)
