@@ -308,3 +308,25 @@ def test_bad_recording_lines_are_named(tmp_path: Path) -> None:
     path.write_text(json.dumps({"no": "response"}) + "\n")
     with pytest.raises(ValueError, match="needs a 'response'"):
         load_recording(path)
+
+
+def test_usage_callback_attributes_calls_tokens_and_errors_to_graph_nodes() -> None:
+    model = ScriptedChatModel(responses={"plan": ["one two three"], "rank": [TimeoutError("slow")]})
+    usage = LLMUsageCallback()
+
+    def planner(state: MessagesState) -> dict:
+        return {"messages": [model.invoke("plan this")]}
+
+    def ranker(state: MessagesState) -> dict:
+        with pytest.raises(TimeoutError):
+            model.invoke("rank this")
+        return {}
+
+    graph = StateGraph(MessagesState).add_node("planner", planner).add_node("ranker", ranker)
+    graph = graph.add_edge(START, "planner").add_edge("planner", "ranker").add_edge("ranker", END).compile()
+    graph.invoke({"messages": [HumanMessage(content="go")]}, config={"callbacks": [usage]})
+    by_node = usage.as_dict()
+    assert by_node["planner"]["calls"] == 1 and by_node["planner"]["completion_tokens"] == 3
+    assert by_node["planner"]["prompt_tokens"] == 2 and by_node["planner"]["errors"] == 0
+    assert by_node["ranker"]["errors"] == 1
+    assert usage.totals().calls == 2
