@@ -128,7 +128,12 @@ def starrec(*args: str, log: Path) -> None:
     if code != 0:
         tail = "\n".join(log.read_text(encoding="utf-8").splitlines()[-30:])
         raise RuntimeError(f"starrec {args[0]} failed with code {code}; log {log}:\n{tail}")
-    console.print(f"  done in {time.perf_counter() - started:.0f} s")
+    seconds = time.perf_counter() - started
+    console.print(f"  done in {seconds:.0f} s")
+    stages = log.parent / "stages.json"
+    timings = json.loads(stages.read_text(encoding="utf-8")) if stages.exists() else {}
+    timings[" ".join(args[:2])] = round(seconds, 1)
+    stages.write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------- stages
@@ -570,6 +575,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+def cached_rows(config: BenchConfig, name: str, compute: Any) -> list[dict[str, Any]]:
+    """Rows of one evaluation stage, stored in the work folder so a re-run skips finished stages."""
+    path = config.work / f"rows-{name}.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    rows = compute()
+    path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return rows
+
+
 def main() -> None:
     config = parse_config()
     if config.fresh and config.work.exists():
@@ -578,25 +593,37 @@ def main() -> None:
     paths = prepare_data(config)
     dataset = load_dataset(paths.data)
     tasks = read_tasks(paths.test_tasks)
-    rows = evaluate_classical(config, tasks, dataset)
-    teacher = serve(smollm2_model_dir(), "teacher", config.work)
-    try:
-        teacher_runs(config, paths, teacher.base_url)
-        rows += evaluate_mars(config, paths, tasks, dataset, teacher.base_url)
-    finally:
-        teacher.stop()
+    rows = cached_rows(config, "classical", lambda: evaluate_classical(config, tasks, dataset))
+    if not (config.work / "rows-mars.json").exists():
+        teacher = serve(smollm2_model_dir(), "teacher", config.work)
+        try:
+            teacher_runs(config, paths, teacher.base_url)
+            url = teacher.base_url
+            rows += cached_rows(config, "mars", lambda: evaluate_mars(config, paths, tasks, dataset, url))
+        finally:
+            teacher.stop()
+    else:
+        rows += cached_rows(config, "mars", list)
     distill(config, paths)
-    rows += evaluate_star(config, paths.sft, "SFT", tasks, dataset, best_of_k=False)
-    rows += evaluate_star(config, paths.grpo, "SFT+GRPO", tasks, dataset, best_of_k=True)
+    rows += cached_rows(
+        config, "star-sft", lambda: evaluate_star(config, paths.sft, "SFT", tasks, dataset, best_of_k=False)
+    )
+    rows += cached_rows(
+        config,
+        "star-grpo",
+        lambda: evaluate_star(config, paths.grpo, "SFT+GRPO", tasks, dataset, best_of_k=True),
+    )
     from starrec.distill.filtering import load_trajectories, outcome_filter
 
     kept, _ = outcome_filter(load_trajectories(paths.runs), top_k=config.filter_top_k)
+    stages = config.work / "stages.json"
     meta = {
         "argv": " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": "2 CPU cores, no GPU",
         "kept_runs": len(kept),
         "total_s": time.perf_counter() - started,
+        "stage_seconds": json.loads(stages.read_text(encoding="utf-8")) if stages.exists() else {},
     }
     write_results(config, rows, meta)
     console.print((RESULTS_DIR / "star_vs_mars.md").read_text(encoding="utf-8"))
