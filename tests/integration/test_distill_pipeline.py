@@ -64,6 +64,32 @@ def invoke(*args: str) -> str:
     return result.output
 
 
+def test_sft_two_steps_via_cli(recorded: dict[str, Path], tmp_path: Path) -> None:
+    """The default-suite smoke of the TRL path (the full pipeline below is marked slow)."""
+    out = tmp_path / "sft"
+    output = invoke(
+        "distill",
+        "sft",
+        "--runs",
+        recorded["runs"],
+        "--model",
+        "tiny",
+        "--out",
+        out,
+        "--max-steps",
+        2,
+        "--max-length",
+        4096,
+        "--threads",
+        1,
+    )
+    assert "SFT done: 6 examples" in output
+    metrics = json.loads((out / "sft_metrics.json").read_text())
+    assert metrics["steps"] == 2 and len(metrics["losses"]) == 2 and metrics["peak_rss_mb"] > 0
+    assert (out / "model.safetensors").is_file() and (out / "sft_data").is_dir()
+    assert json.loads((out / "star_config.json").read_text())["use_cpu"] is True
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_filter_sft_rldata_grpo(recorded: dict[str, Path], tmp_path: Path) -> None:
     sft_dir, rl_dir, grpo_dir = tmp_path / "sft", tmp_path / "rl", tmp_path / "grpo"
