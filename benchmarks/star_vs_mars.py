@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -586,6 +587,8 @@ def cached_rows(config: BenchConfig, name: str, compute: Any) -> list[dict[str, 
 
 
 def main() -> None:
+    # SIGTERM must unwind through the ``finally`` blocks that stop the vLLM servers (own process groups).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     config = parse_config()
     if config.fresh and config.work.exists():
         shutil.rmtree(config.work)
