@@ -10,6 +10,10 @@ Public API for agents and serving (see docs/tools.md for the full guide)::
         # of data_dir's training interactions (tasks' ground truth and later events hidden)
         # and its deterministic evidence; returns a thread-safe EvidenceSource.
 
+    open_dataset_toolkit(dataset, path=None, build_evidence=True, *, verbaliser=None, config=None,
+                         show_progress=False) -> EvidenceStore
+        # the same for an in-memory (already leakage-free) Dataset, cached by content hash.
+
     EvidenceStore.item_cf(item_id: str, k: int = 10) -> CFResult
     EvidenceStore.user_cf(user_id: str, k: int = 10) -> CFResult
         # one stored-evidence lookup; unknown ids -> CFResult(found=False, evidence="... not in graph ...")
@@ -25,7 +29,7 @@ Lower level: ``LadybugStore``/``Neo4jStore`` (``GraphStore``), ``SparseCFIndex``
 from starrec.tools.base import CFResult, EvidenceSource, Neighbour, QueryTrace
 from starrec.tools.evidence import EvidenceBuildConfig, EvidenceStore, build_evidence
 from starrec.tools.langchain_tools import make_cf_tools
-from starrec.tools.toolkit import open_toolkit
+from starrec.tools.toolkit import open_dataset_toolkit, open_toolkit
 
 __all__ = [
     "CFResult",
@@ -36,5 +40,6 @@ __all__ = [
     "QueryTrace",
     "build_evidence",
     "make_cf_tools",
+    "open_dataset_toolkit",
     "open_toolkit",
 ]

@@ -183,6 +183,7 @@ def evidence_build(
     engine: Annotated[str, typer.Option(help="scipy (bulk) or cypher (one query per anchor).")] = "scipy",
     resume: Annotated[bool, typer.Option(help="Keep evidence already stored.")] = True,
     concurrency: Annotated[int | None, typer.Option(help="LLM requests in flight.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens the LLM writes per anchor.")] = 256,
     as_json: JsonOption = False,
 ) -> None:
     """Compute, verbalise and store Item-CF evidence per item and User-CF evidence per user."""
@@ -207,7 +208,7 @@ def evidence_build(
         from starrec.llm import make_chat_model
         from starrec.tools.llm_verbaliser import LLMVerbaliser, model_label
 
-        model = make_chat_model(llm)
+        model = make_chat_model(llm, max_tokens=max_tokens)
         settings = get_settings()
         cache = settings.cache_dir / "evidence-llm" / f"{model_label(model).replace('/', '_')}.jsonl"
         verbaliser = LLMVerbaliser(model, cache, concurrency=concurrency or settings.llm_concurrency)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -148,6 +148,59 @@ def open_toolkit(
         raise ValueError(f"unknown store {store!r}; choose ladybug or neo4j")
     default_path, fingerprint = default_graph_path(data_dir, tasks)
     db_path = Path(path) if path is not None else default_path
+    return _open_ladybug(
+        db_path,
+        fingerprint,
+        lambda: training_view(load_dataset(data_dir), tasks),
+        build_evidence,
+        verbaliser,
+        config,
+        show_progress,
+    )
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """Content hash of an in-memory dataset's interactions and item ids (plus the format version)."""
+    digest = hashlib.sha256(f"v{GRAPH_FORMAT_VERSION}\n{dataset.domain}\n".encode())
+    for event in dataset.interactions:
+        digest.update(f"{event.user_id}\t{event.item_id}\t{event.timestamp}\t{event.stars}\n".encode())
+    for item in sorted(dataset.items):
+        digest.update(f"{item}\n".encode())
+    return f"v{GRAPH_FORMAT_VERSION}-mem-{digest.hexdigest()[:16]}"
+
+
+def open_dataset_toolkit(
+    dataset: Dataset,
+    path: str | Path | None = None,
+    build_evidence: bool = True,
+    *,
+    verbaliser: Verbaliser | None = None,
+    config: EvidenceBuildConfig | None = None,
+    show_progress: bool = False,
+) -> EvidenceStore:
+    """:func:`open_toolkit` for a dataset already in memory (e.g. ``Recommender.fit(train)``).
+
+    The caller passes the leakage-free view itself; it is cached by content under
+    ``<cache_dir>/graphs/<name>-v<format>-mem-<hash>.lbdb`` and shared within the process.
+    """
+    fingerprint = dataset_fingerprint(dataset)
+    default_path = get_settings().cache_dir / "graphs" / f"{dataset.name or 'data'}-{fingerprint}.lbdb"
+    db_path = Path(path) if path is not None else default_path
+    return _open_ladybug(
+        db_path, fingerprint, lambda: dataset, build_evidence, verbaliser, config, show_progress
+    )
+
+
+def _open_ladybug(
+    db_path: Path,
+    fingerprint: str,
+    graph_view: Callable[[], Dataset],
+    build_evidence: bool,
+    verbaliser: Verbaliser | None,
+    config: EvidenceBuildConfig | None,
+    show_progress: bool,
+) -> EvidenceStore:
+    """Reuse or build (graph, then evidence) one Ladybug file; one handle per file per process."""
     key = f"ladybug:{db_path.resolve()}"
     with _OPEN_LOCK:
         if key in _OPEN:
@@ -163,15 +216,14 @@ def open_toolkit(
                     f"Ladybug database {db_path} was built from other data or tasks "
                     f"({manifest.get('fingerprint')} != {fingerprint}); use another path or rebuild it"
                 )
+            view: Dataset | None = None
             if not db_path.exists():
-                dataset = load_dataset(data_dir)
-                writer, _ = build_ladybug_graph(
-                    training_view(dataset, tasks), db_path, fingerprint=fingerprint
-                )
+                view = graph_view()
+                writer, _ = build_ladybug_graph(view, db_path, fingerprint=fingerprint)
                 writer.close()
                 manifest = read_manifest(db_path)
             # Reuse reads the domain from the manifest: no dataset load on the fast path.
-            noun = (manifest or {}).get("domain") or load_dataset(data_dir).domain
+            noun = (manifest or {}).get("domain") or (view or graph_view()).domain
             if build_evidence and not (manifest or {}).get("evidence"):
                 _build_and_record_evidence(db_path, noun, verbaliser, config, show_progress)
         handle = EvidenceStore(LadybugStore(db_path, read_only=True), noun=noun)

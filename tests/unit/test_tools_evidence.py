@@ -137,3 +137,15 @@ def test_open_toolkit_reuses_the_cached_graph(tmp_path: Path, isolated_cache: Pa
     second = open_toolkit(data_dir)
     assert second.store.location == path and second.item_cf("a", 3).found
     assert list((isolated_cache / "graphs").glob("*.lbdb")) == [Path(path)]
+
+
+def test_open_dataset_toolkit_caches_by_content(isolated_cache: Path) -> None:
+    from starrec.tools import open_dataset_toolkit
+
+    dataset, task = _trap_dataset()
+    first = open_dataset_toolkit(dataset)
+    assert open_dataset_toolkit(dataset) is first
+    hidden = open_dataset_toolkit(dataset.hide_from([task]))
+    assert hidden is not first and hidden.store.location != first.store.location
+    assert first.store.edge_count("target", "trap") == 1 and hidden.store.edge_count("target", "trap") == 0
+    assert hidden.user_cf("target", 5).queries[0].name == "user_evidence_get"
