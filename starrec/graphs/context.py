@@ -102,7 +102,11 @@ class Context:
         default=10, metadata={"help": "Recent history items whose Item-CF neighbours score the CF order."}
     )
     cf_k: int = field(
-        default=100, metadata={"help": "Neighbours per Item-CF lookup when scoring the CF order."}
+        default=20,
+        metadata={
+            "help": "Neighbours per Item-CF lookup when scoring the CF order (<= the evidence build's k keeps "
+            "each lookup a single stored read)."
+        },
     )
     max_new_tokens: int = field(
         default=256,

@@ -6,6 +6,7 @@ the trajectory recorder reads from the node's output, so a trajectory never depe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -182,7 +183,10 @@ class MarsNodes:
         evidence = self.resources.evidence(context) if context.use_tools else None
         if evidence is not None:
             recent_ids = [e["item_id"] for e in state.recent][-context.cf_recent_items :]
-            scores, traces = cf_scores(evidence, recent_ids, candidates, context.cf_k)
+            # Graph lookups block: keep them off the event loop so concurrent runs keep going.
+            scores, traces = await asyncio.to_thread(
+                cf_scores, evidence, recent_ids, candidates, context.cf_k
+            )
             cf_order = order_by_score(scores, candidates)
         elif context.ranker_fusion == "rrf":
             warnings.append(
