@@ -104,8 +104,8 @@ class Context:
     cf_k: int = field(
         default=20,
         metadata={
-            "help": "Neighbours per Item-CF lookup when scoring the CF order (<= the evidence build's k keeps "
-            "each lookup a single stored read)."
+            "help": "Neighbours per Item-CF lookup when scoring the CF order (<= the evidence build's k "
+            "keeps each lookup a single stored read)."
         },
     )
     max_new_tokens: int = field(
