@@ -9,6 +9,7 @@ on CPU a second concurrent generate only slows both down.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -82,6 +83,14 @@ def load_local_model(model: str = "smollm2", dtype: str = "bfloat16") -> LoadedM
         return loaded
 
 
+def generation_threads(default: int) -> int:
+    """Threads for one generate: ``default`` on an idle machine, 1 when the load average already fills
+    the CPUs. Measured here (benchmarks/results/llm.md): under load, 2 OpenMP threads fighting other
+    processes decode ~10x slower than 1 thread, while on an idle machine 2 threads are faster."""
+    busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    return 1 if busy else default
+
+
 def _forced_prefix(tool_choice: Any, tools: list[dict[str, Any]] | None) -> str:
     """Text the answer must start with so a small model obeys ``tool_choice``."""
     if not tools or tool_choice in (None, "auto", "none", False):
@@ -104,7 +113,8 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
     top_p: float = Field(default=1.0, description="Nucleus sampling mass when sampling.")
     stop: list[str] | None = Field(default=None, description="Stop strings (excluded from the answer).")
     threads: int | None = Field(
-        default=None, description="torch CPU threads while generating (None = leave)."
+        default=None,
+        description="torch threads while generating; None = auto (1 when the CPUs are busy).",
     )
     seed: int | None = Field(default=None, description="Seeds torch once, when the weights are loaded.")
     supports_tool_calling: bool = Field(default=True, description="bind_tools works (text protocol inside).")
@@ -176,8 +186,7 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
         config = self._generation_config(tokenizer, options, stops)
         with loaded.lock:
             previous_threads = torch.get_num_threads()
-            if self.threads:
-                torch.set_num_threads(self.threads)
+            torch.set_num_threads(self.threads or generation_threads(previous_threads))
             try:
                 started = time.perf_counter()
                 with torch.inference_mode():
