@@ -133,10 +133,11 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
     lines = [
         "# Classical baselines on MovieLens-100k (AgentRecBench protocol)",
         "",
-        f"Command: `{payload['command']}` ({payload['total_seconds']:.0f} s on "
-        f"{payload['environment']['cpus']} CPUs). {payload['n_per_scenario']} tasks per scenario, "
-        "20 candidates each (19 uniform never-seen negatives), candidates shuffled with the seed, "
-        "every method fitted on the leakage-free view. "
+        f"Command: `{payload['command']}` ({payload['total_seconds']:.0f} s wall, "
+        f"{payload['total_cpu_seconds']:.0f} s CPU on {payload['environment']['cpus']} shared CPUs, load "
+        f"average {payload['load_average_1min_at_end']} at the end). "
+        f"{payload['n_per_scenario']} tasks per scenario, 20 candidates each (19 uniform never-seen "
+        "negatives), candidates shuffled with the seed, every method fitted on the leakage-free view. "
         "Random order expects HR_avg 0.15.",
         "",
         "## HR_avg by method and scenario",
@@ -233,7 +234,7 @@ def print_summary(payload: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     data_dir = fetch_movielens_100k(get_settings().cache_dir / "datasets" / "ml-100k")
     dataset = load_dataset(data_dir)
     tasks = build_scenario_tasks(data_dir, dataset, args.n, args.seed)
@@ -271,6 +272,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "torch_threads_while_fitting": EmbeddingConfig().threads,
         },
         "total_seconds": round(time.perf_counter() - started, 1),
+        "total_cpu_seconds": round(time.process_time() - cpu_started, 1),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "baselines.json").write_text(json.dumps(payload, indent=2))

@@ -8,7 +8,9 @@ and the fallback counters reported in ``stats()``.
 from __future__ import annotations
 
 import dataclasses
+import time
 import typing
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from starrec.data.schema import Dataset
+from starrec.eval.recommender import Recommender
 
 ConfigT = TypeVar("ConfigT")
 
@@ -177,3 +180,39 @@ def rank_candidates(
             unscored += 1
             keyed.append((1, 0.0, -popularity, position, item))
     return Ranked([entry[-1] for entry in sorted(keyed)], unscored, cold)
+
+
+class IndexedRecommender(Recommender):
+    """What every learned baseline keeps: its config, the training index, fallback counts, fit time."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.counts = FallbackCounts()
+        self.fit_seconds = 0.0
+        self.fit_cpu_seconds = 0.0
+        self._index: InteractionIndex | None = None
+
+    @abstractmethod
+    def learn(self, train: Dataset, index: InteractionIndex) -> None:
+        """Method-specific fitting on the training view and its index."""
+
+    def fit(self, train: Dataset) -> None:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        index = InteractionIndex.from_dataset(train)
+        self.learn(train, index)
+        self._index = index
+        self.fit_seconds = time.perf_counter() - started
+        self.fit_cpu_seconds = time.process_time() - cpu_started
+
+    def require_index(self) -> InteractionIndex:
+        if self._index is None:
+            raise RuntimeError(f"{self.name}: rank() called before fit(); fit it on the training view first")
+        return self._index
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "fallbacks": self.counts.as_dict(),
+            "config": config_dict(self.config),
+            "fit_seconds": round(self.fit_seconds, 3),
+            "fit_cpu_seconds": round(self.fit_cpu_seconds, 3),
+        }

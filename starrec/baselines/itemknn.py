@@ -9,23 +9,19 @@ dense item x item matrix. Recent history items weigh more: the k-th most recent 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from starrec.baselines.interactions import (
-    FallbackCounts,
+    IndexedRecommender,
     InteractionIndex,
-    config_dict,
     config_with_overrides,
     rank_candidates,
 )
 from starrec.data.schema import Dataset, Interaction, RankRequest
 from starrec.eval.methods import MethodOptions
-from starrec.eval.recommender import Recommender
 
 
 @dataclass
@@ -46,28 +42,21 @@ class ItemKNNConfig:
     )
 
 
-class ItemKNNRecommender(Recommender):
+class ItemKNNRecommender(IndexedRecommender):
     name = "itemknn"
+    config: ItemKNNConfig
 
     def __init__(self, config: ItemKNNConfig) -> None:
-        self.config = config
-        self.counts = FallbackCounts()
-        self.fit_seconds = 0.0
-        self.fit_cpu_seconds = 0.0
+        super().__init__(config)
         self._train: Dataset | None = None
-        self._index: InteractionIndex | None = None
         self._item_users = sp.csr_matrix((0, 0))
 
-    def fit(self, train: Dataset) -> None:
-        started, cpu_started = time.perf_counter(), time.process_time()
+    def learn(self, train: Dataset, index: InteractionIndex) -> None:
         self._train = train
-        self._index = InteractionIndex.from_dataset(train)
-        self._item_users = self._index.matrix.T.tocsr()
-        self.fit_seconds = time.perf_counter() - started
-        self.fit_cpu_seconds = time.process_time() - cpu_started
+        self._item_users = index.matrix.T.tocsr()
 
     def rank(self, request: RankRequest) -> list[str]:
-        index = self._require_index()
+        index = self.require_index()
         history = request.history or tuple(self._require_train().history(request.user_id))
         anchors, weights = self.anchors(history, index)
         if not anchors:
@@ -96,30 +85,17 @@ class ItemKNNRecommender(Recommender):
     def _scores(self, anchors: list[int], weights: np.ndarray, columns: list[int]) -> np.ndarray:
         if not columns:
             return np.zeros(0)
-        index = self._require_index()
+        index = self.require_index()
         co_occurrence = (self._item_users[anchors] @ self._item_users[columns].T).toarray()
         anchor_pop = index.popularity[anchors] ** self.config.alpha
         candidate_pop = index.popularity[columns] ** (1.0 - self.config.alpha)
         similarity = co_occurrence / (np.outer(anchor_pop, candidate_pop) + self.config.shrink)
         return weights @ similarity
 
-    def _require_index(self) -> InteractionIndex:
-        if self._index is None:
-            raise RuntimeError("itemknn: rank() called before fit(); fit it on the training view first")
-        return self._index
-
     def _require_train(self) -> Dataset:
         if self._train is None:
             raise RuntimeError("itemknn: rank() called before fit(); fit it on the training view first")
         return self._train
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "fallbacks": self.counts.as_dict(),
-            "config": config_dict(self.config),
-            "fit_seconds": round(self.fit_seconds, 3),
-            "fit_cpu_seconds": round(self.fit_cpu_seconds, 3),
-        }
 
 
 def make_itemknn(options: MethodOptions) -> ItemKNNRecommender:

@@ -8,7 +8,6 @@ Torch-free pieces (id index, option overrides, popularity fallback) live in
 from __future__ import annotations
 
 import random
-import time
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,14 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from starrec.baselines.interactions import (
-    FallbackCounts,
-    InteractionIndex,
-    config_dict,
-    rank_candidates,
-)
+from starrec.baselines.interactions import IndexedRecommender, InteractionIndex, rank_candidates
 from starrec.data.schema import Dataset, RankRequest
-from starrec.eval.recommender import Recommender
 
 
 def seed_everything(seed: int) -> None:
@@ -162,16 +155,14 @@ def _bpr_step(
     return float(loss.detach())
 
 
-class EmbeddingRecommender(Recommender):
+class EmbeddingRecommender(IndexedRecommender):
     """Shared fit/rank for the dot-product models (BPR-MF, LightGCN)."""
 
+    config: EmbeddingConfig
+
     def __init__(self, config: EmbeddingConfig) -> None:
-        self.config = config
-        self.counts = FallbackCounts()
+        super().__init__(config)
         self.losses: list[float] = []
-        self.fit_seconds = 0.0
-        self.fit_cpu_seconds = 0.0
-        self._index: InteractionIndex | None = None
         self._user_vectors = np.zeros((0, 0), dtype=np.float32)
         self._item_vectors = np.zeros((0, 0), dtype=np.float32)
 
@@ -179,24 +170,19 @@ class EmbeddingRecommender(Recommender):
     def build_model(self, index: InteractionIndex) -> EmbeddingModel:
         """A freshly initialised model for this index (called after seeding)."""
 
-    def fit(self, train: Dataset) -> None:
-        started, cpu_started = time.perf_counter(), time.process_time()
+    def learn(self, train: Dataset, index: InteractionIndex) -> None:
         seed_everything(self.config.seed)
-        index = InteractionIndex.from_dataset(train)
         with torch_threads(self.config.threads):
             model = self.build_model(index)
             self.losses = train_bpr(model, index, self.config, self.name)
             model.eval()
             with torch.no_grad():
                 user_vectors, item_vectors = model.propagate()
-        self._index = index
         self._user_vectors = user_vectors.detach().numpy().copy()
         self._item_vectors = item_vectors.detach().numpy().copy()
-        self.fit_seconds = time.perf_counter() - started
-        self.fit_cpu_seconds = time.process_time() - cpu_started
 
     def rank(self, request: RankRequest) -> list[str]:
-        index = self._require_index()
+        index = self.require_index()
         row = index.user_index.get(request.user_id)
         if row is None:
             return self.counts.record(rank_candidates(request.candidates, {}, index), unknown_user=True)
@@ -205,16 +191,5 @@ class EmbeddingRecommender(Recommender):
         scores = dict(zip(known, values.tolist(), strict=True))
         return self.counts.record(rank_candidates(request.candidates, scores, index))
 
-    def _require_index(self) -> InteractionIndex:
-        if self._index is None:
-            raise RuntimeError(f"{self.name}: rank() called before fit(); fit it on the training view first")
-        return self._index
-
     def stats(self) -> dict[str, Any]:
-        return {
-            "fallbacks": self.counts.as_dict(),
-            "config": config_dict(self.config),
-            "fit_seconds": round(self.fit_seconds, 3),
-            "fit_cpu_seconds": round(self.fit_cpu_seconds, 3),
-            "final_loss": round(self.losses[-1], 5) if self.losses else None,
-        }
+        return {**super().stats(), "final_loss": round(self.losses[-1], 5) if self.losses else None}
