@@ -170,8 +170,11 @@ def scripted_teacher(truths: dict[frozenset[str], str]) -> ScriptedChatModel:
     return ScriptedChatModel(responses=script, cycle=True)
 
 
-def record_scripted_runs(root: Path, users: tuple[str, ...]) -> dict[str, Path]:
-    """Record 2 passes per task with the real MARS graph and :func:`scripted_teacher` into ``root``."""
+def record_scripted_runs(
+    root: Path, users: tuple[str, ...], passes: int = 2, **context: Any
+) -> dict[str, Path]:
+    """Record ``passes`` runs per task with the real MARS graph and :func:`scripted_teacher` into ``root``
+    (``context``: Context overrides such as ``use_planner=False``)."""
     from mars_fixtures import FakeEvidence, build_movie_dataset, make_task
 
     from starrec.data.agentsociety import write_dataset
@@ -184,15 +187,14 @@ def record_scripted_runs(root: Path, users: tuple[str, ...]) -> dict[str, Path]:
     tasks = [make_task(dataset, user, index) for index, user in enumerate(users)]
     write_tasks(tasks, root / "tasks")
     model = scripted_teacher({frozenset(task.candidates): task.ground_truth or "" for task in tasks})
-    context = Context(chunk_size=3)
     summary = teach(
         data,
         root / "tasks",
         root / "runs",
-        context,
+        Context(chunk_size=3, **context),
         chat_model=model,
         evidence=FakeEvidence(dataset),
-        passes=2,
+        passes=passes,
     )
-    assert summary.runs == 2 * len(users) and summary.errors == 0, summary
+    assert summary.runs == passes * len(users) and summary.errors == 0, summary
     return {"root": root, "data": data, "tasks": root / "tasks", "runs": root / "runs"}

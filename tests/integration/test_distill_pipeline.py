@@ -56,6 +56,68 @@ def test_filter_counts_survivors(recorded: dict[str, Path]) -> None:
         outcome_filter(load_trajectories(recorded["runs"]), ablation="no_tools")
 
 
+@pytest.mark.parametrize(
+    ("ablation", "switch", "order"),
+    [
+        (
+            "no_planner",
+            "use_planner",
+            [
+                "user_profile",
+                "historical_analysis",
+                "recent_analysis",
+                "divergence_analysis",
+                "reflection",
+                "correction",
+                "recommend",
+            ],
+        ),
+        (
+            "no_reflector",
+            "use_reflector",
+            [
+                "plan",
+                "user_profile",
+                "historical_analysis",
+                "recent_analysis",
+                "divergence_analysis",
+                "recommend",
+            ],
+        ),
+        (
+            "no_tools",
+            "use_tools",
+            [
+                "plan",
+                "user_profile",
+                "historical_analysis",
+                "recent_analysis",
+                "divergence_analysis",
+                "reflection",
+                "correction",
+                "recommend",
+            ],
+        ),
+    ],
+)
+def test_ablation_runs_serialise_and_score(
+    tmp_path: Path, ablation: str, switch: str, order: list[str]
+) -> None:
+    folders = record_scripted_runs(tmp_path, ("u1", "u2"), passes=1, **{switch: False})
+    trajectories = load_trajectories(folders["runs"])
+    kept, _ = outcome_filter(trajectories, ablation=ablation)
+    assert kept
+    for trajectory in trajectories:
+        text = serialise_trajectory(trajectory)
+        chain = parse_chain(text)
+        assert chain.errors == [] and chain.order == order
+        assert bool(chain.tool_calls) == (ablation != "no_tools")
+        assert format_reward(text, ablation) == 1.0
+        assert format_reward(text) == (1.0 if ablation == "no_tools" else -1.0)
+    with pytest.raises(ValueError, match=f"recorded with ablation {ablation}"):
+        outcome_filter(trajectories)
+
+
 def invoke(*args: str) -> str:
     result = CliRunner().invoke(app, [str(arg) for arg in args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
