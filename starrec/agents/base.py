@@ -272,13 +272,27 @@ def parse_output(
     return value, ""
 
 
+_STRUCTURED: dict[tuple[int, type], tuple[BaseChatModel, Any]] = {}
+
+
+def structured_runnable(model: BaseChatModel, schema: type[BaseModel]) -> Any:
+    """``model.with_structured_output(schema)``, built once per (model, schema): building it renders
+    the JSON schema, which costs more than the rest of a scripted run."""
+    key = (id(model), schema)
+    cached = _STRUCTURED.get(key)
+    if cached is None or cached[0] is not model:
+        cached = (model, model.with_structured_output(schema))
+        _STRUCTURED[key] = cached
+    return cached[1]
+
+
 async def _structured_call(
     env: AgentEnv, messages: list[BaseMessage], schema: type[OutputT], counters: Counters
 ) -> tuple[OutputT | None, str]:
     """``with_structured_output`` once; returns (object or None, the raw text when it failed)."""
     counters.llm_calls += 1
     try:
-        result = await env.model.with_structured_output(schema).ainvoke(messages)
+        result = await structured_runnable(env.model, schema).ainvoke(messages)
     except Exception as error:
         counters.warnings.append(f"with_structured_output failed: {type(error).__name__}: {error}")
         return None, str(getattr(error, "raw", "") or "")
