@@ -210,7 +210,10 @@ class MetadataVerbaliser:
 # ---------------------------------------------------------------------------------------------
 # LLM answers: one line per category, "CATEGORY: name | explanation | id, id, id".
 
-LLM_LINE = re.compile(r"^\s*(?:[-*]|\d+[.)])?\s*CATEGORY\s*:\s*(?P<body>.+)$", re.IGNORECASE)
+LLM_LINE = re.compile(
+    r"^\s*(?:[-*]|\d+[.)])?\s*(?:\**CATEGORY\**\s*:\s*)?(?P<body>[^|]+\|.+\|.+)$", re.IGNORECASE
+)
+"""``CATEGORY: name | explanation | ids``; small models often drop the label, so it is optional."""
 
 
 @dataclass(slots=True)
@@ -266,10 +269,16 @@ def llm_prompt(request: EvidenceRequest) -> str:
         for n in request.neighbours
     )
     relation = " and how it relates to the user's history" if request.tool == "user_cf" else ""
+    # A concrete line in the right shape: small models copy formats far better than they follow them.
+    first = request.neighbours[:2]
+    shared_facets = set(first[0].facets).intersection(*(n.facets for n in first[1:])) if first else set()
+    example_name = facet_parts(min(shared_facets))[1] if shared_facets else "Popular picks"
+    example_reason = f"{things.capitalize()} the same people chose together"
+    example_ids = ", ".join(n.id for n in first)
     return (
         f"{task}\n{listing}\n\nCluster these {things} into at most {MAX_GROUPS} named categories. For each "
         f"category write exactly one line:\n"
         f"CATEGORY: <short name> | <one sentence on what unites it{relation}> | "
         f"<up to {MAX_REPRESENTATIVES} ids from the list, comma-separated>\nUse only ids from the list. "
-        f"Write nothing else."
+        f"Write nothing else. Example line:\nCATEGORY: {example_name} | {example_reason} | {example_ids}"
     )

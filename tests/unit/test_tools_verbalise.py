@@ -121,3 +121,9 @@ def test_corrupt_cache_line_is_reported_with_its_number(tmp_path: Path) -> None:
     cache.write_text('{"key": "a", "groups": []}\n{not json\n', encoding="utf-8")
     with pytest.raises(DataFormatError, match=r"c\.jsonl:2"):
         LLMVerbaliser(ScriptedChatModel(responses=[]), cache)
+
+
+def test_parse_accepts_lines_without_the_label() -> None:
+    answer = "Space | sci-fi classics | a1, a2\n- **CATEGORY**: Heist | crime | a3"
+    parsed = parse_llm_groups(answer, _request())
+    assert [(g.name, g.item_ids) for g in parsed.groups] == [("Space", ["a1", "a2"]), ("Heist", ["a3"])]
