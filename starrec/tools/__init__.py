@@ -26,10 +26,22 @@ Lower level: ``LadybugStore``/``Neo4jStore`` (``GraphStore``), ``SparseCFIndex``
 ``build_evidence``, ``MetadataVerbaliser``, ``LLMVerbaliser``, ``load_query``.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from starrec.tools.base import CFResult, EvidenceSource, Neighbour, QueryTrace
-from starrec.tools.evidence import EvidenceBuildConfig, EvidenceStore, build_evidence
-from starrec.tools.langchain_tools import make_cf_tools
-from starrec.tools.toolkit import open_dataset_toolkit, open_toolkit
+
+# Imported on first use so `starrec --help` (which loads starrec.tools.commands) stays fast.
+_LAZY = {
+    "EvidenceBuildConfig": "starrec.tools.evidence",
+    "EvidenceStore": "starrec.tools.evidence",
+    "build_evidence": "starrec.tools.evidence",
+    "make_cf_tools": "starrec.tools.langchain_tools",
+    "open_dataset_toolkit": "starrec.tools.toolkit",
+    "open_toolkit": "starrec.tools.toolkit",
+}
 
 __all__ = [
     "CFResult",
@@ -43,3 +55,9 @@ __all__ = [
     "open_dataset_toolkit",
     "open_toolkit",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'starrec.tools' has no attribute {name!r}")
