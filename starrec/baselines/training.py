@@ -32,7 +32,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def sample_negatives(index: InteractionIndex, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def draw_uniform_negatives(
+    index: InteractionIndex, users: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """One uniformly drawn item per entry of ``users`` that this user never interacted with."""
     n_items = index.n_items
     counts = np.diff(index.matrix.indptr)
@@ -122,7 +124,7 @@ def train_bpr(
     with Progress(*columns, transient=True, disable=not Console().is_terminal) as progress:
         bar = progress.add_task(f"{label} training", total=config.epochs, loss="")
         for _ in range(config.epochs):
-            negatives = sample_negatives(index, users, rng)
+            negatives = draw_uniform_negatives(index, users, rng)
             order = rng.permutation(len(users))
             total = 0.0
             for start in range(0, len(order), config.batch_size):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from baselines_fixtures import planted_clusters, requests_for
 
 from starrec.baselines.bpr import make_bpr
-from starrec.baselines.interactions import config_with_overrides
+from starrec.baselines.interactions import InteractionIndex, config_with_overrides
 from starrec.baselines.itemknn import make_itemknn
 from starrec.baselines.lightgcn import make_lightgcn
+from starrec.baselines.training import draw_uniform_negatives
 from starrec.data.schema import Dataset, Interaction, RankRequest, Task
 from starrec.eval.methods import MethodOptions, make_method
 from starrec.eval.metrics import hit_rate_at_k
@@ -113,3 +115,16 @@ def test_options_override_config_fields_with_type_conversion() -> None:
     with pytest.raises(ValueError, match=r"window=2\.5 is not a valid int"):
         make_itemknn(MethodOptions(extra={"window": 2.5}))
     assert config_with_overrides(knn.config, {}) == knn.config
+
+
+def test_uniform_negatives_are_never_positives_and_saturated_users_are_named() -> None:
+    events = [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u2", "c"), ("u3", "c")]
+    train = Dataset({}, {}, [Interaction(u, i, float(t)) for t, (u, i) in enumerate(events)])
+    index = InteractionIndex.from_dataset(train)
+    users = np.array([index.user_index["u1"], index.user_index["u3"]] * 500)
+    negatives = draw_uniform_negatives(index, users, np.random.default_rng(0))
+    assert not index.matrix[users, negatives].any()
+    u1_negatives = set(negatives[users == index.user_index["u1"]].tolist())
+    assert u1_negatives == {index.item_index["c"]}
+    with pytest.raises(ValueError, match="user 'u2' interacted with every item"):
+        draw_uniform_negatives(index, np.array([index.user_index["u2"]]), np.random.default_rng(0))
