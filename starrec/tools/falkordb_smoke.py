@@ -3,9 +3,10 @@
 Run as ``unshare -n sh -c 'ip link set lo up && python -m starrec.tools.falkordb_smoke'``
 (the ``bolt`` pytest marker does exactly this). FalkorDB's Bolt listener binds every interface
 whatever ``--bind`` says, so this module refuses to start it unless loopback is the only
-interface. It loads a small power-law graph whose ids contain quotes, braces and Cypher
-keywords in <= 40-row batches, then checks Item-CF and User-CF for every anchor against the
-scipy oracle and round-trips stored evidence. Prints one JSON report; exit status 1 on mismatch.
+interface. It loads a small power-law graph whose ids contain braces and Cypher keywords in
+<= 40-row batches, checks Item-CF and User-CF for every anchor against the scipy oracle, then
+builds evidence for every anchor over Bolt and answers tool calls from it. Prints one JSON
+report; exit status 1 on mismatch.
 
 Not covered by FalkorDB (so not by this test): rollback (a failed transaction keeps its
 writes), database names (ignored), constraints / ``IF NOT EXISTS``, error details (every
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from starrec.tools.evidence import EvidenceBuildConfig, EvidenceStore, build_evidence
 from starrec.tools.neo4j_store import Neo4jStore
 from starrec.tools.oracle import SparseCFIndex
 from starrec.tools.store import GraphTables, StoredEvidence
@@ -83,6 +85,17 @@ def smoke(bolt_port: int, users: int, items: int, edges: int, k: int) -> dict[st
         record = StoredEvidence(anchor, "", f"evidence for {anchor}", [(anchor, "t", 1)], k, "smoke")
         store.set_evidence("item", [record])
         stored, _ = store.get_evidence("item", anchor)
+        build = build_evidence(store, EvidenceBuildConfig(k=k, resume=False), show_progress=False)
+        source = EvidenceStore(store)
+        tool_calls = [source.item_cf(item, k) for item in oracle.items[:10]]
+        tool_calls += [source.user_cf(user, k) for user in oracle.users[:10]]
+        report.update(
+            evidence_built=build.anchors,
+            tool_calls_from_stored_evidence=sum(
+                result.found and result.queries[0].name.endswith("_evidence_get") for result in tool_calls
+            ),
+            live_fallbacks=source.live_fallbacks,
+        )
         report.update(
             items_checked=len(oracle.items),
             users_checked=len(oracle.users),
@@ -99,6 +112,8 @@ def smoke(bolt_port: int, users: int, items: int, edges: int, k: int) -> dict[st
         and report["evidence_round_trip"]
         and report["ids_round_trip"]
         and report["counts"]["interactions"] == len(tables.edges)
+        and report["tool_calls_from_stored_evidence"] == 20
+        and report["live_fallbacks"] == 0
     )
     return report
 

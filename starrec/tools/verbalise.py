@@ -81,7 +81,7 @@ def not_in_graph_message(tool: str, anchor: str) -> str:
     what = "item" if tool == "item_cf" else "user"
     return (
         f"{what.capitalize()} {anchor!r} is not in graph: it has no training interactions, so there is no "
-        f"collaborative evidence for it. Rely on metadata and the user's history instead."
+        f"collaborative evidence for it. Rely on metadata and the user history instead."
     )
 
 
@@ -134,7 +134,10 @@ def render_evidence(request: EvidenceRequest, groups: Sequence[EvidenceGroup]) -
 
 
 class MetadataVerbaliser:
-    """Deterministic grouping by shared facets (greedy cover: the facet shared by most neighbours first)."""
+    """Deterministic grouping by shared facets (greedy cover: the facet shared by most neighbours first).
+
+    Its fixed wording has no apostrophes, so evidence round-trips through FalkorDB's Bolt layer.
+    """
 
     name = "deterministic"
 
@@ -179,11 +182,10 @@ class MetadataVerbaliser:
         else:
             own = context.get(facet, 0)
             relation = (
-                f"{own} of the user's {request.history_size} history "
-                f"{plural(request.noun, request.history_size)} "
-                f"are {label} too"
+                f"{own} of the {request.history_size} {plural(request.noun, request.history_size)} "
+                f"in the user history are {label} too"
                 if own
-                else f"none of the user's history is {label}, so this is a new direction"
+                else f"nothing in the user history is {label}, so this is a new direction"
             )
             explanation = f"Similar users liked {label} {things} ({kind}); {relation}."
         return EvidenceGroup(

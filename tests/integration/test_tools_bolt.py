@@ -38,6 +38,8 @@ def test_neo4j_backend_over_bolt_matches_scipy_oracle() -> None:
     assert report["ok"] and report["item_cf_mismatches"] == [] and report["user_cf_mismatches"] == []
     assert report["items_checked"] == 80 and report["users_checked"] == 60
     assert report["counts"]["interactions"] == report["load"]["interactions"] > 500
+    assert report["evidence_built"] == {"item": 80, "user": 60}
+    assert report["tool_calls_from_stored_evidence"] == 20 and report["live_fallbacks"] == 0
 
 
 def test_smoke_runner_refuses_outside_a_namespace() -> None:

@@ -52,8 +52,8 @@ def test_user_cf_explains_relation_to_history() -> None:
     request = _request("user_cf")
     request.anchor_facets = ("genre=Sci-Fi",) * 4 + ("genre=Drama",)
     text = MetadataVerbaliser().verbalise(request).text
-    assert "4 of the user's 12 history movies are Sci-Fi too" in text
-    assert "none of the user's history is Action, so this is a new direction" in text
+    assert "4 of the 12 movies in the user history are Sci-Fi too" in text
+    assert "nothing in the user history is Action, so this is a new direction" in text
 
 
 def test_no_neighbours_message() -> None:
