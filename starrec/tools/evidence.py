@@ -10,6 +10,7 @@ evidence (or asked for more neighbours than were stored) fall back to a live CF 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -257,6 +258,7 @@ class EvidenceStore:
         self.similar_users = similar_users
         self.live_fallbacks = 0
         """Tool calls answered by a live query because no (or too little) evidence was stored."""
+        self._count_lock = threading.Lock()
 
     def item_cf(self, item_id: str, k: int = 10) -> CFResult:
         return self._answer("item", item_id, k)
@@ -287,7 +289,8 @@ class EvidenceStore:
                 neighbours=neighbours,
                 queries=[lookup, self._producing_trace(kind, anchor, stored)],
             )
-        self.live_fallbacks += 1
+        with self._count_lock:
+            self.live_fallbacks += 1
         return self._live(kind, anchor, k, lookup)
 
     def _producing_trace(self, kind: EvidenceKind, anchor: str, stored: StoredEvidence) -> QueryTrace:
