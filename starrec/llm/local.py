@@ -196,9 +196,10 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
                 torch.set_num_threads(previous_threads)
         new_tokens = output[0, inputs["input_ids"].shape[1] :]
         text = tokenizer.decode(new_tokens, skip_special_tokens=True)
-        finish_reason = (
-            "stop" if (new_tokens.numel() and int(new_tokens[-1]) == tokenizer.eos_token_id) else "length"
-        )
+        # Anything short of the token budget ended at end-of-turn or at a stop string.
+        finish_reason = "length" if new_tokens.numel() >= config.max_new_tokens else "stop"
+        if new_tokens.numel() and int(new_tokens[-1]) == tokenizer.eos_token_id:
+            finish_reason = "stop"
         for stop_text in stops:
             cut = text.find(stop_text)
             if cut >= 0:
