@@ -112,6 +112,13 @@ class Context:
         default=256,
         metadata={"help": "Generation budget per LLM call (local backend; endpoints get max_tokens)."},
     )
+    llm_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "CPU threads for the local backend while generating (None = torch default). 1 is much "
+            "faster on a busy machine: oversubscribed torch threads spin and stall."
+        },
+    )
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0 = greedy)."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling backends."})
 

@@ -23,8 +23,10 @@ DEMO_KNOBS: dict[str, Any] = {
     "max_tool_calls": 1,
     "tool_choice": "required",
     "max_new_tokens": 160,
+    "llm_threads": 1,
 }
-"""Smaller than the defaults so SmolLM2 on two CPU cores finishes a task in about a minute."""
+"""Smaller than the defaults so SmolLM2 on a small CPU finishes a task in minutes; one torch thread
+because oversubscribed threads were 5x slower on a shared machine (measured)."""
 
 
 def demo_tasks(data_dir: Path, n: int, seed: int) -> Path:

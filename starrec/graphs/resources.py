@@ -36,7 +36,14 @@ class Resources:
     def chat_model(self, context: Context) -> BaseChatModel:
         if self._explicit_model is not None:
             return self._explicit_model
-        key = (context.llm, context.base_url, context.max_new_tokens, context.temperature, context.seed)
+        key = (
+            context.llm,
+            context.base_url,
+            context.max_new_tokens,
+            context.temperature,
+            context.seed,
+            context.llm_threads,
+        )
         with self._lock:
             if key not in self._models:
                 from starrec.llm import make_chat_model
@@ -47,6 +54,7 @@ class Resources:
                     max_tokens=context.max_new_tokens,
                     temperature=context.temperature,
                     seed=context.seed,
+                    threads=context.llm_threads,
                 )
             return self._models[key]
 
