@@ -83,11 +83,37 @@ def handler_for(endpoint: FakeEndpoint) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:  # keep pytest output clean
             pass
 
+        def stream(self, reply: Reply, model: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for index, piece in enumerate((reply.content or "").split(" ")):
+                delta = {"role": "assistant", "content": (" " if index else "") + piece}
+                chunk = {
+                    "id": "c",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                }
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            final = {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
+            self.wfile.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             reply = endpoint.next_reply(body)
             try:
                 time.sleep(reply.delay_s)
+                if body.get("stream"):
+                    self.stream(reply, body["model"])
+                    return
                 payload = (
                     completion(reply, body["model"])
                     if reply.status == 200
@@ -225,3 +251,30 @@ def test_capabilities_come_from_the_spec(endpoint: FakeEndpoint) -> None:
     capabilities = llm_capabilities(model)
     assert not capabilities.supports_tool_calling
     assert capabilities.structured_method == "json_schema"
+
+
+def test_streaming_respects_the_limit_without_deadlocking(endpoint: FakeEndpoint) -> None:
+    endpoint.default = Reply(content="streamed reply here", delay_s=0.1)
+    model = model_for(endpoint, concurrency=2)
+
+    async def consume(prompt: str) -> str:
+        return "".join([chunk.content async for chunk in model.astream(prompt)])
+
+    async def burst() -> list[str]:
+        return await asyncio.wait_for(asyncio.gather(*(consume(f"q{index}") for index in range(5))), 20)
+
+    assert asyncio.run(burst()) == ["streamed reply here"] * 5
+    assert endpoint.max_in_flight == 2
+
+    # streaming=True: generate calls the streaming path inside its own slot and must not wait for another
+    streaming = EndpointChatModel(
+        model="smollm2", base_url=endpoint.base_url, api_key="x", streaming=True, concurrency=1, max_retries=0
+    )
+    endpoint.max_in_flight = 0
+
+    async def two() -> list[Any]:
+        return await asyncio.wait_for(asyncio.gather(streaming.ainvoke("a"), streaming.ainvoke("b")), 20)
+
+    assert [message.content for message in asyncio.run(two())] == ["streamed reply here"] * 2
+    assert streaming.invoke("sync").content == "streamed reply here"
+    assert endpoint.max_in_flight == 1
