@@ -143,3 +143,20 @@ def test_async_calls_share_the_model_one_at_a_time(tiny: LocalChatModel) -> None
 def test_capabilities(tiny: LocalChatModel) -> None:
     capabilities = llm_capabilities(tiny)
     assert capabilities.supports_tool_calling and capabilities.structured_method == "text"
+
+
+def test_generation_threads_drop_to_one_when_the_cpus_are_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from starrec.llm import local
+
+    monkeypatch.setattr(local.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (0.3, 0.2, 0.1))
+    assert local.generation_threads(2) == 2
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (5.0, 4.0, 3.0))
+    assert local.generation_threads(2) == 1
+
+
+def test_capabilities_of_a_foreign_langchain_model_use_defaults() -> None:
+    from langchain_core.language_models import GenericFakeChatModel
+
+    capabilities = llm_capabilities(GenericFakeChatModel(messages=iter([])))
+    assert capabilities.supports_tool_calling and capabilities.structured_method == "function_calling"
