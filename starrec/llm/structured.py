@@ -68,11 +68,14 @@ class LLMCapabilities:
 
 
 def llm_capabilities(model: BaseChatModel | Runnable) -> LLMCapabilities:
-    """Capabilities of a starrec chat model (its fields), or LangChain defaults for any other model."""
+    """Capabilities of a starrec chat model (its fields); for any other LangChain model, tool calling and
+    structured output count as supported when the class implements ``bind_tools`` (LangChain's default
+    ``with_structured_output`` is built on it)."""
     bound = getattr(model, "bound", model)  # a RunnableBinding from .bind()/.bind_tools()
+    implements_tools = type(bound).bind_tools is not BaseChatModel.bind_tools
     return LLMCapabilities(
-        supports_tool_calling=bool(getattr(bound, "supports_tool_calling", True)),
-        supports_structured_output=bool(getattr(bound, "supports_structured_output", True)),
+        supports_tool_calling=bool(getattr(bound, "supports_tool_calling", implements_tools)),
+        supports_structured_output=bool(getattr(bound, "supports_structured_output", implements_tools)),
         structured_method=str(getattr(bound, "structured_method", "function_calling")),
     )
 

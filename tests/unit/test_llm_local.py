@@ -155,8 +155,11 @@ def test_generation_threads_drop_to_one_when_the_cpus_are_busy(monkeypatch: pyte
     assert local.generation_threads(2) == 1
 
 
-def test_capabilities_of_a_foreign_langchain_model_use_defaults() -> None:
+def test_capabilities_of_foreign_langchain_models_follow_bind_tools() -> None:
     from langchain_core.language_models import GenericFakeChatModel
+    from langchain_openai import ChatOpenAI
 
-    capabilities = llm_capabilities(GenericFakeChatModel(messages=iter([])))
-    assert capabilities.supports_tool_calling and capabilities.structured_method == "function_calling"
+    fake = llm_capabilities(GenericFakeChatModel(messages=iter([])))  # no bind_tools
+    assert not fake.supports_tool_calling and not fake.supports_structured_output
+    openai_model = llm_capabilities(ChatOpenAI(model="m", api_key="x", base_url="http://127.0.0.1:9/v1"))
+    assert openai_model.supports_tool_calling and openai_model.structured_method == "function_calling"
