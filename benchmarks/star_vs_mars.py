@@ -572,21 +572,19 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(8, 5))
+    placed: dict[tuple[float, float], int] = {}
     for r in rows:
         latency = r.get("wall_s_per_task") or r.get("chain_s_per_task")
         if latency is None or r["method"].startswith("best classical"):
             continue
+        point = (max(latency, 1e-3), r["hr_avg"])
         colour = {"classical": "grey", "teacher": "tab:red", "student": "tab:blue"}.get(
             r.get("kind", ""), "k"
         )
-        axis.scatter(max(latency, 1e-3), r["hr_avg"], color=colour)
-        axis.annotate(
-            r["method"],
-            (max(latency, 1e-3), r["hr_avg"]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
+        axis.scatter(*point, color=colour)
+        stacked = placed.get(point, 0)  # identical points (e.g. llm and rrf fusion) get stacked labels
+        placed[point] = stacked + 1
+        axis.annotate(r["method"], point, fontsize=7, xytext=(3, 3 - 9 * stacked), textcoords="offset points")
     axis.set_xscale("log")
     axis.set_xlabel("seconds per task (log)")
     axis.set_ylabel("HR_avg")
