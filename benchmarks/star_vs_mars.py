@@ -249,32 +249,21 @@ def teacher_runs(config: BenchConfig, paths: Paths, base_url: str) -> None:
     )
 
 
-def distill(config: BenchConfig, paths: Paths) -> None:
+def distill_sft(config: BenchConfig, paths: Paths) -> None:
     threads = ["--threads", str(config.threads)]
     if not (paths.sft / "config.json").exists():
         starrec(
             "distill", "filter", "--runs", str(paths.runs), "--top-k", str(config.filter_top_k), log=paths.log
         )
         starrec(
-            "distill",
-            "sft",
-            "--runs",
-            str(paths.runs),
-            "--model",
-            "smollm2",
-            "--out",
-            str(paths.sft),
-            "--top-k",
-            str(config.filter_top_k),
-            "--max-steps",
-            str(config.sft_max_steps),
-            "--max-length",
-            str(config.sft_max_length),
-            "--seed",
-            str(config.seed),
-            *threads,
-            log=paths.log,
-        )
+            "distill", "sft", "--runs", str(paths.runs), "--model", "smollm2", "--out", str(paths.sft),
+            "--top-k", str(config.filter_top_k), "--max-steps", str(config.sft_max_steps),
+            "--max-length", str(config.sft_max_length), "--seed", str(config.seed), *threads, log=paths.log,
+        )  # fmt: skip
+
+
+def distill_grpo(config: BenchConfig, paths: Paths) -> None:
+    threads = ["--threads", str(config.threads)]
     if not (paths.rl_data / "rl_data.json").exists():
         starrec(
             "distill",
@@ -619,14 +608,17 @@ def run_stages(
             teacher.stop()
     else:
         rows += cached_rows(config, "mars", list)
-    distill(config, paths)
+    # The SFT student (with best-of-k) is evaluated before RL: RL data and GRPO are the slowest stages
+    # on CPU, and the comparison with the teacher should not wait for them.
+    distill_sft(config, paths)
     rows += cached_rows(
-        config, "star-sft", lambda: evaluate_star(config, paths.sft, "SFT", tasks, dataset, best_of_k=False)
+        config, "star-sft", lambda: evaluate_star(config, paths.sft, "SFT", tasks, dataset, best_of_k=True)
     )
+    distill_grpo(config, paths)
     rows += cached_rows(
         config,
         "star-grpo",
-        lambda: evaluate_star(config, paths.grpo, "SFT+GRPO", tasks, dataset, best_of_k=True),
+        lambda: evaluate_star(config, paths.grpo, "SFT+GRPO", tasks, dataset, best_of_k=False),
     )
     return rows
 
