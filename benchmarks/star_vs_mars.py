@@ -14,9 +14,10 @@ so an interrupted run resumes:
 4. evaluation on the test tasks, all through :func:`starrec.eval.harness.evaluate` with the same seed
    (same shuffled candidates): random, pop, itemknn, bpr, lightgcn (best classical = highest HR_avg),
    MARS (``llm`` fusion; ``rrf`` computed from the same runs' recorded LLM and CF orders, the fusion
-   being deterministic), STAR-SFT and STAR-SFT+GRPO (greedy, k = 1), and STAR best-of-k: one run of
-   ``max(ks)`` chains per task at temperature 0.7, HR of the Borda fusion of the first k chains for
-   every k (chain i always uses seed + i, so this equals separate runs with ``--samples k``).
+   being deterministic), STAR-SFT and STAR-SFT+GRPO (greedy, k = 1), and best-of-k of the SFT
+   student (evaluated right after SFT, before the slow RL stages): one run of ``max(ks)`` chains per
+   task at temperature 0.7, HR of the Borda fusion of the first k chains for every k (chain i always
+   uses seed + i, so this equals separate runs with ``--samples k``).
    MARS and STAR are served by the same vLLM build with the same flags.
 
 Writes ``benchmarks/results/star_vs_mars.{json,md,png}``::
