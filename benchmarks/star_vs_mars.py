@@ -451,6 +451,10 @@ def best_of_k_rows(
     k_max = max(config.ks)
     star = make_method("star", star_options(config, url, k_max))
     _, seconds = timed_eval(star, tasks, dataset, config.seed)
+    # A task whose answer raised (counted by the harness) has no chains: it is reported, not scored.
+    answered = [task for task in tasks if task.task_id in star.results]  # type: ignore[attr-defined]
+    errors = len(tasks) - len(answered)
+    tasks = answered
     results = [star.results[task.task_id] for task in tasks]  # type: ignore[attr-defined]
     abstractor = star.stats()["abstractor"]  # type: ignore[attr-defined]
     rows = []
@@ -464,6 +468,7 @@ def best_of_k_rows(
                 tasks,
                 kind="student",
                 k=k,
+                errors=errors,
                 llm_calls_per_task=(sum(c.llm_calls for c in chains) + abstractor["llm_calls"]) / len(tasks),
                 completion_tokens_per_task=(
                     sum(c.completion_tokens for c in chains) + abstractor["completion_tokens"]

@@ -270,7 +270,13 @@ def make_star(options: MethodOptions) -> StarRecommender:
             raise ValueError("STAR backend 'openai' needs --base-url (an OpenAI-compatible endpoint)")
         if star.mode == "completions":
             tokenizer = _tokenizer_for(options.model)
-        backend = OpenAIBackend(base_url, star.served_model_name or None, mode=star.mode, tokenizer=tokenizer)
+        backend = OpenAIBackend(
+            base_url,
+            star.served_model_name or None,
+            mode=star.mode,
+            tokenizer=tokenizer,
+            timeout_s=star.timeout_s,
+        )
     elif kind == "transformers":
         if not options.model:
             raise ValueError("STAR needs --model DIR (a trained student folder) or --base-url URL")
