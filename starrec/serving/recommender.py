@@ -60,6 +60,10 @@ class StarOptions:
         default=40, metadata={"help": "Behaviours the abstractor reads (match the teacher)."}
     )
     abstractor_max_tokens: int = field(default=256, metadata={"help": "Tokens per abstractor summary."})
+    timeout_s: float = field(
+        default=600.0,
+        metadata={"help": "Per-request timeout: long chains at many concurrent streams are slow on CPU."},
+    )
     dtype: str = field(
         default="bfloat16", metadata={"help": "Weights dtype (transformers and vllm backends)."}
     )
