@@ -8,13 +8,11 @@ runs concurrent (``--concurrency``), failures isolated and counted.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from starrec.config import get_settings
 from starrec.data.schema import Dataset, RankRequest
 from starrec.distill.trajectory import Trajectory
 from starrec.eval.methods import MethodOptions
@@ -25,34 +23,11 @@ from starrec.graphs.runner import RunJob, run_batch, summarise_runs
 from starrec.tools.base import EvidenceSource
 
 
-def training_fingerprint(train: Dataset) -> str:
-    """Hash of exactly which interactions a graph holds (the harness's leakage-free view)."""
-    digest = hashlib.sha256()
-    for event in train.interactions:
-        digest.update(f"{event.user_id}\t{event.item_id}\t{event.timestamp}\n".encode())
-    return digest.hexdigest()[:16]
-
-
 def evidence_for_training_view(train: Dataset) -> EvidenceSource:
-    """Graph + evidence of the training view itself, cached by its fingerprint (built once)."""
-    from starrec.tools.evidence import EvidenceStore
-    from starrec.tools.ladybug_store import LadybugStore
-    from starrec.tools.toolkit import (
-        _build_and_record_evidence,
-        build_ladybug_graph,
-        build_lock,
-        read_manifest,
-    )
+    """Graph + evidence of the harness's leakage-free training view, cached by its content."""
+    from starrec.tools.toolkit import open_dataset_toolkit
 
-    fingerprint = f"train-{training_fingerprint(train)}"
-    path = get_settings().cache_dir / "graphs" / f"{train.name or 'data'}-{fingerprint}.lbdb"
-    with build_lock(path):
-        if not path.exists():
-            writer, _ = build_ladybug_graph(train, path, fingerprint=fingerprint)
-            writer.close()
-        if not (read_manifest(path) or {}).get("evidence"):
-            _build_and_record_evidence(path, train.domain, None, None, False)
-    return EvidenceStore(LadybugStore(path, read_only=True), noun=train.domain)
+    return open_dataset_toolkit(train)
 
 
 class MarsRecommender(Recommender):
