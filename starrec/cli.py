@@ -24,8 +24,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (data_commands, eval_commands, tool_commands, graph_commands, distill_commands, serving_commands):
-    module.register(app)
+AREAS = (data_commands, eval_commands, tool_commands, graph_commands, distill_commands, serving_commands)
+for area in AREAS:
+    area.register(app)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     neo4j_uri: str = Field(
         default="bolt://localhost:7687", validation_alias=AliasChoices("STARREC_NEO4J_URI", "NEO4J_URI")
     )
-    neo4j_user: str = Field(default="neo4j", validation_alias=AliasChoices("STARREC_NEO4J_USER", "NEO4J_USER"))
+    neo4j_user: str = Field(
+        default="neo4j", validation_alias=AliasChoices("STARREC_NEO4J_USER", "NEO4J_USER")
+    )
     neo4j_password: str = Field(
         default="", validation_alias=AliasChoices("STARREC_NEO4J_PASSWORD", "NEO4J_PASSWORD")
     )
