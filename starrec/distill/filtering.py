@@ -7,7 +7,6 @@ counts survivors per scenario so a thin scenario is visible before training.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 
 from starrec.distill.chain import check_ablation, run_label
 from starrec.distill.trajectory import Trajectory
+from starrec.graphs.recording import RunsFile
 
 RUNS_FILE = "runs.jsonl"
 
@@ -29,16 +29,17 @@ def runs_path(runs: Path) -> Path:
 
 
 def iter_trajectories(runs: Path) -> Iterator[Trajectory]:
-    """Trajectories of a ``runs.jsonl`` (or its folder), with file:line in every error."""
+    """Trajectories of a ``runs.jsonl`` (or its folder), with file:line in every error.
+
+    Read through :class:`RunsFile`, so a torn last line left by a killed ``starrec teach`` is
+    skipped here exactly as ``teach --resume`` skips (and redoes) it.
+    """
     path = runs_path(runs)
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield Trajectory.model_validate(json.loads(line))
-            except (json.JSONDecodeError, ValidationError) as error:
-                raise ValueError(f"{path}:{number}: not a valid trajectory line: {error}") from error
+    for number, record in RunsFile(path).numbered_records():
+        try:
+            yield Trajectory.model_validate(record)
+        except ValidationError as error:
+            raise ValueError(f"{path}:{number}: not a valid trajectory line: {error}") from error
 
 
 def load_trajectories(runs: Path) -> list[Trajectory]:

@@ -16,7 +16,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -277,22 +277,24 @@ class RunsFile:
 
     def records(self) -> list[dict[str, Any]]:
         """Every complete line; a torn last line (the process was killed mid-write) is skipped."""
+        return [record for _, record in self.numbered_records()]
+
+    def numbered_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(line number, object)`` per complete line, so readers can name the line at fault."""
         if not self.path.exists():
-            return []
+            return
         lines = self.path.read_text(encoding="utf-8").splitlines()
-        records: list[dict[str, Any]] = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 if number == len(lines):
                     continue  # torn write of a killed run: that run is simply redone
                 raise ValueError(
                     f"{self.path}:{number}: not a JSON line ({error}); fix or delete it"
                 ) from error
-        return records
 
     def finished(self) -> set[tuple[str, int]]:
         """(task_id, pass) pairs already recorded (errored runs included: they are not retried)."""

@@ -64,3 +64,14 @@ def test_load_errors_name_file_and_line(tmp_path: Path) -> None:
     path.write_text(json.dumps(runs()[0].to_line()) + "\n")
     (loaded,) = load_trajectories(path)
     assert loaded.ranking == runs()[0].ranking
+
+
+def test_torn_last_line_of_a_killed_teach_is_skipped_but_a_torn_middle_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    whole = json.dumps(runs()[0].to_line())
+    path.write_text(whole + "\n" + whole[: len(whole) // 2])  # killed mid-write: no newline, cut JSON
+    (loaded,) = load_trajectories(path)
+    assert loaded.task_id == runs()[0].task_id
+    path.write_text(whole[: len(whole) // 2] + "\n" + whole + "\n")
+    with pytest.raises(ValueError, match=r"runs.jsonl:1: not a JSON line"):
+        load_trajectories(path)
