@@ -44,6 +44,14 @@ def get(port: int, path: str) -> Any:
         return json.loads(response.read())
 
 
+def accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(process: subprocess.Popen[str], log: Path) -> int:
     """The port the server really listens on (it silently moves when the requested one is taken)."""
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -54,7 +62,9 @@ def wait_for_port(process: subprocess.Popen[str], log: Path) -> int:
             )
         text = ANSI.sub("", log.read_text(errors="replace"))
         match = API_LINE.search(text)
-        if match and "Application started up" in text:
+        # "Application started up" is logged by the app's lifespan, before uvicorn binds the socket:
+        # the port is only ready once a connection is accepted.
+        if match and "Application started up" in text and accepts_connections(int(match.group(1))):
             return int(match.group(1))
         time.sleep(0.5)
     raise AssertionError(f"langgraph dev did not start in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
