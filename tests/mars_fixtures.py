@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from starrec.data.schema import Dataset, Interaction, RankRequest, Task
 from starrec.tools.base import CFResult, Neighbour, QueryTrace
+from starrec.tools.candidate_cf import CandidateCF, CandidateCFResult
 
 DAY = 86_400.0
 GENRES = ("Action", "Drama", "Comedy")
@@ -56,6 +58,20 @@ class FakeEvidence:
         self.dataset = dataset
         self.fail_on = fail_on
         self.calls: list[tuple[str, str, int]] = []
+        self._candidates: CandidateCF | None = None
+
+    def candidate_cf(
+        self,
+        user_id: str,
+        candidates: Sequence[str],
+        history: Sequence[str] | None = None,
+        k: int | None = None,
+    ) -> CandidateCFResult:
+        """The real candidate-CF scorer over the fixture dataset (in-memory index engine)."""
+        self.calls.append(("candidate_cf", user_id, len(candidates)))
+        if self._candidates is None:
+            self._candidates = CandidateCF.from_dataset(self.dataset)
+        return self._candidates.score(user_id, candidates, history, k)
 
     def _result(self, tool: str, anchor: str, counts: Counter[str], k: int) -> CFResult:
         top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]

@@ -1,10 +1,19 @@
-"""Ranker: all candidates, best first, each exactly once; optionally fused with the CF evidence.
+"""Ranker: all candidates, best first, each exactly once, grounded in the collaborative prior.
 
-The LLM's list is made a permutation by :func:`starrec.eval.repair.repair_ranking` (hallucinated
-ids dropped, duplicates removed, missing ids appended in **CF-evidence order**, ties in the order
-the candidates were shown) and every repair is counted. ``ranker_fusion="rrf"`` then fuses that
-order with the CF order by reciprocal-rank fusion, so a weak model cannot push MARS below its
-own collaborative evidence.
+The prior is one ``candidate_cf`` call (every candidate scored from the whole graph, see
+:mod:`starrec.tools.candidate_cf`). The LLM sees the candidates in prior order with their
+evidence. Its list is made a permutation by :func:`starrec.eval.repair.repair_ranking` (hallucinated
+ids dropped, duplicates removed, missing ids appended in **prior order**) and every repair is
+counted. Then ``ranker_fusion`` decides the final order:
+
+- ``agreement`` (default): :func:`starrec.eval.fusion.agreement_fusion`; the LLM moves candidates
+  only as far as its order agrees with the evidence beyond chance, so a weak model cannot pull
+  MARS below its prior;
+- ``rrf``: equal-weight reciprocal-rank fusion of the LLM order and the prior;
+- ``llm``: the raw (repaired) LLM order.
+
+``ranker_prior="neighbour_lists"`` keeps the old prior (one stored top-k Item-CF lookup per recent
+item, candidates outside those lists score 0) for comparison.
 """
 
 from __future__ import annotations
@@ -14,10 +23,20 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from starrec.agents.base import AgentEnv, Counters, UserView, ask, format_analyses, render
+from starrec.agents.base import (
+    AgentEnv,
+    Counters,
+    UserView,
+    ask,
+    format_analyses,
+    format_entry,
+    render,
+)
+from starrec.eval.fusion import FusionResult, agreement_fusion
 from starrec.eval.repair import RankingRepair, repair_ranking
 from starrec.llm import textproto
 from starrec.tools.base import EvidenceSource, QueryTrace
+from starrec.tools.candidate_cf import CandidateCFResult
 
 CF_HINT_SIZE = 5
 
@@ -35,10 +54,13 @@ class Ranking(BaseModel):
         return value
 
 
-def cf_scores(
+def neighbour_list_scores(
     evidence: EvidenceSource, recent_items: Sequence[str], candidates: Sequence[str], k: int
 ) -> tuple[dict[str, float], list[QueryTrace]]:
-    """Score candidates by Item-CF co-occurrence with the user's recent items (newer items weigh more)."""
+    """The old prior: candidates found in the stored top-k Item-CF lists of the recent items.
+
+    One lookup per recent item; a candidate outside every list scores 0. Kept to measure against.
+    """
     wanted = set(candidates)
     scores = dict.fromkeys(candidates, 0.0)
     traces: list[QueryTrace] = []
@@ -70,6 +92,13 @@ def reciprocal_rank_fusion(orders: Sequence[Sequence[str]], k: int = 60) -> list
     return sorted(first, key=lambda item: (-scores[item], first[item]))
 
 
+def candidate_prior(
+    evidence: EvidenceSource, user_id: str, history: Sequence[str], candidates: Sequence[str]
+) -> CandidateCFResult:
+    """The prior: one candidate-scoped CF call over the run's own (leakage-free) history."""
+    return evidence.candidate_cf(user_id, candidates, history)
+
+
 def cf_hint(scores: dict[str, float], order: Sequence[str]) -> str:
     top = [item for item in order if scores.get(item, 0.0) > 0][:CF_HINT_SIZE]
     if not top:
@@ -81,16 +110,49 @@ def cf_hint(scores: dict[str, float], order: Sequence[str]) -> str:
     )
 
 
+def compact_evidence(prior: CandidateCFResult) -> dict[str, str]:
+    """Candidate -> a short evidence note for the ranker prompt (the full lines are in the trace)."""
+    anchors = len(prior.anchors)
+    return {
+        entry.id: f"CF: with {len(entry.co_chosen)}/{anchors} recent, {entry.user_cf}/{prior.neighbours} "
+        f"similar users"
+        for entry in prior.scores
+    }
+
+
+def candidates_text(view: UserView, order: Sequence[str], notes: dict[str, str]) -> str:
+    """Candidates in ``order`` (the prior's, so position bias echoes the evidence) with their notes."""
+    by_id = {c["id"]: c for c in view.candidates}
+    lines = []
+    for item in order:
+        line = f"- {format_entry(by_id[item])}"
+        if item in notes:
+            line += f" | {notes[item]}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 async def llm_ranking(
-    env: AgentEnv, view: UserView, analyses: dict[str, dict[str, Any]], hint: str, counters: Counters
+    env: AgentEnv,
+    view: UserView,
+    analyses: dict[str, dict[str, Any]],
+    hint: str,
+    counters: Counters,
+    order: Sequence[str] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> tuple[list[str], str]:
-    """The ranker LLM's raw list (may be invalid) and its thinking."""
+    """The ranker LLM's raw list (may be invalid) and its thinking.
+
+    ``order``: how the candidates are shown (default: as given); ``notes``: evidence per candidate.
+    """
     candidates = [c["id"] for c in view.candidates]
+    shown = candidates_text(view, order or candidates, notes or {})
     system = render("ranker", env.words)
     user = (
         f"{view.history_text()}\n\nAnalysts' conclusions:\n{format_analyses(analyses)}\n\n"
         + (f"{hint}\n\n" if hint else "")
-        + f"Candidates ({len(candidates)}):\n{view.candidates_text()}\n\nRank all {len(candidates)} ids."
+        + f"Candidates ({len(candidates)}, strongest collaborative evidence first):\n{shown}\n\n"
+        + f"Rank all {len(candidates)} ids."
     )
     # Unusable JSON: take the candidate ids in the order they appear in the text (then repaired).
     output, _ = await ask(
@@ -115,13 +177,17 @@ def finalise(
     fusion: str,
     rrf_k: int,
     counters: Counters,
-) -> tuple[list[str], list[str]]:
-    """(repaired LLM order, final ranking) — both permutations of ``candidates``."""
+    max_weight: float = 0.5,
+) -> tuple[list[str], list[str], FusionResult | None]:
+    """(repaired LLM order, final ranking, agreement details); rankings permute ``candidates``."""
     repaired, repair = repair_ranking(raw, candidates, fallback=cf_order or None)
     for name, count in repair_counts(repair).items():
         counters.count(name, count)
     if repair.needed:
         counters.count("ranking_repaired")
     if fusion == "rrf" and cf_order:
-        return repaired, reciprocal_rank_fusion([repaired, cf_order], rrf_k)
-    return repaired, repaired
+        return repaired, reciprocal_rank_fusion([repaired, cf_order], rrf_k), None
+    if fusion == "agreement" and cf_order:
+        result = agreement_fusion(raw, cf_order, max_weight=max_weight)
+        return repaired, result.ranking, result
+    return repaired, repaired, None

@@ -90,23 +90,34 @@ class Context:
             "'auto' = native when the model supports it."
         },
     )
-    ranker_fusion: Literal["llm", "rrf"] = field(
-        default="llm",
+    ranker_fusion: Literal["agreement", "rrf", "llm"] = field(
+        default="agreement",
         metadata={
-            "help": "'llm' = the ranker's order (repaired); 'rrf' = reciprocal-rank fusion of the LLM order "
-            "with the CF-evidence order, so a weak model cannot fall below its own evidence."
+            "help": "'agreement' = the LLM order counts only as far as it agrees with the CF prior beyond "
+            "chance (starrec.eval.fusion; a weak model cannot pull MARS below the prior); 'rrf' = "
+            "equal-weight "
+            "reciprocal-rank fusion with the prior; 'llm' = the ranker's raw order (repaired)."
+        },
+    )
+    fusion_max_weight: float = field(
+        default=0.5,
+        metadata={"help": "Largest share of the Borda score the LLM order can get under 'agreement' fusion."},
+    )
+    ranker_prior: Literal["candidate_cf", "neighbour_lists"] = field(
+        default="candidate_cf",
+        metadata={
+            "help": "'candidate_cf' = every candidate scored from the whole graph in one call; "
+            "'neighbour_lists' = the old prior (stored top-k Item-CF lists of recent items), for comparison."
         },
     )
     rrf_k: int = field(default=60, metadata={"help": "The k constant of reciprocal-rank fusion."})
     cf_recent_items: int = field(
-        default=10, metadata={"help": "Recent history items whose Item-CF neighbours score the CF order."}
+        default=10,
+        metadata={"help": "ranker_prior=neighbour_lists: recent items whose Item-CF lists score the prior."},
     )
     cf_k: int = field(
         default=20,
-        metadata={
-            "help": "Neighbours per Item-CF lookup when scoring the CF order (<= the evidence build's k "
-            "keeps each lookup a single stored read)."
-        },
+        metadata={"help": "ranker_prior=neighbour_lists: neighbours per Item-CF lookup."},
     )
     max_new_tokens: int = field(
         default=256,
@@ -129,8 +140,16 @@ class Context:
             raise ValueError(f"Context.max_correction_rounds must be >= 0, got {self.max_correction_rounds}")
         if self.max_tool_calls < 0:
             raise ValueError(f"Context.max_tool_calls must be >= 0, got {self.max_tool_calls}")
-        if self.ranker_fusion not in ("llm", "rrf"):
-            raise ValueError(f"Context.ranker_fusion must be 'llm' or 'rrf', got {self.ranker_fusion!r}")
+        if self.ranker_fusion not in ("agreement", "rrf", "llm"):
+            raise ValueError(
+                f"Context.ranker_fusion must be 'agreement', 'rrf' or 'llm', got {self.ranker_fusion!r}"
+            )
+        if self.ranker_prior not in ("candidate_cf", "neighbour_lists"):
+            raise ValueError(
+                f"Context.ranker_prior must be 'candidate_cf' or 'neighbour_lists', got {self.ranker_prior!r}"
+            )
+        if not 0.0 <= self.fusion_max_weight <= 1.0:
+            raise ValueError(f"Context.fusion_max_weight must be in [0, 1], got {self.fusion_max_weight}")
 
     def with_ablation(self, ablation: str | None) -> Context:
         """A copy with one ablation switched off (``no_tools``, ``no_planner``, ``no_reflector``)."""

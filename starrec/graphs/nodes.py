@@ -22,7 +22,15 @@ from starrec.agents.abstractor import abstract
 from starrec.agents.analyst import analyse
 from starrec.agents.base import AgentEnv, Counters, UserView
 from starrec.agents.planner import plan
-from starrec.agents.ranker import cf_hint, cf_scores, finalise, llm_ranking, order_by_score
+from starrec.agents.ranker import (
+    candidate_prior,
+    cf_hint,
+    compact_evidence,
+    finalise,
+    llm_ranking,
+    neighbour_list_scores,
+    order_by_score,
+)
 from starrec.agents.reflector import reflect
 from starrec.graphs.context import Context
 from starrec.graphs.resources import Resources
@@ -172,7 +180,7 @@ class MarsNodes:
         return {**update, **step_update("reflector", state, counters, output, result.thinking, warnings)}
 
     async def ranker(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        """LLM ranking, repaired to a permutation; fused with the CF order when ``ranker_fusion=rrf``."""
+        """LLM ranking grounded in the candidate-CF prior, fused by ``ranker_fusion``."""
         context = context_of(runtime)
         env, warnings = self.resources.env(context, state.domain, with_tools=False)
         counters = Counters()
@@ -180,30 +188,50 @@ class MarsNodes:
         scores: dict[str, float] = {}
         cf_order: list[str] = []
         traces: list[Any] = []
+        notes: dict[str, str] = {}
+        hint = ""
         evidence = self.resources.evidence(context) if context.use_tools else None
-        if evidence is not None:
-            recent_ids = [e["item_id"] for e in state.recent][-context.cf_recent_items :]
+        if evidence is not None and context.ranker_prior == "candidate_cf":
+            history = [e["item_id"] for e in state.history if e.get("item_id")]
             # Graph lookups block: keep them off the event loop so concurrent runs keep going.
+            prior = await asyncio.to_thread(candidate_prior, evidence, state.user_id, history, candidates)
+            scores = {entry.id: entry.item_cf for entry in prior.scores}
+            cf_order, traces, notes = list(prior.order), list(prior.queries), compact_evidence(prior)
+        elif evidence is not None:
+            recent_ids = [e["item_id"] for e in state.recent][-context.cf_recent_items :]
             scores, traces = await asyncio.to_thread(
-                cf_scores, evidence, recent_ids, candidates, context.cf_k
+                neighbour_list_scores, evidence, recent_ids, candidates, context.cf_k
             )
             cf_order = order_by_score(scores, candidates)
-        elif context.ranker_fusion == "rrf":
+            hint = cf_hint(scores, cf_order)
+        elif context.ranker_fusion != "llm":
             warnings.append(
-                "ranker_fusion=rrf without CF evidence (use_tools off or no data_dir): LLM order used"
+                f"ranker_fusion={context.ranker_fusion} without CF evidence (use_tools off or no data_dir): "
+                "LLM order used"
             )
         analyses = {agent: state.analyses[agent] for agent in planned_agents_all(state)}
+        shown = cf_order if context.ranker_prior == "candidate_cf" and cf_order else None
         raw, thinking = await llm_ranking(
-            env, view_of(state, env), analyses, cf_hint(scores, cf_order), counters
+            env, view_of(state, env), analyses, hint, counters, order=shown, notes=notes
         )
-        llm_order, final = finalise(raw, candidates, cf_order, context.ranker_fusion, context.rrf_k, counters)
+        llm_order, final, agreement = finalise(
+            raw,
+            candidates,
+            cf_order,
+            context.ranker_fusion,
+            context.rrf_k,
+            counters,
+            context.fusion_max_weight,
+        )
         output = {
             "raw_ranking": raw,
             "llm_ranking": llm_order,
             "cf_ranking": cf_order,
             "ranking": final,
             "fusion": context.ranker_fusion if cf_order else "llm",
-            "cf_scores": {item: round(score, 3) for item, score in scores.items() if score},
+            "fusion_details": agreement.as_dict() if agreement else {},
+            "shown_order": shown or candidates,
+            "cf_scores": {item: round(score, 4) for item, score in scores.items() if score},
             "cf_queries": [trace.model_dump() for trace in traces],
         }
         return {

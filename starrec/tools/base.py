@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from starrec.tools.candidate_cf import CandidateCFResult
 
 
 class QueryTrace(BaseModel):
@@ -15,6 +19,11 @@ class QueryTrace(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     row_count: int = 0
     seconds: float = 0.0
+    engine: Literal["cypher", "index"] = Field(
+        default="cypher",
+        description="cypher: the backend ran it; index: answered from the in-memory index of the same graph "
+        "(tested equal to the Cypher answer).",
+    )
 
 
 class Neighbour(BaseModel):
@@ -42,3 +51,13 @@ class EvidenceSource(Protocol):
     def item_cf(self, item_id: str, k: int = 10) -> CFResult: ...
 
     def user_cf(self, user_id: str, k: int = 10) -> CFResult: ...
+
+    def candidate_cf(
+        self,
+        user_id: str,
+        candidates: Sequence[str],
+        history: Sequence[str] | None = None,
+        k: int | None = None,
+    ) -> CandidateCFResult:
+        """Every candidate scored against the user's history, plus the prior order."""
+        ...

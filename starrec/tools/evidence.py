@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
 from starrec.tools.base import CFResult, Neighbour, QueryTrace
+from starrec.tools.candidate_cf import CandidateCF, CandidateCFConfig, CandidateCFResult, CandidateEngine
 from starrec.tools.oracle import SparseCFIndex
 from starrec.tools.queries import load_query
 from starrec.tools.store import (
@@ -252,13 +253,34 @@ class EvidenceStore:
     Thread-safe (stores serialise their own queries), so LangGraph may call it from tool threads.
     """
 
-    def __init__(self, store: GraphStore, *, noun: str = "item", similar_users: int = DEFAULT_SIMILAR_USERS):
+    def __init__(
+        self,
+        store: GraphStore,
+        *,
+        noun: str = "item",
+        similar_users: int = DEFAULT_SIMILAR_USERS,
+        candidate_config: CandidateCFConfig | None = None,
+        candidate_engine: CandidateEngine = "index",
+    ):
         self.store = store
         self.noun = noun
         self.similar_users = similar_users
         self.live_fallbacks = 0
         """Tool calls answered by a live query because no (or too little) evidence was stored."""
+        self.reverbalised = 0
+        """Tool calls that asked for fewer neighbours than were stored (re-worded for the k asked)."""
+        self.candidates = CandidateCF(store, candidate_config, engine=candidate_engine, noun=noun)
         self._count_lock = threading.Lock()
+
+    def candidate_cf(
+        self,
+        user_id: str,
+        candidates: Sequence[str],
+        history: Sequence[str] | None = None,
+        k: int | None = None,
+    ) -> CandidateCFResult:
+        """Every candidate scored from the whole graph (see :mod:`starrec.tools.candidate_cf`)."""
+        return self.candidates.score(user_id, candidates, history, k)
 
     def item_cf(self, item_id: str, k: int = 10) -> CFResult:
         return self._answer("item", item_id, k)
@@ -279,6 +301,10 @@ class EvidenceStore:
                 evidence=not_in_graph_message(tool, anchor),
                 queries=[lookup],
             )
+        if stored.evidence is not None and k < min(stored.k, len(stored.neighbours)):
+            with self._count_lock:
+                self.reverbalised += 1
+            return self._reworded(kind, anchor, stored, k, lookup)
         if stored.evidence is not None and k <= stored.k:
             neighbours = [Neighbour(id=i, title=t, shared=n) for i, t, n in stored.neighbours[:k]]
             return CFResult(
@@ -301,13 +327,27 @@ class EvidenceStore:
             params = {"id": anchor, "users": self.similar_users, "k": stored.k}
         return QueryTrace(name=name, cypher=load_query(name), params=params, row_count=len(stored.neighbours))
 
+    def _reworded(
+        self, kind: EvidenceKind, anchor: str, stored: StoredEvidence, k: int, lookup: QueryTrace
+    ) -> CFResult:
+        """The stored neighbours cut to the k asked for, worded deterministically (no k=20 text for k=5)."""
+        rows = [(item, shared) for item, _, shared in stored.neighbours[:k]]
+        return self._verbalised(kind, anchor, rows, [lookup, self._producing_trace(kind, anchor, stored)])
+
     def _live(self, kind: EvidenceKind, anchor: str, k: int, lookup: QueryTrace) -> CFResult:
         if kind == "item":
             rows, trace = self.store.item_cf(anchor, k)
+        else:
+            rows, trace = self.store.user_cf(anchor, k, self.similar_users)
+        return self._verbalised(kind, anchor, rows, [lookup, trace])
+
+    def _verbalised(
+        self, kind: EvidenceKind, anchor: str, rows: Sequence[tuple[str, int]], traces: list[QueryTrace]
+    ) -> CFResult:
+        if kind == "item":
             meta = self.store.item_meta([anchor, *(item for item, _ in rows)])
             request = item_request(anchor, rows, meta, self.noun)
         else:
-            rows, trace = self.store.user_cf(anchor, k, self.similar_users)
             history = [str(row["item"]) for row in self.store.user_history(anchor)]
             meta = self.store.item_meta([*history, *(item for item, _ in rows)])
             request = user_request(anchor, history, rows, meta, self.noun)
@@ -319,7 +359,7 @@ class EvidenceStore:
             found=True,
             evidence=result.text,
             neighbours=neighbours,
-            queries=[lookup, trace],
+            queries=traces,
         )
 
     def close(self) -> None:

@@ -11,8 +11,10 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
 from starrec.tools.base import CFResult, EvidenceSource
+from starrec.tools.candidate_cf import CandidateCFResult
 
 MAX_K = 50
+MAX_CANDIDATES = 100
 
 
 class ItemCFArgs(BaseModel):
@@ -29,6 +31,16 @@ class UserCFArgs(BaseModel):
     )
 
 
+class CandidateCFArgs(BaseModel):
+    user_id: str = Field(description="Id of the user the candidates are for.")
+    candidate_ids: list[str] = Field(
+        min_length=1, max_length=MAX_CANDIDATES, description="The candidate ids to score, as given."
+    )
+    k: int | None = Field(
+        default=None, ge=1, le=MAX_CANDIDATES, description="Show only the k strongest candidates (default all)."
+    )
+
+
 ITEM_CF_DESCRIPTION = (
     "Item-CF (Item -> User -> Item): items most often interacted with by the users of an anchor item, "
     "grouped into named categories with representative ids. Use it to ground what a history item says "
@@ -39,6 +51,12 @@ USER_CF_DESCRIPTION = (
     "into named categories and related to the user's own history."
 )
 
+CANDIDATE_CF_DESCRIPTION = (
+    "Candidate CF: scores every candidate against the user's recent history (how many recent items it "
+    "was co-chosen with, how many of the nearest users chose it), strongest first. Use it to compare "
+    "candidates before ranking."
+)
+
 
 def render_tool_output(result: CFResult) -> str:
     """What the agent reads: the evidence (the structured result travels as the artifact)."""
@@ -46,7 +64,7 @@ def render_tool_output(result: CFResult) -> str:
 
 
 def make_cf_tools(source: EvidenceSource) -> list[BaseTool]:
-    """``[item_cf, user_cf]`` LangChain tools over ``source`` (content = evidence, artifact = CFResult)."""
+    """``[item_cf, user_cf, candidate_cf]`` LangChain tools over ``source`` (content = evidence, artifact = CFResult)."""
 
     def item_cf(item_id: str, k: int = 10) -> tuple[str, CFResult]:
         result = source.item_cf(item_id, k)
@@ -55,6 +73,12 @@ def make_cf_tools(source: EvidenceSource) -> list[BaseTool]:
     def user_cf(user_id: str, k: int = 10) -> tuple[str, CFResult]:
         result = source.user_cf(user_id, k)
         return render_tool_output(result), result
+
+    def candidate_cf(
+        user_id: str, candidate_ids: list[str], k: int | None = None
+    ) -> tuple[str, CandidateCFResult]:
+        result = source.candidate_cf(user_id, candidate_ids, None, k)
+        return result.evidence, result
 
     return [
         StructuredTool.from_function(
@@ -69,6 +93,13 @@ def make_cf_tools(source: EvidenceSource) -> list[BaseTool]:
             name="user_cf",
             description=USER_CF_DESCRIPTION,
             args_schema=UserCFArgs,
+            response_format="content_and_artifact",
+        ),
+        StructuredTool.from_function(
+            func=candidate_cf,
+            name="candidate_cf",
+            description=CANDIDATE_CF_DESCRIPTION,
+            args_schema=CandidateCFArgs,
             response_format="content_and_artifact",
         ),
     ]

@@ -29,6 +29,10 @@ class SparseCFIndex:
         matrix.data[:] = 1  # repeated interactions count once: distinct users / items
         self.by_user = matrix
         self.by_item = self.by_user.tocsc()
+        self.item_users = self.by_user.T.tocsr()
+        """item x user rows: the candidate-scoped co-occurrence block is one sparse product of them."""
+        self.popularity = np.diff(self.by_item.indptr)
+        """Distinct users per item column."""
 
     @classmethod
     def from_tables(cls, tables: GraphTables) -> SparseCFIndex:
@@ -79,3 +83,59 @@ class SparseCFIndex:
         counts[self.by_user.indices[self.by_user.indptr[row] : self.by_user.indptr[row + 1]]] = 0
         top = self._top(counts, np.flatnonzero(counts), k)
         return [(self.items[index], int(counts[index])) for index in top]
+
+    # --- candidate-scoped CF (what candidate_item_cf.cypher / candidate_user_cf.cypher answer) ----
+    def candidate_pairs(
+        self, anchors: list[str], candidates: list[str]
+    ) -> list[tuple[str, str, int, int, int]]:
+        """(anchor, candidate, shared users, anchor users, candidate users) for co-chosen pairs."""
+        anchor_ids = sorted({item for item in anchors if item in self.item_index})
+        candidate_ids = sorted({item for item in candidates if item in self.item_index})
+        if not anchor_ids or not candidate_ids:
+            return []
+        rows = [self.item_index[item] for item in anchor_ids]
+        columns = [self.item_index[item] for item in candidate_ids]
+        shared = (self.item_users[rows] @ self.item_users[columns].T).tocoo()
+        pairs = []
+        for row, column, count in zip(shared.row, shared.col, shared.data, strict=True):
+            anchor, candidate = anchor_ids[row], candidate_ids[column]
+            if anchor == candidate or count <= 0:
+                continue
+            pairs.append(
+                (
+                    anchor,
+                    candidate,
+                    int(count),
+                    int(self.popularity[rows[row]]),
+                    int(self.popularity[columns[column]]),
+                )
+            )
+        return sorted(pairs, key=lambda pair: (pair[0], pair[1]))
+
+    def history_neighbours(self, user_id: str, history: list[str], count: int) -> list[tuple[str, int]]:
+        """The ``count`` users (not ``user_id``) sharing the most distinct ``history`` items; ties by id."""
+        columns = sorted({self.item_index[item] for item in history if item in self.item_index})
+        if not columns or count <= 0:
+            return []
+        overlap = np.asarray(self.by_item[:, columns].sum(axis=1)).ravel()
+        own = self.user_index.get(user_id)
+        if own is not None:
+            overlap[own] = 0
+        top = self._top(overlap, np.flatnonzero(overlap), count)
+        return [(self.users[index], int(overlap[index])) for index in top]
+
+    def candidate_user_counts(
+        self, user_id: str, history: list[str], candidates: list[str], count: int
+    ) -> dict[str, int]:
+        """Candidate -> how many of the user's ``count`` nearest users (by history overlap) chose it."""
+        neighbours = [self.user_index[user] for user, _ in self.history_neighbours(user_id, history, count)]
+        known = sorted({item for item in candidates if item in self.item_index})
+        if not neighbours or not known:
+            return {}
+        chosen = np.asarray(self.by_user[neighbours][:, [self.item_index[i] for i in known]].sum(axis=0))
+        return {item: int(n) for item, n in zip(known, chosen.ravel(), strict=True) if n > 0}
+
+    def item_popularity(self, items: list[str]) -> dict[str, int]:
+        """Distinct users of each known item with at least one user."""
+        found = {item: int(self.popularity[self.item_index[item]]) for item in items if item in self.item_index}
+        return {item: users for item, users in found.items() if users > 0}

@@ -112,7 +112,7 @@ def test_mars_tool_call_returns_stored_evidence(ml100k_dir: Path, monkeypatch, t
     monkeypatch.setenv("STARREC_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(toolkit_module, "_OPEN", {})
     source = open_toolkit(ml100k_dir)
-    item_cf, user_cf = make_cf_tools(source)
+    item_cf, user_cf, _ = make_cf_tools(source)
     message = item_cf.invoke(
         {"type": "tool_call", "id": "c1", "name": "item_cf", "args": {"item_id": "1", "k": 5}}
     )

@@ -63,7 +63,7 @@ def test_full_run_visits_every_phase_in_order(setup: dict[str, Any]) -> None:
     ranking = [truth, *[c for c in setup["candidates"] if c != truth]]
     state, trajectory, _ = run(setup, default_script(setup["candidates"], ranking=ranking))
     assert trajectory.nodes == ["abstractor", "planner", *AGENT_NODES, "reflector", "ranker"]
-    assert state["ranking"] == ranking
+    assert state["llm_ranking"] == ranking
     assert trajectory.hits == {"hit@1": True, "hit@3": True, "hit@5": True}
     assert sorted(state["ranking"]) == sorted(setup["candidates"])
     assert state["reflection"]["verdict"] == "pass"
@@ -238,7 +238,7 @@ def test_ranker_repairs_hallucinated_duplicate_and_missing_ids(setup: dict[str, 
     candidates = setup["candidates"]
     raw = [candidates[3], "m999", candidates[3], candidates[0]]
     state, trajectory, _ = run(setup, default_script(candidates, ranking=raw))
-    assert state["ranking"][:2] == [candidates[3], candidates[0]]
+    assert state["llm_ranking"][:2] == [candidates[3], candidates[0]]
     assert sorted(state["ranking"]) == sorted(candidates)
     assert trajectory.repairs["ranking_hallucinated"] == 1
     assert trajectory.repairs["ranking_duplicates"] == 1
@@ -246,7 +246,7 @@ def test_ranker_repairs_hallucinated_duplicate_and_missing_ids(setup: dict[str, 
     # Missing ids are appended in CF-evidence order, not the shown order.
     ranker = next(s for s in trajectory.steps if s.node == "ranker")
     cf_rest = [c for c in ranker.output["cf_ranking"] if c not in raw]
-    assert state["ranking"][2:] == cf_rest
+    assert state["llm_ranking"][2:] == cf_rest
 
 
 def test_ranker_without_json_extracts_ids_from_text(setup: dict[str, Any]) -> None:
@@ -255,7 +255,7 @@ def test_ranker_without_json_extracts_ids_from_text(setup: dict[str, Any]) -> No
     text = f"Best is {candidates[5]}, then {candidates[1]}."
     script["ranker"] = [text, text]
     state, trajectory, _ = run(setup, script, Context(chunk_size=3, structured_output="json"))
-    assert state["ranking"][:2] == [candidates[5], candidates[1]]
+    assert state["llm_ranking"][:2] == [candidates[5], candidates[1]]
     assert trajectory.repairs["fallback"] == 1
 
 

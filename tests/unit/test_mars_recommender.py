@@ -35,7 +35,7 @@ def test_options_become_a_typed_context() -> None:
         ({"colour": "red"}, "unknown MARS option 'colour'"),
         ({"use_tools": "maybe"}, "expects true/false"),
         ({"chunk_size": "ten"}, "expects int"),
-        ({"ranker_fusion": "borda"}, "ranker_fusion must be 'llm' or 'rrf'"),
+        ({"ranker_fusion": "borda"}, "ranker_fusion must be 'agreement', 'rrf' or 'llm'"),
     ],
 )
 def test_bad_options_are_named(extra: dict[str, str], message: str) -> None:

@@ -73,7 +73,7 @@ def test_unknown_ids_say_not_in_graph(built) -> None:
 
 def test_langchain_tools_return_evidence_and_artifact(built) -> None:
     store, _ = built
-    item_cf, user_cf = make_cf_tools(EvidenceStore(store))
+    item_cf, user_cf, _ = make_cf_tools(EvidenceStore(store))
     assert item_cf.name == "item_cf" and set(item_cf.args) == {"item_id", "k"}
     message = item_cf.invoke({"type": "tool_call", "id": "c1", "name": "item_cf", "args": {"item_id": "i2"}})
     assert isinstance(message, ToolMessage) and message.content.startswith("Item-CF")

@@ -1,0 +1,117 @@
+"""Fusing an LLM's ranking with the collaborative prior so that a weak model cannot pull it down.
+
+**Agreement-weighted fusion** (``ranker_fusion="agreement"``, the MARS default):
+
+1. ``valid``: the ids the LLM itself ranked, hallucinations and repeats dropped (m of n).
+2. ``tau``: Kendall's tau between the LLM's order of those m ids and the prior's order of them.
+3. Under an uninformative order, tau has mean 0 and standard deviation
+   ``sqrt(2 (2m + 5) / (9 m (m - 1)))``; ``tau0 = z`` times that (z = 1.645: one-sided 5%).
+   ``trust = clip((tau - tau0) / (1 - tau0), 0, 1)``: an order no better than chance gets none.
+4. ``weight = max_weight * (m / n) * trust``.
+5. Every candidate gets Borda points ``(n - position) / n`` in the prior and in the LLM's order
+   (repaired, missing ids appended in prior order); the final order sorts by
+   ``(1 - weight) * prior + weight * llm``, ties in prior order.
+
+So an echo of the candidates as shown (they are shown in prior order) reproduces the prior; prose
+with no ids, hallucinated or duplicated ids, and random permutations get (almost) no weight; an
+LLM whose order agrees with the evidence beyond chance may move candidates, by at most
+``max_weight`` of the Borda scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from starrec.eval.repair import repair_ranking
+
+DEFAULT_MAX_WEIGHT = 0.5
+DEFAULT_Z = 1.645
+
+
+@dataclass(frozen=True, slots=True)
+class FusionResult:
+    """The fused ranking and why the LLM got the weight it got."""
+
+    ranking: list[str]
+    weight: float
+    valid: int
+    """Distinct candidate ids the LLM ranked itself."""
+    tau: float
+    """Kendall's tau between the LLM's and the prior's order of those ids (0 when fewer than 3)."""
+    threshold: float
+    """tau an uninformative order exceeds with probability 5% (at z = 1.645)."""
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"weight": self.weight, "valid": self.valid, "tau": self.tau, "threshold": self.threshold}
+
+
+def valid_ids(ranking: Sequence[str], candidates: Sequence[str]) -> list[str]:
+    """The distinct candidate ids of ``ranking``, in its order (hallucinations and repeats dropped)."""
+    allowed = set(candidates)
+    seen: set[str] = set()
+    kept: list[str] = []
+    for raw in ranking:
+        item = str(raw).strip()
+        if item in allowed and item not in seen:
+            seen.add(item)
+            kept.append(item)
+    return kept
+
+
+def kendall_tau(order: Sequence[str], reference: Sequence[str]) -> float:
+    """Kendall's tau-a between ``order`` and ``reference`` restricted to ``order``'s items (no ties)."""
+    position = {item: index for index, item in enumerate(reference)}
+    ranks = [position[item] for item in order if item in position]
+    m = len(ranks)
+    if m < 2:
+        return 0.0
+    concordant = discordant = 0
+    for i in range(m):
+        for j in range(i + 1, m):
+            if ranks[i] < ranks[j]:
+                concordant += 1
+            else:
+                discordant += 1
+    return (concordant - discordant) / (m * (m - 1) / 2)
+
+
+def chance_threshold(m: int, z: float = DEFAULT_Z) -> float:
+    """The tau a random order of m items exceeds with the one-sided probability z stands for."""
+    if m < 3:
+        return 1.0
+    return z * math.sqrt(2 * (2 * m + 5) / (9 * m * (m - 1)))
+
+
+def agreement_fusion(
+    llm_ranking: Sequence[str],
+    prior: Sequence[str],
+    *,
+    max_weight: float = DEFAULT_MAX_WEIGHT,
+    z: float = DEFAULT_Z,
+) -> FusionResult:
+    """Fuse ``llm_ranking`` (raw, may be invalid) into ``prior`` (a full order of the candidates)."""
+    if not 0.0 <= max_weight <= 1.0:
+        raise ValueError(f"max_weight must be in [0, 1], got {max_weight}")
+    n = len(prior)
+    if n == 0:
+        return FusionResult([], 0.0, 0, 0.0, 1.0)
+    valid = valid_ids(llm_ranking, prior)
+    m = len(valid)
+    tau = kendall_tau(valid, prior) if m >= 3 else 0.0
+    threshold = chance_threshold(m, z)
+    trust = 0.0 if threshold >= 1.0 else min(max((tau - threshold) / (1.0 - threshold), 0.0), 1.0)
+    weight = max_weight * (m / n) * trust
+    repaired, _ = repair_ranking(valid, prior, fallback=prior)
+    prior_points = {item: (n - index) / n for index, item in enumerate(prior)}
+    llm_points = {item: (n - index) / n for index, item in enumerate(repaired)}
+    position = {item: index for index, item in enumerate(prior)}
+    fused = sorted(
+        prior,
+        key=lambda item: (
+            -((1.0 - weight) * prior_points[item] + weight * llm_points[item]),
+            position[item],
+        ),
+    )
+    return FusionResult(fused, weight, m, tau, threshold)
