@@ -178,6 +178,7 @@ def finalise(
     rrf_k: int,
     counters: Counters,
     max_weight: float = 0.5,
+    prior_scores: dict[str, float] | None = None,
 ) -> tuple[list[str], list[str], FusionResult | None]:
     """(repaired LLM order, final ranking, agreement details); rankings permute ``candidates``."""
     repaired, repair = repair_ranking(raw, candidates, fallback=cf_order or None)
@@ -188,6 +189,6 @@ def finalise(
     if fusion == "rrf" and cf_order:
         return repaired, reciprocal_rank_fusion([repaired, cf_order], rrf_k), None
     if fusion == "agreement" and cf_order:
-        result = agreement_fusion(raw, cf_order, max_weight=max_weight)
+        result = agreement_fusion(raw, cf_order, prior_scores=prior_scores, max_weight=max_weight)
         return repaired, result.ranking, result
     return repaired, repaired, None

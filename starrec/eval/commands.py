@@ -30,6 +30,16 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def metric_cells(report: dict[str, Any]) -> list[str]:
+    """``0.6333 [0.57, 0.70]`` per metric column (value and its bootstrap interval)."""
+    intervals = report.get("ci95", {})
+    cells = []
+    for key in METRIC_COLUMNS:
+        low, high = intervals.get(key, (None, None))
+        cells.append(f"{report[key]:.4f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None else ""))
+    return cells
+
+
 def print_report(report: dict[str, Any], title: str) -> None:
     """The metrics table, the invalid-ranking accounting and the method's own counters."""
     from rich.console import Console
@@ -39,12 +49,21 @@ def print_report(report: dict[str, Any], title: str) -> None:
     table = Table(title=title)
     for column in ("method", "tasks", *METRIC_COLUMNS):
         table.add_column(column, justify="right" if column != "method" else "left")
-    table.add_row(report["method"], str(report["n_tasks"]), *(f"{report[key]:.4f}" for key in METRIC_COLUMNS))
+    table.add_row(report["method"], str(report["n_tasks"]), *metric_cells(report))
     successful = report["successful"]
     if successful["n_tasks"] != report["n_tasks"]:
         table.add_row(f"{report['method']} (successful only)", str(successful["n_tasks"]),
-                      *(f"{successful[key]:.4f}" for key in METRIC_COLUMNS))
+                      *metric_cells(successful))
+    if "prior" in report:
+        table.add_row(f"{report['method']}'s prior order (same tasks)", str(report["prior"]["n_tasks"]),
+                      *(f"{report['prior'][key]:.4f}" for key in METRIC_COLUMNS))
     console.print(table)
+    console.print("[dim]cells: value [95% bootstrap interval over tasks, seed 0][/dim]")
+    if contribution := report.get("llm_contribution"):
+        low, high = contribution["ci95"]
+        console.print(f"LLM contribution (HR_avg minus the prior order's, {contribution['n_tasks']} tasks): "
+                      f"{contribution['delta_hr_avg']:+.4f} [{low:+.4f}, {high:+.4f}]; "
+                      f"{contribution['tasks_changed']} rankings differ from the prior")
     invalid = report["invalid"]
     style = "yellow" if any(invalid.values()) else "green"
     listed = ", ".join(f"{key}={value}" for key, value in invalid.items())

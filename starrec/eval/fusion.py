@@ -8,20 +8,21 @@
    ``sqrt(2 (2m + 5) / (9 m (m - 1)))``; ``tau0 = z`` times that (z = 1.645: one-sided 5%).
    ``trust = clip((tau - tau0) / (1 - tau0), 0, 1)``: an order no better than chance gets none.
 4. ``weight = max_weight * (m / n) * trust``.
-5. Every candidate gets Borda points ``(n - position) / n`` in the prior and in the LLM's order
-   (repaired, missing ids appended in prior order); the final order sorts by
-   ``(1 - weight) * prior + weight * llm``, ties in prior order.
+5. Borda points are ``(n - position) / n``. The LLM's points come from its order (repaired,
+   missing ids appended in prior order). The prior's points are the mean of its Borda points and,
+   when scores are given, the candidate's score divided by the best score, so the LLM can swap
+   candidates the evidence barely separates but not ones it clearly separates. The final order
+   sorts by ``(1 - weight) * prior + weight * llm``, ties in prior order.
 
 So an echo of the candidates as shown (they are shown in prior order) reproduces the prior; prose
 with no ids, hallucinated or duplicated ids, and random permutations get (almost) no weight; an
-LLM whose order agrees with the evidence beyond chance may move candidates, by at most
-``max_weight`` of the Borda scale.
+LLM whose order agrees with the evidence beyond chance may reorder near-ties of the prior.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from starrec.eval.repair import repair_ranking
@@ -88,10 +89,15 @@ def agreement_fusion(
     llm_ranking: Sequence[str],
     prior: Sequence[str],
     *,
+    prior_scores: Mapping[str, float] | None = None,
     max_weight: float = DEFAULT_MAX_WEIGHT,
     z: float = DEFAULT_Z,
 ) -> FusionResult:
-    """Fuse ``llm_ranking`` (raw, may be invalid) into ``prior`` (a full order of the candidates)."""
+    """Fuse ``llm_ranking`` (raw, may be invalid) into ``prior`` (a full order of the candidates).
+
+    ``prior_scores``: the prior's scores (higher is better), which make its points reflect how far
+    apart the evidence puts two candidates.
+    """
     if not 0.0 <= max_weight <= 1.0:
         raise ValueError(f"max_weight must be in [0, 1], got {max_weight}")
     n = len(prior)
@@ -105,6 +111,12 @@ def agreement_fusion(
     weight = max_weight * (m / n) * trust
     repaired, _ = repair_ranking(valid, prior, fallback=prior)
     prior_points = {item: (n - index) / n for index, item in enumerate(prior)}
+    best = max((prior_scores or {}).values(), default=0.0)
+    if prior_scores is not None and best > 0:
+        prior_points = {
+            item: 0.5 * points + 0.5 * max(prior_scores.get(item, 0.0), 0.0) / best
+            for item, points in prior_points.items()
+        }
     llm_points = {item: (n - index) / n for index, item in enumerate(repaired)}
     position = {item: index for index, item in enumerate(prior)}
     fused = sorted(

@@ -23,13 +23,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from starrec.data.agentsociety import DOMAINS
 from starrec.data.schema import Dataset, RankRequest, Task
 from starrec.data.seeding import seeded_rng
-from starrec.eval.metrics import rank_of, summarize
+from starrec.eval.metrics import bootstrap_interval, confidence_intervals, per_task_scores, rank_of, summarize
 from starrec.eval.recommender import Recommender
 from starrec.eval.repair import repair_ranking
 
 EvalReport = dict[str, Any]
-"""``{"method", "n_tasks", "hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "invalid", "successful",
-"coverage", "seed", "shuffled", "method_stats", "elapsed_s", "per_task"}``."""
+"""``{"method", "n_tasks", "hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "ci95", "invalid", "successful",
+"coverage", "seed", "shuffled", "method_stats", "elapsed_s", "per_task"}`` (+ ``"prior"`` and
+``"llm_contribution"`` for methods that start from a collaborative prior)."""
+
+CI_SEED = 0
+"""Bootstrap seed: the same rankings always get the same interval."""
+CI_RESAMPLES = 2000
 
 INVALID_KEYS = ("repaired_tasks", "hallucinated", "duplicates", "missing", "errors")
 
@@ -139,6 +144,40 @@ def summarize_outcomes(outcomes: Sequence[TaskOutcome]) -> dict[str, float]:
                      [outcome.task.ground_truth or "" for outcome in outcomes])
 
 
+def intervals(outcomes: Sequence[TaskOutcome]) -> dict[str, list[float]]:
+    """95% bootstrap interval of every metric over these outcomes."""
+    found = confidence_intervals(
+        [outcome.ranking for outcome in outcomes],
+        [outcome.task.ground_truth or "" for outcome in outcomes],
+        resamples=CI_RESAMPLES,
+        seed=CI_SEED,
+    )
+    return {name: [round(low, 4), round(high, 4)] for name, (low, high) in found.items()}
+
+
+def llm_contribution(outcomes: Sequence[TaskOutcome], priors: dict[str, list[str]]) -> dict[str, Any] | None:
+    """The method's HR_avg minus its own prior order's, on the successful tasks that recorded a prior.
+
+    The interval is a paired bootstrap of the per-task differences.
+    """
+    paired = [o for o in outcomes if o.error is None and priors.get(o.task.task_id)]
+    if not paired:
+        return None
+    truths = [o.task.ground_truth or "" for o in paired]
+    own = per_task_scores([o.ranking for o in paired], truths)
+    prior = per_task_scores([priors[o.task.task_id] for o in paired], truths)
+    deltas = [a - b for a, b in zip(own["hr_avg"], prior["hr_avg"], strict=True)]
+    low, high = bootstrap_interval(deltas, resamples=CI_RESAMPLES, seed=CI_SEED)
+    return {
+        "n_tasks": len(paired),
+        "hr_avg": sum(own["hr_avg"]) / len(paired),
+        "prior_hr_avg": sum(prior["hr_avg"]) / len(paired),
+        "delta_hr_avg": sum(deltas) / len(paired),
+        "ci95": [round(low, 4), round(high, 4)],
+        "tasks_changed": sum(o.ranking != priors[o.task.task_id] for o in paired),
+    }
+
+
 def invalid_counts(outcomes: Sequence[TaskOutcome]) -> dict[str, int]:
     counts = dict.fromkeys(INVALID_KEYS, 0)
     for outcome in outcomes:
@@ -183,8 +222,13 @@ def evaluate(
         "method": method.name,
         "n_tasks": len(outcomes),
         **summarize_outcomes(outcomes),
+        "ci95": intervals(outcomes),
         "invalid": invalid_counts(outcomes),
-        "successful": {"n_tasks": len(successful), **summarize_outcomes(successful)},
+        "successful": {
+            "n_tasks": len(successful),
+            **summarize_outcomes(successful),
+            "ci95": intervals(successful) if successful else {},
+        },
         "coverage": {
             "users_without_history": sum(not request.history for request in requests),
             "candidates_unseen_in_training": sum(
@@ -196,6 +240,17 @@ def evaluate(
         "method_stats": method.stats(),
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
+    priors = method.prior_orders()
+    contribution = llm_contribution(outcomes, priors)
+    if contribution is not None:
+        paired = [o for o in outcomes if o.error is None and priors.get(o.task.task_id)]
+        report["prior"] = {
+            "n_tasks": len(paired),
+            **summarize(
+                [priors[o.task.task_id] for o in paired], [o.task.ground_truth or "" for o in paired]
+            ),
+        }
+        report["llm_contribution"] = contribution
     if include_per_task:
         report["per_task"] = [outcome.as_dict() for outcome in outcomes]
     return report

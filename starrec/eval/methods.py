@@ -19,6 +19,7 @@ METHOD_FACTORIES: dict[str, str] = {
     "identity": "starrec.baselines.simple:make_identity",
     "pop": "starrec.baselines.simple:make_pop",
     "itemknn": "starrec.baselines.itemknn:make_itemknn",
+    "cf_prior": "starrec.baselines.prior:make_cf_prior",
     "bpr": "starrec.baselines.bpr:make_bpr",
     "lightgcn": "starrec.baselines.lightgcn:make_lightgcn",
     "mars": "starrec.graphs.recommender:make_mars",

@@ -65,3 +65,57 @@ def summarize(rankings: Sequence[Sequence[str]], ground_truths: Sequence[str]) -
         "hr_avg": hr_avg(rankings, ground_truths),
         "ndcg@5": ndcg_at_k(rankings, ground_truths, 5),
     }
+
+
+def per_task_scores(
+    rankings: Sequence[Sequence[str]], ground_truths: Sequence[str]
+) -> dict[str, list[float]]:
+    """Each task's contribution to every metric of :func:`summarize` (their means are the report)."""
+    _validate(rankings, ground_truths, 1)
+    scores: dict[str, list[float]] = {name: [] for name in ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5")}
+    for ranking, truth in zip(rankings, ground_truths, strict=True):
+        position = rank_of(ranking, truth)
+        hits = [float(position is not None and position <= k) for k in (1, 3, 5)]
+        scores["hr@1"].append(hits[0])
+        scores["hr@3"].append(hits[1])
+        scores["hr@5"].append(hits[2])
+        scores["hr_avg"].append(sum(hits) / 3)
+        in_top5 = position is not None and position <= 5
+        scores["ndcg@5"].append(1.0 / math.log2(position + 1) if in_top5 and position else 0.0)
+    return scores
+
+
+def bootstrap_interval(
+    values: Sequence[float], *, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (fixed seed: same data, same interval)."""
+    import numpy as np
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return (float(low), float(high))
+
+
+def confidence_intervals(
+    rankings: Sequence[Sequence[str]],
+    ground_truths: Sequence[str],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """A bootstrap interval for every metric of :func:`summarize`, all from the same resampled tasks."""
+    scores = per_task_scores(rankings, ground_truths)
+    return {
+        name: bootstrap_interval(values, resamples=resamples, level=level, seed=seed)
+        for name, values in scores.items()
+    }

@@ -41,3 +41,11 @@ class Recommender(ABC):
     def stats(self) -> dict[str, Any]:
         """Method-specific counters (LLM calls, tokens, fallbacks) merged into the eval report."""
         return {}
+
+    def prior_orders(self) -> dict[str, list[str]]:
+        """Task id -> the collaborative prior order the method started from (LLM methods).
+
+        The harness scores these beside the method's own rankings: the difference is the LLM's
+        contribution. Methods without a prior return ``{}``.
+        """
+        return {}

@@ -222,6 +222,7 @@ class MarsNodes:
             context.rrf_k,
             counters,
             context.fusion_max_weight,
+            scores if context.ranker_prior == "candidate_cf" else None,
         )
         output = {
             "raw_ranking": raw,

@@ -82,6 +82,15 @@ class MarsRecommender(Recommender):
         self.trajectories.extend(trajectories)
         return [RuntimeError(t.error) if t.error else t.ranking for t in trajectories]
 
+    def prior_orders(self) -> dict[str, list[str]]:
+        """Task id -> the ranker's candidate-CF prior, from the recorded ranker step."""
+        priors: dict[str, list[str]] = {}
+        for trajectory in self.trajectories:
+            for step in trajectory.steps:
+                if step.node == "ranker" and step.output.get("cf_ranking"):
+                    priors[trajectory.task_id] = list(step.output["cf_ranking"])
+        return priors
+
     def stats(self) -> dict[str, Any]:
         summary = summarise_runs(self.trajectories).as_dict()
         return {

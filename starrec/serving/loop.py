@@ -9,6 +9,11 @@ like every other method's output, and every repair is counted.
 
 Best-of-k draws k chains at temperature 0.7 and fuses them with :func:`aggregate_rankings`
 (Borda count over the ids each sample itself ranked; ties by the first sample's order).
+
+Given the request's collaborative prior (``candidate_cf``), an unparsed or partial ``<recommend>``
+is completed in **prior order**, not the order shown; ``fusion="agreement"`` (off by default, so
+the pure-student numbers stay comparable with the paper's) also fuses the student's order with the
+prior by :func:`starrec.eval.fusion.agreement_fusion`.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from starrec.distill.chain import parse_chain, parse_tool_call_body, tool_response_block
 from starrec.distill.rollout import ToolExecutor
 from starrec.distill.trajectory import ToolCallRecord
+from starrec.eval.fusion import agreement_fusion
 from starrec.eval.repair import RankingRepair, repair_ranking
 from starrec.llm.textproto import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
 from starrec.serving.backends import GenerationBackend, Message
@@ -53,8 +59,20 @@ class StarLoopConfig:
     )
     evidence_k: int = field(default=10, metadata={"help": "Neighbours each CF tool call retrieves."})
     seed: int = field(default=0, metadata={"help": "Sample i of a task uses seed + i."})
+    fusion: Literal["none", "agreement"] = field(
+        default="none",
+        metadata={
+            "help": "none = the student's own order (completed in prior order); agreement = fused with the "
+            "candidate-CF prior as MARS's ranker does (starrec.eval.fusion)."
+        },
+    )
+    fusion_max_weight: float = field(
+        default=0.5, metadata={"help": "Largest share of the Borda score the student gets under agreement."}
+    )
 
     def __post_init__(self) -> None:
+        if self.fusion not in ("none", "agreement"):
+            raise ValueError(f"fusion must be 'none' or 'agreement', got {self.fusion!r}")
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.max_tool_calls < 0:
@@ -94,6 +112,10 @@ class StarResult:
     ranking: list[str]
     chains: list[StarChain]
     seconds: float = 0.0
+    prior: list[str] = field(default_factory=list)
+    """The candidate-CF prior order ([] when no evidence source was available)."""
+    fusion: dict[str, float | int] = field(default_factory=dict)
+    """Agreement-fusion details when ``fusion="agreement"``."""
 
 
 def open_tool_call(segment: str) -> str | None:
@@ -127,8 +149,12 @@ def run_chain(
     *,
     temperature: float,
     seed: int | None,
+    fallback: Sequence[str] | None = None,
 ) -> StarChain:
-    """Generate one STAR chain with inline tool execution, then parse and repair its ranking."""
+    """Generate one STAR chain with inline tool execution, then parse and repair its ranking.
+
+    ``fallback``: the order missing ids are appended in (the prior; default the shown order).
+    """
     chain = StarChain()
     started = time.perf_counter()
     # One segment per executed or refused tool call, plus the closing one and one grace segment.
@@ -166,7 +192,7 @@ def run_chain(
     parsed = parse_chain(chain.completion, candidates)
     chain.parsed = parsed.ranking
     chain.format_errors = parsed.errors
-    chain.ranking, chain.repair = repair_ranking(chain.parsed, candidates)
+    chain.ranking, chain.repair = repair_ranking(chain.parsed, candidates, fallback=fallback or None)
     chain.seconds = time.perf_counter() - started
     return chain
 
@@ -271,19 +297,47 @@ class StarLoop:
         return [(temperature, seed + index) for index in range(self.config.samples)]
 
     def run_sample(
-        self, messages: list[Message], candidates: Sequence[str], temperature: float, seed: int
+        self,
+        messages: list[Message],
+        candidates: Sequence[str],
+        temperature: float,
+        seed: int,
+        prior: Sequence[str] | None = None,
     ) -> StarChain:
         return run_chain(
-            messages, candidates, self.backend, self.executor, self.config, temperature=temperature, seed=seed
-        )
+            messages, candidates, self.backend, self.executor, self.config,
+            temperature=temperature, seed=seed, fallback=prior,
+        )  # fmt: skip
 
-    def answer(self, messages: list[Message], candidates: Sequence[str]) -> StarResult:
+    def answer(
+        self, messages: list[Message], candidates: Sequence[str], prior: Sequence[str] | None = None
+    ) -> StarResult:
         """All samples of one task, sequentially (use :meth:`finish` after running samples elsewhere)."""
         started = time.perf_counter()
-        chains = [self.run_sample(messages, candidates, t, s) for t, s in self.sample_settings()]
-        return self.finish(chains, candidates, time.perf_counter() - started)
+        chains = [self.run_sample(messages, candidates, t, s, prior) for t, s in self.sample_settings()]
+        return self.finish(chains, candidates, time.perf_counter() - started, prior)
 
-    def finish(self, chains: list[StarChain], candidates: Sequence[str], seconds: float) -> StarResult:
-        result = StarResult(ranking=aggregate_rankings(chains, candidates), chains=chains, seconds=seconds)
+    def finish(
+        self,
+        chains: list[StarChain],
+        candidates: Sequence[str],
+        seconds: float,
+        prior: Sequence[str] | None = None,
+        prior_scores: dict[str, float] | None = None,
+    ) -> StarResult:
+        ranking = aggregate_rankings(chains, candidates)
+        details: dict[str, float | int] = {}
+        if self.config.fusion == "agreement" and prior:
+            ranked_by_a_chain = {item for chain in chains for item in chain.model_ranked}
+            fused = agreement_fusion(
+                [item for item in ranking if item in ranked_by_a_chain],
+                prior,
+                prior_scores=prior_scores,
+                max_weight=self.config.fusion_max_weight,
+            )
+            ranking, details = fused.ranking, fused.as_dict()
+        result = StarResult(
+            ranking=ranking, chains=chains, seconds=seconds, prior=list(prior or []), fusion=details
+        )
         self.stats.add(result)
         return result

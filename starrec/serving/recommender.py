@@ -67,6 +67,13 @@ class StarOptions:
     dtype: str = field(
         default="bfloat16", metadata={"help": "Weights dtype (transformers and vllm backends)."}
     )
+    prior: bool = field(
+        default=True,
+        metadata={
+            "help": "Compute the candidate-CF prior per task: unparsed or partial <recommend> lists are "
+            "completed in prior order (False: in the order shown), and fusion=agreement can use it."
+        },
+    )
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
@@ -132,7 +139,7 @@ class StarRecommender(Recommender):
         from starrec.graphs.recommender import evidence_for_training_view
 
         self.train = train
-        if self.evidence is None and self.options.use_tools:
+        if self.evidence is None and (self.options.use_tools or self.options.prior):
             self.evidence = evidence_for_training_view(train)
         self.loop = StarLoop(self.backend, self.evidence if self.options.use_tools else None, self.config)
 
@@ -193,15 +200,27 @@ class StarRecommender(Recommender):
         started = time.perf_counter()
         messages = self.messages_for(request)
         settings = loop.sample_settings()
+        prior, prior_scores = self.prior_for(request)
 
         def sample(setting: tuple[float, int]) -> Any:
-            return loop.run_sample(messages, request.candidates, *setting)
+            return loop.run_sample(messages, request.candidates, *setting, prior)
 
         with ThreadPoolExecutor(max_workers=len(settings)) as pool:
             chains = list(pool.map(sample, settings))
-        result = loop.finish(chains, request.candidates, time.perf_counter() - started)
+        result = loop.finish(chains, request.candidates, time.perf_counter() - started, prior, prior_scores)
         self.results[request.task_id] = result
         return result
+
+    def prior_for(self, request: RankRequest) -> tuple[list[str] | None, dict[str, float] | None]:
+        """The candidate-CF prior order and Item-CF scores of one request (None when off)."""
+        if not self.options.prior or self.evidence is None:
+            return None, None
+        history = [event.item_id for event in request.history]
+        prior = self.evidence.candidate_cf(request.user_id, request.candidates, history)
+        return list(prior.order), {entry.id: entry.item_cf for entry in prior.scores}
+
+    def prior_orders(self) -> dict[str, list[str]]:
+        return {task_id: result.prior for task_id, result in self.results.items() if result.prior}
 
     def rank_batch(self, requests: Sequence[RankRequest]) -> list[Sequence[str] | BaseException]:
         def one(request: RankRequest) -> Sequence[str] | BaseException:

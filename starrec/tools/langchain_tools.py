@@ -37,7 +37,7 @@ class CandidateCFArgs(BaseModel):
         min_length=1, max_length=MAX_CANDIDATES, description="The candidate ids to score, as given."
     )
     k: int | None = Field(
-        default=None, ge=1, le=MAX_CANDIDATES, description="Show only the k strongest candidates (default all)."
+        default=None, ge=1, le=MAX_CANDIDATES, description="Show only the k strongest candidates (all)."
     )
 
 
@@ -64,7 +64,7 @@ def render_tool_output(result: CFResult) -> str:
 
 
 def make_cf_tools(source: EvidenceSource) -> list[BaseTool]:
-    """``[item_cf, user_cf, candidate_cf]`` LangChain tools over ``source`` (content = evidence, artifact = CFResult)."""
+    """``[item_cf, user_cf, candidate_cf]`` LangChain tools (content = evidence, artifact = the result)."""
 
     def item_cf(item_id: str, k: int = 10) -> tuple[str, CFResult]:
         result = source.item_cf(item_id, k)

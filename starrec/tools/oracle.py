@@ -137,5 +137,5 @@ class SparseCFIndex:
 
     def item_popularity(self, items: list[str]) -> dict[str, int]:
         """Distinct users of each known item with at least one user."""
-        found = {item: int(self.popularity[self.item_index[item]]) for item in items if item in self.item_index}
-        return {item: users for item, users in found.items() if users > 0}
+        columns = {item: self.item_index[item] for item in items if item in self.item_index}
+        return {item: int(self.popularity[c]) for item, c in columns.items() if self.popularity[c] > 0}

@@ -21,6 +21,7 @@ from starrec.serving.loop import (
     open_tool_call,
 )
 from starrec.tools.base import CFResult
+from starrec.tools.candidate_cf import CandidateCFResult, CandidateScore
 
 CANDIDATES = [f"c{index}" for index in range(1, 21)]
 MESSAGES = [{"role": "system", "content": "You are STAR."}, {"role": "user", "content": "rank them"}]
@@ -111,6 +112,21 @@ class RecordingEvidence:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.prior_calls: list[str] = []
+
+    def candidate_cf(
+        self, user_id: str, candidates: Any, history: Any = None, k: int | None = None
+    ) -> CandidateCFResult:
+        """A recognisable prior: the candidates in reverse order of their ids."""
+        self.prior_calls.append(user_id)
+        order = sorted(candidates, reverse=True)
+        scores = [
+            CandidateScore(id=item, item_cf=float(len(order) - i), user_cf=0, popularity=0, line="")
+            for i, item in enumerate(order)
+        ]
+        return CandidateCFResult(
+            user=user_id, anchors=[], neighbours=0, scores=scores, order=order, evidence="prior"
+        )
 
     def item_cf(self, item_id: str, k: int = 10) -> CFResult:
         self.calls.append(("item_cf", item_id))

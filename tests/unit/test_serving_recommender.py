@@ -64,6 +64,8 @@ def test_star_through_the_harness_uses_the_teacher_prompt_and_counts_everything(
         prompts = {candidates_in(r)[0]: r["messages"][1]["content"] for r in server.requests}
     assert report["hr@1"] == 1.0 and report["n_tasks"] == 2
     assert sorted(evidence.calls) == [("user_cf", "u1"), ("user_cf", "u4")]
+    assert sorted(evidence.prior_calls) == ["u1", "u4"]
+    assert report["llm_contribution"]["n_tasks"] == 2
     # u1's leakage-free history is i1, i2, i3 (i4 is the ground truth): one chunk summarised, i3 verbatim.
     assert "They watch action films" in prompts["u1"]
     assert "i3" in prompts["u1"].split("## recent behaviours (oldest first)")[1]
