@@ -411,8 +411,19 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedCha
         chain.errors.append(f"text outside any phase at char {cursor}: {text[cursor:][:40]!r}")
     for tag, start in stack:
         chain.errors.append(f"<{tag}> opened at char {start} is never closed")
+        if tag == RECOMMEND and not chain.ranking and candidates:
+            chain.ranking = partial_ranking(text[start:], candidates)
     chain.phases.sort(key=lambda phase: phase.start)  # outer phases close after inner ones
     return chain
+
+
+def partial_ranking(body: str, candidates: Sequence[str]) -> list[str]:
+    """The candidate ids of a ``<recommend>`` cut off by the token budget, in order.
+
+    A trailing token the budget may have cut (``"c1`` of ``"c12"``) is not trusted.
+    """
+    cut = re.sub(r"[^\s\"',\[\]]+$", "", body)
+    return extract_ids(cut, candidates)
 
 
 def parse_ranking(text: str, candidates: Sequence[str] | None = None) -> list[str]:

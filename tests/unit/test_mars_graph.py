@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from typing import Any
 
 import pytest
@@ -271,6 +272,37 @@ def test_rrf_fusion_moves_cf_favourite_up(setup: dict[str, Any]) -> None:
     assert rrf_state["llm_ranking"] == llm_order
     assert rrf_state["ranking"].index(cf_top) < len(candidates) // 2
     assert sorted(rrf_state["ranking"]) == sorted(candidates)
+
+
+@pytest.mark.parametrize(
+    "kind", ["echo_shown", "prose", "hallucinated_duplicates", "random_permutation"]
+)
+def test_uninformative_rankers_leave_the_prior_order(setup: dict[str, Any], kind: str) -> None:
+    """Agreement fusion (the default): none of the four uninformative answers moves the prior."""
+    candidates = setup["candidates"]
+    probe, _, model = run(setup, default_script(candidates, ranking=["m999"]))
+    prior = probe["cf_ranking"]
+    ranker_prompt = next(call for call in model.calls if call.key == "ranker").prompt
+    shown = [item for item in prior if f"[{item}]" in ranker_prompt]
+    assert sorted(ranker_prompt.index(f"[{item}]") for item in shown) == [
+        ranker_prompt.index(f"[{item}]") for item in shown
+    ], "candidates are shown in prior order"
+    answers: dict[str, Any] = {
+        "echo_shown": list(prior),
+        "prose": None,
+        "hallucinated_duplicates": ["m999", prior[5], prior[5], "m998", prior[9], prior[9]],
+        "random_permutation": random.Random(3).sample(prior, len(prior)),
+    }
+    script = default_script(candidates, ranking=answers[kind])
+    if kind == "prose":
+        script["ranker"] = ["I would enjoy several of these films.", "Any of them, really."]
+    state, trajectory, _ = run(setup, script, Context(chunk_size=3, structured_output="json"))
+    assert state["ranking"] == prior
+    ranker = next(s for s in trajectory.steps if s.node == "ranker")
+    assert ranker.output["fusion"] == "agreement"
+    assert ranker.output["shown_order"] == prior
+    if kind != "echo_shown":
+        assert ranker.output["fusion_details"]["weight"] == 0.0
 
 
 def test_no_tools_ablation_makes_no_cf_calls(setup: dict[str, Any]) -> None:

@@ -207,6 +207,39 @@ def test_unparseable_answer_is_repaired_and_counted(evidence: RecordingEvidence)
         }  # fmt: skip
 
 
+def test_a_chain_that_never_closes_is_completed_in_prior_order(evidence: RecordingEvidence) -> None:
+    prior = list(reversed(CANDIDATES))
+    rambling = "<plan>\nthinking about films, films, films"
+    with serve(lambda request: rambling) as (_, backend):
+        loop = StarLoop(backend, evidence, StarLoopConfig())
+        result = loop.answer(MESSAGES, CANDIDATES, prior)
+        assert result.ranking == prior and result.prior == prior
+        assert loop.stats.as_dict()["unparsed_chains"] == 1
+
+
+def test_a_partial_recommend_keeps_its_ids_then_follows_the_prior(evidence: RecordingEvidence) -> None:
+    prior = list(reversed(CANDIDATES))
+    partial = '<plan>\np {"agents": []}\n</plan>\n<recommend>\n["c3", "c7", "c1'
+    with serve(lambda request: partial) as (_, backend):
+        loop = StarLoop(backend, evidence, StarLoopConfig())
+        result = loop.answer(MESSAGES, CANDIDATES, prior)
+        assert result.ranking[:2] == ["c3", "c7"]
+        assert result.ranking[2:] == [item for item in prior if item not in {"c3", "c7"}]
+
+
+def test_agreement_fusion_option_leaves_the_prior_for_an_uninformative_student(
+    evidence: RecordingEvidence,
+) -> None:
+    prior = list(reversed(CANDIDATES))
+    echo = '<plan>\np {"agents": []}\n</plan>\n<recommend>\n' + json.dumps(CANDIDATES) + "\n</recommend>"
+    with serve(lambda request: echo) as (_, backend):
+        pure = StarLoop(backend, evidence, StarLoopConfig()).answer(MESSAGES, CANDIDATES, prior)
+        fusing = StarLoop(backend, evidence, StarLoopConfig(fusion="agreement"))
+        fused = fusing.answer(MESSAGES, CANDIDATES, prior)
+    assert pure.ranking == CANDIDATES  # the student's own order, as the paper scores it
+    assert fused.ranking == prior and fused.fusion["weight"] == 0.0  # the reverse of the prior: no agreement
+
+
 def test_hallucinated_and_repeated_ids_are_repaired_and_counted(evidence: RecordingEvidence) -> None:
     answer = '<plan>\np {"agents": []}\n</plan>\n<recommend>\n["c5", "c5", "zz9", "c2"]\n</recommend>'
     with serve(lambda request: answer) as (_, backend):
