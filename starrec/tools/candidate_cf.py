@@ -285,8 +285,7 @@ class CandidateCF:
         index = self._require_index()
         size = self.config.similar_users
         pairs, t1 = _timed(lambda: index.candidate_pairs(anchors, candidates))
-        neighbours, t2 = _timed(lambda: index.history_neighbours(user_id, history, size))
-        counts, t3 = _timed(lambda: index.candidate_user_counts(user_id, history, candidates, size))
+        (neighbours, counts), t2 = _timed(lambda: index.candidate_user_cf(user_id, history, candidates, size))
         popularity, t4 = _timed(lambda: index.item_popularity(candidates))
         traces = [
             _index_trace("candidate_item_cf", {"anchors": anchors, "candidates": candidates}, len(pairs), t1),
@@ -294,11 +293,11 @@ class CandidateCF:
                 "candidate_user_cf",
                 {"id": user_id, "history": history, "users": size, "candidates": candidates},
                 len(counts),
-                t2 + t3,
+                t2,
             ),
             _index_trace("item_popularity", {"ids": candidates}, len(popularity), t4),
         ]
-        return _Answers(pairs, len(neighbours), counts, popularity, traces)
+        return _Answers(pairs, neighbours, counts, popularity, traces)
 
     def _from_cypher(
         self, user_id: str, anchors: list[str], history: list[str], candidates: list[str]

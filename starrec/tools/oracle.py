@@ -93,47 +93,50 @@ class SparseCFIndex:
         candidate_ids = sorted({item for item in candidates if item in self.item_index})
         if not anchor_ids or not candidate_ids:
             return []
-        rows = [self.item_index[item] for item in anchor_ids]
-        columns = [self.item_index[item] for item in candidate_ids]
-        shared = (self.item_users[rows] @ self.item_users[columns].T).tocoo()
-        pairs = []
-        for row, column, count in zip(shared.row, shared.col, shared.data, strict=True):
-            anchor, candidate = anchor_ids[row], candidate_ids[column]
-            if anchor == candidate or count <= 0:
-                continue
-            pairs.append(
-                (
-                    anchor,
-                    candidate,
-                    int(count),
-                    int(self.popularity[rows[row]]),
-                    int(self.popularity[columns[column]]),
-                )
+        rows = np.array([self.item_index[item] for item in anchor_ids])
+        columns = np.array([self.item_index[item] for item in candidate_ids])
+        shared = (self.item_users[rows] @ self.item_users[columns].T).toarray()
+        anchor_at, candidate_at = np.nonzero(shared)
+        keep = rows[anchor_at] != columns[candidate_at]
+        anchor_at, candidate_at = anchor_at[keep], candidate_at[keep]
+        counts = shared[anchor_at, candidate_at]
+        anchor_users = self.popularity[rows[anchor_at]]
+        candidate_users = self.popularity[columns[candidate_at]]
+        # np.nonzero walks row-major: pairs come out sorted by (anchor id, candidate id).
+        return [
+            (anchor_ids[a], candidate_ids[c], int(n), int(au), int(cu))
+            for a, c, n, au, cu in zip(
+                anchor_at.tolist(), candidate_at.tolist(), counts.tolist(),
+                anchor_users.tolist(), candidate_users.tolist(), strict=True,
             )
-        return sorted(pairs, key=lambda pair: (pair[0], pair[1]))
+        ]  # fmt: skip
 
     def history_neighbours(self, user_id: str, history: list[str], count: int) -> list[tuple[str, int]]:
         """The ``count`` users (not ``user_id``) sharing the most distinct ``history`` items; ties by id."""
         columns = sorted({self.item_index[item] for item in history if item in self.item_index})
         if not columns or count <= 0:
             return []
-        overlap = np.asarray(self.by_item[:, columns].sum(axis=1)).ravel()
+        wanted = np.zeros(len(self.items), dtype=np.int32)
+        wanted[columns] = 1
+        overlap = self.by_user @ wanted  # one sparse mat-vec: distinct history items per user
         own = self.user_index.get(user_id)
         if own is not None:
             overlap[own] = 0
         top = self._top(overlap, np.flatnonzero(overlap), count)
         return [(self.users[index], int(overlap[index])) for index in top]
 
-    def candidate_user_counts(
+    def candidate_user_cf(
         self, user_id: str, history: list[str], candidates: list[str], count: int
-    ) -> dict[str, int]:
-        """Candidate -> how many of the user's ``count`` nearest users (by history overlap) chose it."""
+    ) -> tuple[int, dict[str, int]]:
+        """(nearest users found, candidate -> how many of them chose it) for the ``count`` nearest users."""
         neighbours = [self.user_index[user] for user, _ in self.history_neighbours(user_id, history, count)]
         known = sorted({item for item in candidates if item in self.item_index})
         if not neighbours or not known:
-            return {}
-        chosen = np.asarray(self.by_user[neighbours][:, [self.item_index[i] for i in known]].sum(axis=0))
-        return {item: int(n) for item, n in zip(known, chosen.ravel(), strict=True) if n > 0}
+            return len(neighbours), {}
+        chosen_by = np.zeros(len(self.users), dtype=np.int32)
+        chosen_by[neighbours] = 1
+        counts = self.item_users[[self.item_index[item] for item in known]] @ chosen_by
+        return len(neighbours), {item: int(n) for item, n in zip(known, counts, strict=True) if n > 0}
 
     def item_popularity(self, items: list[str]) -> dict[str, int]:
         """Distinct users of each known item with at least one user."""
