@@ -187,6 +187,16 @@ def star_row(dataset: Dataset, scenario: str, tasks: list[Task]) -> dict[str, An
     )  # fmt: skip
 
 
+def scenario_rows(dataset: Dataset, scenario: str, tasks: list[Task]) -> list[dict[str, Any]]:
+    """Every row of one scenario but SmolLM2's, each stage cached on its own."""
+    size = len(tasks)
+    return [
+        *cached(f"{scenario}-classical-{size}", lambda: classical_rows(dataset, scenario, tasks)),
+        *cached(f"{scenario}-mars-{size}", lambda: mars_rows(dataset, scenario, tasks)),
+        cached(f"{scenario}-star-{size}", lambda: star_row(dataset, scenario, tasks)),
+    ]
+
+
 def latency(dataset: Dataset, tasks: list[Task], cypher_requests: int) -> dict[str, Any]:
     """candidate_cf per request: the index engine MARS uses, and the same queries on Ladybug."""
     train = dataset.hide_from(tasks)
@@ -422,10 +432,7 @@ def main() -> None:
     for scenario in SCENARIOS:
         chosen = tasks[scenario]
         with console.status(f"{scenario}: classical, MARS x4 uninformative, STAR ..."):
-            size = len(chosen)
-            rows += cached(f"{scenario}-classical-{size}", lambda c=chosen, s=scenario: classical_rows(dataset, s, c))
-            rows += cached(f"{scenario}-mars-{size}", lambda c=chosen, s=scenario: mars_rows(dataset, s, c))
-            rows.append(cached(f"{scenario}-star-{size}", lambda c=chosen, s=scenario: star_row(dataset, s, c)))
+            rows += scenario_rows(dataset, scenario, chosen)
         console.print(f"{scenario}: done")
         if scenario == "classic":
             rows += smollm2
