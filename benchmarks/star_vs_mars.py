@@ -8,7 +8,7 @@ so an interrupted run resumes:
    ``n_train`` classic training tasks built on that copy, so no teacher run, graph or evidence the
    student learns from ever contains a test answer;
 2. teacher: SmolLM2-135M-Instruct served by vLLM (``starrec serve`` machinery), ``starrec teach``
-   over the training tasks (``ranker_fusion=rrf``, the stronger teacher);
+   over the training tasks (``ranker_fusion=agreement``, grounded in the candidate-CF prior);
 3. distillation (``starrec distill``): outcome filter top-``filter_top_k``, SFT of SmolLM2-135M,
    RL data (``rl_samples`` per task), GRPO: the small CPU budget is recorded in the results;
 4. evaluation on the test tasks, all through :func:`starrec.eval.harness.evaluate` with the same seed
@@ -246,7 +246,7 @@ def teacher_runs(config: BenchConfig, paths: Paths, base_url: str) -> None:
         "--concurrency",
         str(config.concurrency),
         "--fusion",
-        "rrf",
+        "agreement",
         "--seed",
         str(config.seed),
         *knobs,
