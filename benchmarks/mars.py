@@ -256,7 +256,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
         "## (a) Orchestration overhead (zero-latency scripted model)",
         "",
-        "| configuration | runs | LLM calls/run | mean ms/run | p50 | p95 | ranker p50 ms | ranker CF queries |",
+        "| configuration | runs | LLM calls/run | mean ms/run | p50 | p95 | ranker p50 ms "
+        "| ranker CF queries |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {name} | {row['runs']} | {row['llm_calls_per_run']} | {row['mean_ms']:.1f} | "

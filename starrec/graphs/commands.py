@@ -113,7 +113,7 @@ def teach_command(
     concurrency: Annotated[int, typer.Option(help="Runs in flight at once.")] = 1,
     limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
     ablation: Annotated[str | None, typer.Option(help=ABLATION_HELP)] = None,
-    fusion: Annotated[str | None, typer.Option(help="Ranker fusion: agreement (default) | rrf | llm.")] = None,
+    fusion: Annotated[str | None, typer.Option(help="Ranker fusion: agreement | rrf | llm.")] = None,
     seed: Annotated[int, typer.Option(help="Candidate shuffle seed (same as starrec eval).")] = 0,
     timeout: Annotated[float | None, typer.Option(help="Seconds allowed per run (None = no limit).")] = None,
     option: Annotated[list[str] | None, typer.Option(help="Context knob key=value (repeatable).")] = None,

@@ -345,6 +345,57 @@ def cypher_user_cf(
     _cypher_cf("user", user_id, store, path, uri, k, users, as_json)
 
 
+@cypher_app.command("candidate-cf")
+def cypher_candidate_cf(
+    user_id: Annotated[str, typer.Argument(help="The user the candidates are for.")],
+    candidates: Annotated[str, typer.Option(help="Candidate ids, comma-separated, or @FILE (one per line).")],
+    store: StoreOption = StoreChoice.ladybug,
+    path: PathOption = None,
+    uri: UriOption = None,
+    engine: Annotated[
+        str, typer.Option(help="cypher: run the queries on the graph; index: the in-memory index.")
+    ] = "cypher",
+    as_json: JsonOption = False,
+) -> None:
+    """Score every candidate for USER_ID (candidate_cf): the three queries, their parameters, the scores."""
+    from starrec.tools.candidate_cf import CandidateCF
+    from starrec.tools.store import GraphStoreError
+
+    ids = _id_list(candidates)
+    if not ids:
+        raise fail("--candidates is empty; give ids as a,b,c or @FILE")
+    if engine not in ("cypher", "index"):
+        raise fail(f"--engine must be cypher or index, got {engine!r}")
+    graph = open_store(store, path, uri, read_only=True)
+    try:
+        result = CandidateCF(graph, engine=engine).score(user_id, ids)  # type: ignore[arg-type]
+    except (GraphStoreError, ValueError) as error:
+        raise fail(str(error)) from error
+    finally:
+        graph.close()
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    console = Console()
+    for trace in result.queries:
+        console.print(f"[bold]{trace.name}[/bold] ({trace.engine}, {trace.row_count} rows, "
+                      f"{trace.seconds * 1000:.1f} ms)")  # fmt: skip
+        console.print(Syntax(trace.cypher, "cypher", word_wrap=True))
+        console.print(f"params: {json.dumps(trace.params, ensure_ascii=False)}")
+    anchors = ", ".join(result.anchors)
+    table = Table(title=f"candidate_cf for user {user_id}: prior order (anchors, newest first: {anchors})")
+    for column in ("rank", "item", "title", "item_cf", "co-chosen", "user_cf", "users"):
+        table.add_column(column, justify="left" if column in ("item", "title") else "right")
+    for rank, entry in enumerate(result.scores, start=1):
+        table.add_row(str(rank), entry.id, entry.title, f"{entry.item_cf:.4f}", str(len(entry.co_chosen)),
+                      str(entry.user_cf), str(entry.popularity))  # fmt: skip
+    console.print(table)
+
+
 def parse_param(text: str) -> tuple[str, Any]:
     """``name=value`` binds a string; ``name:=value`` binds JSON (numbers, lists, maps, null)."""
     if ":=" in text and text.index(":=") < text.index("=") + 1:

@@ -95,6 +95,13 @@ def test_cli_build_with_tasks_and_item_cf_json_contract(
     assert user_payload["params"] == {"id": user, "users": 20, "k": 5}
     assert "User-CF for user 196" in user_payload["evidence"]
 
+    candidates = "50,181,100,1"
+    scored = json.loads(_invoke("cypher", "candidate-cf", user, "--candidates", candidates, "--path", str(db),
+                                "--json"))  # fmt: skip
+    assert [trace["name"] for trace in scored["queries"]][:2] == ["user_history", "candidate_item_cf"]
+    assert all(trace["engine"] == "cypher" for trace in scored["queries"])
+    assert sorted(scored["order"]) == sorted(candidates.split(","))
+    assert ground_truth not in scored["anchors"]
     missing = runner.invoke(
         app, ["cypher", "item-cf", "50", "--path", str(tmp_path / "absent.lbdb"), "--json"]
     )
