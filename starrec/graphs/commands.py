@@ -62,7 +62,7 @@ def print_summary(console: Any, summary: Any, title: str) -> None:
         "HR@1",
         "HR@3",
         "HR@5",
-        "HR_avg",
+        "HR_avg (ok runs)",
         "repaired rankings",
         "LLM calls/run",
         "tokens/run",
@@ -118,28 +118,42 @@ def teach_command(
     timeout: Annotated[float | None, typer.Option(help="Seconds allowed per run (None = no limit).")] = None,
     option: Annotated[list[str] | None, typer.Option(help="Context knob key=value (repeatable).")] = None,
 ) -> None:
-    """Run MARS over a task folder and record one trajectory per (task, pass) in RUNS/runs.jsonl."""
+    """Run MARS over a task folder and record one trajectory per (task, pass) in RUNS/runs.jsonl.
+
+    Exit codes: 0 every run finished, 1 some runs errored (rerun to retry only those) or the run
+    folder is busy, 2 usage error.
+    """
     from rich.console import Console
 
-    from starrec.graphs.teach import teach
+    from starrec.graphs.teach import RunFolderBusyError, teach
 
     if passes < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--passes")
     context = build_context(llm, model, base_url, seed, ablation, fusion, parse_options(option), data, tasks)
     console = Console()
-    summary = teach(
-        data,
-        tasks,
-        out,
-        context,
-        passes=passes,
-        concurrency=concurrency,
-        limit=limit,
-        seed=seed,
-        timeout_s=timeout,
-        console=console,
-    )
+    try:
+        summary = teach(
+            data,
+            tasks,
+            out,
+            context,
+            passes=passes,
+            concurrency=concurrency,
+            limit=limit,
+            seed=seed,
+            timeout_s=timeout,
+            console=console,
+        )
+    except RunFolderBusyError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
     print_summary(console, summary, f"MARS runs in {out}")
+    if summary.errors:
+        console.print(
+            f"[red]{summary.errors} of {summary.runs} run(s) errored; they are not scored and not finished: "
+            "run the same command again to retry them[/red]"
+        )
+        raise typer.Exit(1)
 
 
 def demo_command(

@@ -32,8 +32,28 @@ from starrec.tools.base import EvidenceSource
 
 GRAPH_NAME = "mars"
 
-# Transient failures (endpoint timeouts, connection resets) are retried; programming errors are not.
-LLM_RETRY = RetryPolicy(max_attempts=2, initial_interval=1.0, retry_on=(TimeoutError, ConnectionError))
+def is_transient(error: Exception) -> bool:
+    """Failures worth another attempt: timeouts, refused or reset connections, 429 and 5xx answers.
+
+    The LangChain/OpenAI stack raises its own classes (``openai.APIConnectionError`` is neither a
+    ``TimeoutError`` nor a ``ConnectionError``), so they are named here; programming errors are not.
+    """
+    if isinstance(error, TimeoutError | ConnectionError):
+        return True
+    try:
+        import httpx
+        import openai
+    except ImportError:  # the endpoint extra is not installed: only the builtin classes apply
+        return False
+    if isinstance(error, openai.APIConnectionError | openai.RateLimitError | openai.InternalServerError):
+        return True  # APITimeoutError is an APIConnectionError
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in (408, 409, 429) or error.status_code >= 500
+    return isinstance(error, httpx.TransportError)
+
+
+# Every retry is visible in the run's repairs as ``llm_error`` (the recorder counts failed attempts).
+LLM_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, backoff_factor=2.0, retry_on=is_transient)
 
 
 def recursion_limit(context: Context | None = None) -> int:

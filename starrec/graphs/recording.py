@@ -211,7 +211,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
         with self._lock:
             owner = self._step_of_run.get(run_id)
             if owner is not None and isinstance(data, Mapping):
-                key = f"structured_{data.get('kind', 'repair')}"
+                key = str(data.get("key") or f"structured_{data.get('kind', 'repair')}")
                 owner.repairs[key] = owner.repairs.get(key, 0) + 1
 
     # -- assembly ---------------------------------------------------------------------------

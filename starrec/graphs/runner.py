@@ -144,9 +144,18 @@ class BatchSummary:
 RANKING_REPAIRS = ("ranking_hallucinated", "ranking_duplicates", "ranking_missing")
 
 
+def latest_runs(trajectories: Sequence[Trajectory]) -> list[Trajectory]:
+    """One trajectory per (task, pass): the last one recorded (a retried run replaces its failure)."""
+    latest: dict[tuple[str, int], Trajectory] = {}
+    for trajectory in trajectories:
+        latest[(trajectory.task_id, trajectory.pass_)] = trajectory
+    return list(latest.values())
+
+
 def summarise_runs(trajectories: Sequence[Trajectory]) -> BatchSummary:
-    """HR@1/3/5 + HR_avg over runs with a ground truth, repair rates, and cost per agent."""
-    scored = [t for t in trajectories if t.ground_truth is not None]
+    """HR@1/3/5 + HR_avg over the runs that finished without error (errored runs are a count, never
+    scored), repair rates, and cost per agent."""
+    scored = [t for t in trajectories if t.ground_truth is not None and t.error is None]
     summary = BatchSummary(runs=len(trajectories), errors=sum(t.error is not None for t in trajectories))
     if scored:
         summary.metrics = summarize([t.ranking for t in scored], [t.ground_truth or "" for t in scored])

@@ -1,8 +1,17 @@
-"""``starrec teach``: MARS over a task folder, K passes, resumable, one JSON line per run."""
+"""``starrec teach``: MARS over a task folder, K passes, resumable, one JSON line per run.
+
+A run that errored is not finished: the next ``teach`` on the same folder runs it again and its
+new line supersedes the failure (readers keep the last line per (task, pass)). One ``teach`` at a
+time may write a run folder: a second one stops with a message naming the holder.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +23,46 @@ from starrec.graphs.context import Context
 from starrec.graphs.display import NodeProgress
 from starrec.graphs.graph import build_mars_graph
 from starrec.graphs.recording import RunsFile, run_line
-from starrec.graphs.runner import BatchSummary, RunJob, run_batch, summarise_runs
+from starrec.graphs.runner import BatchSummary, RunJob, latest_runs, run_batch, summarise_runs
+
+LOCK_NAME = "teach.lock"
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another ``starrec teach`` holds the run folder."""
+
+
+@contextmanager
+def run_folder_lock(out: Path) -> Iterator[None]:
+    """Exclusive lock on a run folder for the life of one ``teach`` (released even if it crashes)."""
+    from filelock import FileLock, Timeout
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_NAME
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = path.with_suffix(".holder")
+        who = holder.read_text(encoding="utf-8").strip() if holder.exists() else "another process"
+        raise RunFolderBusyError(
+            f"{out} is being written by {who}; wait for it to finish or use another --out"
+        ) from None
+    holder = path.with_suffix(".holder")
+    holder.write_text(f"starrec teach (pid {os.getpid()}, host {socket.gethostname()})\n", encoding="utf-8")
+    try:
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def finished_runs(records: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    """(task, pass) pairs whose latest recorded run has no error: only these are skipped on resume."""
+    latest: dict[tuple[str, int], bool] = {}
+    for record in records:
+        latest[(str(record["task_id"]), int(record.get("pass", 0)))] = not record.get("error")
+    return {key for key, ok in latest.items() if ok}
 
 
 def plan_jobs(
@@ -45,7 +93,34 @@ def teach(
     evidence: Any = None,
     show_nodes: bool = False,
 ) -> BatchSummary:
-    """Record MARS runs; re-running skips finished (task, pass) pairs. Returns the summary of all runs."""
+    """Record MARS runs; re-running skips runs that finished without error. Returns the summary of all runs.
+
+    Raises :class:`RunFolderBusyError` when another ``teach`` is writing ``out``.
+    """
+    with run_folder_lock(Path(out)):
+        return _teach(
+            data, tasks_dir, out, context, passes=passes, concurrency=concurrency, limit=limit, seed=seed,
+            timeout_s=timeout_s, console=console, chat_model=chat_model, evidence=evidence,
+            show_nodes=show_nodes,
+        )  # fmt: skip
+
+
+def _teach(
+    data: Path,
+    tasks_dir: Path,
+    out: Path,
+    context: Context,
+    *,
+    passes: int,
+    concurrency: int,
+    limit: int | None,
+    seed: int,
+    timeout_s: float | None,
+    console: Console | None,
+    chat_model: Any,
+    evidence: Any,
+    show_nodes: bool,
+) -> BatchSummary:
     from starrec.data.agentsociety import load_dataset
     from starrec.data.tasks import read_tasks
     from starrec.eval.harness import build_requests
@@ -67,10 +142,16 @@ def teach(
     runs = RunsFile(out)
     if runs.repair_torn_tail():
         console.print(f"[yellow]{runs.path}: cut a torn last line (a killed run); it will be redone[/yellow]")
-    jobs = plan_jobs(tasks, requests, passes, runs.finished())
+    records = runs.records()
+    jobs = plan_jobs(tasks, requests, passes, finished_runs(records))
     skipped = len(tasks) * passes - len(jobs)
-    if skipped:
-        console.print(f"resuming: {skipped} finished run(s) in {runs.path} are kept, {len(jobs)} to do")
+    retried = len({(str(r["task_id"]), int(r.get("pass", 0))) for r in records if r.get("error")}
+                  - finished_runs(records))  # fmt: skip
+    if skipped or retried:
+        console.print(
+            f"resuming: {skipped} finished run(s) in {runs.path} are kept, {len(jobs)} to do"
+            + (f" ({retried} of them errored before and are retried)" if retried else "")
+        )
     graph = build_mars_graph(context, chat_model=chat_model, evidence=evidence)
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -108,4 +189,4 @@ def teach(
         for line in runs.records()
         if (str(line["task_id"]), int(line.get("pass", 0))) in wanted
     ]
-    return summarise_runs(recorded)
+    return summarise_runs(latest_runs(recorded))

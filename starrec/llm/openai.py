@@ -9,7 +9,10 @@
   decoding); llama.cpp server: ``function_calling`` (its ``json_schema`` path returns HTTP 500);
   ``text``: prompt + repair + retry, for endpoints with neither;
 * capability flags (``supports_tool_calling``, ``supports_structured_output``) that MARS reads to choose
-  between LangChain tool calling and the ``<tool_call>`` text protocol.
+  between LangChain tool calling and the ``<tool_call>`` text protocol;
+* an HTTP connection pool per event loop (:class:`LoopLocalAsyncClient`): batch runners call
+  ``asyncio.run`` once per batch, and a pooled connection from a closed loop would fail the next
+  batch's requests with ``RuntimeError: Event loop is closed``.
 """
 
 from __future__ import annotations
@@ -21,21 +24,69 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
+import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks.manager import ahandle_event
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, model_validator
 
-from starrec.llm.structured import RepairLog, with_json_output
+from starrec.llm.structured import REPAIR_EVENT, RepairLog, with_json_output
 
 StructuredMethod = Literal["json_schema", "function_calling", "json_mode", "text"]
 
 # Set while this context holds a request slot, so streaming called from inside generate does not
 # wait for a second slot (which would deadlock at concurrency 1).
 _HOLDS_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("starrec_llm_holds_slot", default=False)
+# HTTP attempts of the current async LLM call; more than one means the OpenAI client retried.
+_HTTP_ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "starrec_http_attempts", default=None
+)
+CLIENT_RETRY_KEY = "llm_client_retry"
+"""Run-stats key for requests the OpenAI client re-sent (timeouts, resets, 429, 5xx)."""
+
+
+class LoopLocalAsyncClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` that sends each request through a pool owned by the running loop.
+
+    httpx connections are bound to the loop that opened them; LangChain's default async client is
+    shared process-wide, so a second ``asyncio.run`` reuses sockets of a closed loop. One inner
+    client per loop (weakly keyed, so it goes with its loop) keeps pooling within a loop.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._inner_kwargs = kwargs
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._per_loop_lock = threading.Lock()
+
+    def _client_for_running_loop(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._per_loop_lock:
+            client = self._per_loop.get(loop)
+            if client is None:
+                client = httpx.AsyncClient(**self._inner_kwargs)
+                self._per_loop[loop] = client
+            return client
+
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        attempts = _HTTP_ATTEMPTS.get()
+        if attempts is not None:
+            attempts[0] += 1
+        return await self._client_for_running_loop().send(request, **kwargs)
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._per_loop_lock:
+            client = self._per_loop.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+        await super().aclose()
 
 
 class EndpointChatModel(ChatOpenAI):
@@ -55,6 +106,15 @@ class EndpointChatModel(ChatOpenAI):
     )
     _slots_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _repairs: RepairLog = PrivateAttr(default_factory=RepairLog)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loop_local_http_client(cls, values: Any) -> Any:
+        """Give the OpenAI client a per-loop connection pool unless the caller brought its own client."""
+        if isinstance(values, dict) and values.get("http_async_client") is None:
+            timeout = values.get("timeout", values.get("request_timeout"))
+            values = {**values, "http_async_client": LoopLocalAsyncClient(timeout=timeout)}
+        return values
 
     @property
     def repair_counts(self) -> dict[str, int]:
@@ -116,10 +176,30 @@ class EndpointChatModel(ChatOpenAI):
             return await super()._agenerate(messages, stop, run_manager, **kwargs)
         async with self._async_slots():
             _HOLDS_SLOT.set(True)
+            attempts = [0]
+            token = _HTTP_ATTEMPTS.set(attempts)
             try:
                 return await super()._agenerate(messages, stop, run_manager, **kwargs)
             finally:
+                _HTTP_ATTEMPTS.reset(token)
                 _HOLDS_SLOT.set(False)
+                await self._report_client_retries(attempts[0] - 1, run_manager)
+
+    async def _report_client_retries(
+        self, retries: int, run_manager: AsyncCallbackManagerForLLMRun | None
+    ) -> None:
+        """Announce the client's own retries so trajectories count them (``llm_client_retry``)."""
+        if retries <= 0:
+            return
+        self._repairs.add(CLIENT_RETRY_KEY, retries)
+        if run_manager is None:
+            return
+        data = {"kind": "client_retry", "key": CLIENT_RETRY_KEY, "detail": "the OpenAI client re-sent"}
+        for _ in range(retries):
+            await ahandle_event(
+                run_manager.handlers, "on_custom_event", "ignore_custom_event", REPAIR_EVENT, data,
+                run_id=run_manager.run_id, tags=run_manager.tags, metadata=run_manager.metadata,
+            )  # fmt: skip
 
     async def _astream(
         self,

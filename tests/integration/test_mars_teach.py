@@ -97,8 +97,8 @@ def test_resume_after_a_kill_skips_finished_runs_and_never_duplicates(folders: d
 
 
 def test_llm_timeout_mid_batch_is_isolated_and_counted(folders: dict[str, Any]) -> None:
-    # Calls 13 and 14 time out: the node's retry fails again, so that one run errors; others go on.
-    summary = do_teach(folders, scripted(fail_at=(13, 14)), concurrency=1)
+    # Calls 13, 14 and 15 time out: both retries of the node fail too, so that run errors; others go on.
+    summary = do_teach(folders, scripted(fail_at=(13, 14, 15)), concurrency=1)
     records = RunsFile(folders["out"]).records()
     failed = [r for r in records if r["error"]]
     assert len(failed) == 1 and "TimeoutError" in failed[0]["error"]
@@ -150,3 +150,51 @@ def test_teach_cli_validates_ablation(folders: dict[str, Any]) -> None:
     )
     assert result.exit_code != 0
     assert "unknown ablation 'no_memory'" in result.output
+
+
+def test_errored_runs_are_not_finished_and_a_rerun_retries_only_them(folders: dict[str, Any]) -> None:
+    first = do_teach(folders, scripted(fail_at=(13, 14, 15)), concurrency=1)
+    assert first.errors == 1 and first.metrics and first.runs == len(USERS)
+    model = scripted()
+    second = do_teach(folders, model, concurrency=1)
+    assert sum(call.key == "planner" for call in model.calls) == 1  # only the errored run again
+    assert second.errors == 0 and second.runs == len(USERS)
+    records = RunsFile(folders["out"]).records()
+    assert len(records) == len(USERS) + 1  # the failure stays on disk, superseded by its retry
+    from starrec.graphs.teach import finished_runs
+
+    assert len(finished_runs(records)) == len(USERS)
+
+
+def test_errored_runs_are_counted_not_scored(folders: dict[str, Any]) -> None:
+    summary = do_teach(folders, scripted(fail_at=(13, 14, 15)), concurrency=1)
+    ok = [r for r in RunsFile(folders["out"]).records() if not r["error"]]
+    hits = sum(r["hit@1"] for r in ok) / len(ok)
+    assert summary.errors == 1 and summary.metrics["hr@1"] == hits
+
+
+def test_a_second_teach_on_the_same_folder_stops_and_names_the_holder(folders: dict[str, Any]) -> None:
+    from starrec.graphs.teach import RunFolderBusyError, run_folder_lock
+
+    with run_folder_lock(folders["out"]), pytest.raises(RunFolderBusyError, match=r"pid \d+"):
+        do_teach(folders, scripted())
+    assert not RunsFile(folders["out"]).records()
+    do_teach(folders, scripted())  # the lock is released with its holder
+    assert len(RunsFile(folders["out"]).records()) == len(USERS)
+
+
+def test_teach_exit_codes(folders: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from starrec.cli import app
+    from starrec.graphs import teach as teach_module
+    from starrec.graphs.runner import BatchSummary
+
+    args = ["teach", "--data", str(folders["data"]), "--tasks", str(folders["tasks"]),
+            "--out", str(folders["out"]), "--llm", "scripted"]  # fmt: skip
+    for errors, code in ((0, 0), (2, 1)):
+        monkeypatch.setattr(teach_module, "teach", lambda *a, e=errors, **k: BatchSummary(runs=4, errors=e))
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == code, result.output
+    assert "2 of 4 run(s) errored" in result.output
+    assert CliRunner().invoke(app, [*args, "--passes", "0"]).exit_code == 2

@@ -278,3 +278,38 @@ def test_streaming_respects_the_limit_without_deadlocking(endpoint: FakeEndpoint
     assert [message.content for message in asyncio.run(two())] == ["streamed reply here"] * 2
     assert streaming.invoke("sync").content == "streamed reply here"
     assert endpoint.max_in_flight == 1
+
+
+def test_client_retries_are_counted_and_announced(endpoint: FakeEndpoint) -> None:
+    from langchain_core.callbacks import AsyncCallbackHandler
+
+    from starrec.llm.openai import CLIENT_RETRY_KEY
+
+    events: list[dict[str, Any]] = []
+
+    class Events(AsyncCallbackHandler):
+        async def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+            events.append(data)
+
+    endpoint.replies = [Reply(status=500), Reply(status=503), Reply(content="third time")]
+    model = model_for(endpoint, max_retries=2)
+    reply = asyncio.run(model.ainvoke("hi", config={"callbacks": [Events()]}))
+    assert reply.content == "third time"
+    assert model.repair_counts[CLIENT_RETRY_KEY] == 2
+    assert [event["key"] for event in events] == [CLIENT_RETRY_KEY, CLIENT_RETRY_KEY]
+
+
+def test_transient_errors_of_the_openai_stack_are_retried_by_the_graph() -> None:
+    import httpx
+
+    from starrec.graphs.graph import is_transient
+
+    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+
+    def status(code: int) -> openai.APIStatusError:
+        return openai.APIStatusError("x", response=httpx.Response(code, request=request), body=None)
+
+    assert is_transient(openai.APIConnectionError(request=request))
+    assert is_transient(openai.APITimeoutError(request=request))
+    assert is_transient(status(429)) and is_transient(status(503))
+    assert not is_transient(status(400)) and not is_transient(ValueError("bug"))
