@@ -244,10 +244,25 @@ def evidence_build(
 def _ladybug_for_evidence(data: Path, view: Dataset, task_list: list, path: Path | None) -> GraphStore:
     """The database to write evidence into, building the graph first when it does not exist."""
     from starrec.tools.ladybug_store import LadybugStore
-    from starrec.tools.toolkit import build_ladybug_graph, default_graph_path
+    from starrec.tools.store import GraphStoreError
+    from starrec.tools.toolkit import (
+        build_ladybug_graph,
+        default_graph_path,
+        graph_fingerprint,
+        manifest_is_complete,
+        read_manifest,
+    )
 
-    path, fingerprint = (path, "") if path is not None else default_graph_path(data, task_list or None)
+    if path is None:
+        path, fingerprint = default_graph_path(data, task_list or None)
+    else:
+        fingerprint = graph_fingerprint(data, task_list or None)
     if path.exists():
+        if not manifest_is_complete(read_manifest(path)):
+            raise GraphStoreError(
+                f"Ladybug database {path} has no complete manifest (its build was interrupted); rebuild it "
+                f"with `starrec graph build --data {data} --path {path} --overwrite` or delete it"
+            )
         return LadybugStore(path)
     store, _ = build_ladybug_graph(view, path, fingerprint=fingerprint)
     return store

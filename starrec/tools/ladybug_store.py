@@ -166,9 +166,13 @@ class LadybugStore(GraphStore):
                 self._db = None
 
 
+DATABASE_SUFFIXES = ("", ".wal", ".shadow")
+"""The files one Ladybug database consists of: the database itself, its WAL and shadow pages."""
+
+
 def remove_database(path: Path) -> None:
     """Delete a Ladybug database file and its write-ahead log, if present."""
-    for candidate in (path, path.with_name(path.name + ".wal"), path.with_name(path.name + ".shadow")):
+    for candidate in (path.with_name(path.name + suffix) for suffix in DATABASE_SUFFIXES):
         if candidate.is_dir():
             raise GraphStoreError(f"{candidate} is a directory, not a Ladybug database file")
         candidate.unlink(missing_ok=True)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any, Literal
 from starrec.config import get_settings
 from starrec.data.schema import Dataset, Task
 from starrec.tools.evidence import EvidenceBuildConfig, EvidenceStore, Verbaliser, build_evidence
-from starrec.tools.ladybug_store import LadybugStore
+from starrec.tools.ladybug_store import DATABASE_SUFFIXES, LadybugStore, remove_database
 from starrec.tools.store import GraphStoreError, GraphTables
 
 GRAPH_FORMAT_VERSION = 1
@@ -65,7 +67,11 @@ def read_manifest(db_path: Path) -> dict[str, Any] | None:
 
 
 def write_manifest(db_path: Path, manifest: dict[str, Any]) -> None:
-    manifest_path(db_path).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    """Write the manifest atomically (temporary file, then rename): a reader sees the old or the new one."""
+    target = manifest_path(db_path)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    staging.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    staging.replace(target)
 
 
 @contextmanager
@@ -85,13 +91,38 @@ def training_view(dataset: Dataset, tasks: Iterable[Task] | None) -> Dataset:
     return dataset if tasks is None else dataset.hide_from(tasks)
 
 
+def manifest_is_complete(manifest: dict[str, Any] | None) -> bool:
+    """True for the manifest of a build that ran to the end (it is written last)."""
+    if not manifest:
+        return False
+    return manifest.get("complete") is True and manifest.get("format") == GRAPH_FORMAT_VERSION
+
+
 def build_ladybug_graph(
     dataset: Dataset, path: Path, *, fingerprint: str = "", overwrite: bool = False
 ) -> tuple[LadybugStore, dict[str, float]]:
-    """Create and bulk-load a Ladybug graph (caller passes the leakage-free view) + its manifest."""
+    """Create and bulk-load a Ladybug graph (caller passes the leakage-free view) + its manifest.
+
+    Atomic: the database is built under a temporary name beside ``path``, closed, renamed into
+    place, and only then is its manifest written, so a killed build never leaves a database that
+    looks usable at ``path``. Returns the store opened read-write.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise GraphStoreError(f"Ladybug database {path} already exists; remove it or pass --overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.building-{os.getpid()}")
+    remove_database(staging)
     tables = GraphTables.from_dataset(dataset)
-    store = LadybugStore.create(path, tables, overwrite=overwrite)
-    report = store.load_report
+    store = LadybugStore.create(staging, tables)
+    report, counts = store.load_report, store.counts()
+    store.close()
+    manifest_path(path).unlink(missing_ok=True)
+    remove_database(path)
+    for suffix in DATABASE_SUFFIXES:
+        moved = staging.with_name(staging.name + suffix)
+        if moved.exists():
+            moved.replace(path.with_name(path.name + suffix))
     write_manifest(
         path,
         {
@@ -99,13 +130,14 @@ def build_ladybug_graph(
             "fingerprint": fingerprint,
             "dataset": dataset.name,
             "domain": dataset.domain,
-            "counts": store.counts(),
+            "counts": counts,
             "load": report,
             "evidence": None,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "complete": True,
         },
     )
-    return store, report
+    return LadybugStore(path), report
 
 
 def graph_fingerprint(data_dir: Path, tasks: Iterable[Task] | None) -> str:
@@ -152,6 +184,7 @@ def open_toolkit(
         db_path,
         fingerprint,
         lambda: training_view(load_dataset(data_dir), tasks),
+        path is None,
         build_evidence,
         verbaliser,
         config,
@@ -187,7 +220,7 @@ def open_dataset_toolkit(
     default_path = get_settings().cache_dir / "graphs" / f"{dataset.name or 'data'}-{fingerprint}.lbdb"
     db_path = Path(path) if path is not None else default_path
     return _open_ladybug(
-        db_path, fingerprint, lambda: dataset, build_evidence, verbaliser, config, show_progress
+        db_path, fingerprint, lambda: dataset, path is None, build_evidence, verbaliser, config, show_progress
     )
 
 
@@ -195,18 +228,35 @@ def _open_ladybug(
     db_path: Path,
     fingerprint: str,
     graph_view: Callable[[], Dataset],
+    cached: bool,
     build_evidence: bool,
     verbaliser: Verbaliser | None,
     config: EvidenceBuildConfig | None,
     show_progress: bool,
 ) -> EvidenceStore:
-    """Reuse or build (graph, then evidence) one Ladybug file; one handle per file per process."""
+    """Reuse or build (graph, then evidence) one Ladybug file; one handle per file per process.
+
+    A database without a complete manifest (an interrupted build) is never reused: in the cache
+    (``cached``) it is rebuilt; at a path the caller chose, opening stops with how to fix it.
+    """
     key = f"ladybug:{db_path.resolve()}"
     with _OPEN_LOCK:
         if key in _OPEN:
             return _OPEN[key]
         with build_lock(db_path):
             manifest = read_manifest(db_path)
+            if db_path.exists() and not manifest_is_complete(manifest):
+                if not cached:
+                    raise GraphStoreError(
+                        f"Ladybug database {db_path} has no complete manifest (its build was interrupted); "
+                        f"rebuild it with `starrec graph build --path {db_path} --overwrite` or delete it"
+                    )
+                warnings.warn(
+                    f"{db_path}: interrupted build (no complete manifest); rebuilding it", stacklevel=3
+                )
+                remove_database(db_path)
+                manifest_path(db_path).unlink(missing_ok=True)
+                manifest = None
             if (
                 db_path.exists()
                 and manifest is not None
