@@ -71,15 +71,17 @@ def filter_command(
 
     kept, report = outcome_filter(load_trajectories(runs), top_k=top_k, ablation=ablation)
     table = Table(title=f"Outcome filter (top-{top_k}, ablation {ablation or 'none'}) on {runs}")
-    for column in ("scenario", "runs", "tasks", "errored", "kept runs", "kept tasks"):
+    for column in ("scenario", "runs", "tasks", "errored", "empty", "kept runs", "kept tasks"):
         table.add_column(column, justify="left" if column == "scenario" else "right")
     rows = [*sorted(report.scenarios.items()), ("total", report.total())]
     for name, count in rows:
-        table.add_row(
-            name,
-            *(str(v) for v in (count.runs, count.tasks, count.errored, count.kept_runs, count.kept_tasks)),
-        )
+        values = (count.runs, count.tasks, count.errored, count.empty, count.kept_runs, count.kept_tasks)
+        table.add_row(name, *(str(v) for v in values))
     _console().print(table)
+    _console().print(
+        "empty = finished runs dropped because the ranker named no valid candidate or every agent fell back"
+        + (f"; {report.superseded} superseded line(s) of retried runs ignored" if report.superseded else "")
+    )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", encoding="utf-8") as handle:

@@ -1,8 +1,11 @@
 """Outcome filtering: keep the teacher runs whose answer was right (DESIGN.md §4).
 
 The teacher runs each task several times (``starrec teach --passes K``); a run survives when the
-ground truth is in its top-k (k = 1 in the paper) and it finished without error. The report
-counts survivors per scenario so a thin scenario is visible before training.
+ground truth is in its top-k (k = 1 in the paper), it finished without error, and it is not
+*empty*: a run whose ranker named no valid candidate (the ranking is all repair) or whose agents
+all fell back teaches the student nothing but the fallback, so it is dropped and counted. A run
+retried after an error supersedes the failure (the last line per (task, pass) counts). The
+report counts all of it per scenario, so a thin scenario is visible before training.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from starrec.distill.chain import check_ablation, run_label
-from starrec.distill.trajectory import Trajectory
+from starrec.distill.trajectory import AGENT_NODES, Trajectory
 from starrec.graphs.recording import RunsFile
 
 RUNS_FILE = "runs.jsonl"
@@ -66,6 +69,27 @@ def run_ablation(trajectory: Trajectory) -> str | None:
     return switched_off[0] if switched_off else None
 
 
+def empty_reason(trajectory: Trajectory) -> str | None:
+    """Why a finished run carries no teacher signal (None when it does)."""
+    candidates = len(trajectory.candidates) or len(trajectory.ranking)
+    if candidates and trajectory.repairs.get("ranking_missing", 0) >= candidates:
+        return "ranking fully repaired"
+    agent_steps = [step for step in trajectory.steps if step.node in AGENT_NODES]
+    if agent_steps and all(step.repairs.get("fallback") for step in agent_steps):
+        return "every agent fell back"
+    return None
+
+
+def latest_per_run(trajectories: Iterable[Trajectory]) -> tuple[list[Trajectory], int]:
+    """The last line per (task, pass) (a retried run replaces its failure), and how many were superseded."""
+    latest: dict[tuple[str, int], Trajectory] = {}
+    total = 0
+    for trajectory in trajectories:
+        total += 1
+        latest[(trajectory.task_id, trajectory.pass_)] = trajectory
+    return list(latest.values()), total - len(latest)
+
+
 def top_k_hit(trajectory: Trajectory, k: int) -> bool:
     """Ground truth among the first k of the final ranking (False when there is no ground truth)."""
     return trajectory.ground_truth is not None and trajectory.ground_truth in trajectory.ranking[:k]
@@ -76,6 +100,8 @@ class ScenarioCount:
     runs: int = 0
     tasks: int = 0
     errored: int = 0
+    empty: int = 0
+    """Finished runs dropped because the ranking was fully repaired or every agent fell back."""
     kept_runs: int = 0
     kept_tasks: int = 0
 
@@ -85,11 +111,13 @@ class FilterReport:
     top_k: int
     ablation: str | None
     scenarios: dict[str, ScenarioCount] = field(default_factory=dict)
+    superseded: int = 0
+    """Earlier lines of a (task, pass) that was recorded again (errored runs retried)."""
 
     def total(self) -> ScenarioCount:
         total = ScenarioCount()
         for count in self.scenarios.values():
-            for name in ("runs", "tasks", "errored", "kept_runs", "kept_tasks"):
+            for name in ("runs", "tasks", "errored", "empty", "kept_runs", "kept_tasks"):
                 setattr(total, name, getattr(total, name) + getattr(count, name))
         return total
 
@@ -100,6 +128,7 @@ class FilterReport:
             "ablation": self.ablation,
             "scenarios": rows,
             "total": asdict(self.total()),
+            "superseded": self.superseded,
         }
 
 
@@ -115,6 +144,7 @@ def outcome_filter(
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     report = FilterReport(top_k=top_k, ablation=ablation)
+    trajectories, report.superseded = latest_per_run(trajectories)
     seen_tasks: dict[str, set[str]] = {}
     kept_tasks: dict[str, set[str]] = {}
     kept: list[Trajectory] = []
@@ -131,6 +161,9 @@ def outcome_filter(
         seen_tasks.setdefault(scenario, set()).add(trajectory.task_id)
         if trajectory.error:
             count.errored += 1
+            continue
+        if empty_reason(trajectory) is not None:
+            count.empty += 1
             continue
         if top_k_hit(trajectory, top_k):
             count.kept_runs += 1

@@ -75,3 +75,24 @@ def test_torn_last_line_of_a_killed_teach_is_skipped_but_a_torn_middle_line_is_n
     path.write_text(whole[: len(whole) // 2] + "\n" + whole + "\n")
     with pytest.raises(ValueError, match=r"runs.jsonl:1: not a JSON line"):
         load_trajectories(path)
+
+
+def test_empty_runs_are_dropped_and_counted() -> None:
+    trajectories = runs()
+    trajectories[0].repairs["ranking_missing"] = len(trajectories[0].candidates)  # the ranker named no id
+    for step in trajectories[2].steps:
+        if step.node in {"user_profile", "historical_interest", "recent_interest", "interest_divergence"}:
+            step.repairs["fallback"] = 1  # every agent fell back
+    kept, report = outcome_filter(trajectories)
+    assert kept == []
+    assert report.scenarios["classic"].empty == 1 and report.scenarios["cold_user"].empty == 1
+    assert report.to_dict()["total"]["empty"] == 2
+
+
+def test_a_retried_run_supersedes_its_failure() -> None:
+    failed = make_trajectory("a", 0, ground_truth="302", top="302")
+    failed.error = "APIConnectionError: Connection error."
+    retried = make_trajectory("a", 0, ground_truth="302", top="302")
+    kept, report = outcome_filter([failed, retried])
+    assert [(t.task_id, t.pass_, t.error) for t in kept] == [("a", 0, None)]
+    assert report.superseded == 1 and report.scenarios["classic"].errored == 0
