@@ -162,6 +162,17 @@ class Context:
         ]
         return Context(**{**asdict(self), switch: False})
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        """Studio's context form: each field's ``help`` becomes its JSON-schema description."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        properties = schema.get("properties", {})
+        for knob in fields(cls):
+            if knob.name in properties and knob.metadata.get("help"):
+                properties[knob.name]["description"] = knob.metadata["help"]
+        schema["description"] = "Run-time knobs of one MARS run (see docs/mars.md)."
+        return schema
+
     def settings(self) -> dict[str, Any]:
         """The knobs as a plain dict (recorded in every trajectory)."""
         return asdict(self)

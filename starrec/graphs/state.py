@@ -10,7 +10,10 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
+
+from pydantic import ConfigDict
+from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
 
 from starrec.data.schema import Dataset, RankRequest
 
@@ -49,10 +52,17 @@ def add_counts(left: dict[str, int], right: dict[str, int]) -> dict[str, int]:
 class InputState:
     """What a caller provides: one ranking request (a :class:`RankRequest` plus titles)."""
 
+    # LangGraph Studio draws its forms from these schemas; the attribute docstrings become descriptions.
+    __pydantic_config__ = ConfigDict(use_attribute_docstrings=True)
+
     task_id: str = ""
+    """Task id (recorded in the trajectory)."""
     user_id: str = ""
+    """The user to rank for (candidate_cf reads their graph neighbourhood)."""
     domain: str = "item"
+    """What items are: movie, book, product, business."""
     scenario: str = ""
+    """AgentRecBench scenario label (classic, cold_user, ...), informational."""
     candidates: list[Candidate] = field(default_factory=list)
     """The 20 candidates in the (already shuffled) order shown to the model."""
     history: list[HistoryEntry] = field(default_factory=list)

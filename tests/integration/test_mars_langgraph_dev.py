@@ -137,6 +137,14 @@ def test_langgraph_dev_serves_and_runs_the_mars_graph(server: Any, tmp_path: Pat
     drawn = get(port, f"/assistants/{assistants[0]['assistant_id']}/graph")
     node_ids = {node["id"] for node in drawn["nodes"]}
     assert {"abstractor", "planner", "reflector", "ranker", "user_profile"} <= node_ids
+    # Studio draws its input and context forms from these; they were null on Python 3.11 before.
+    schemas = get(port, f"/assistants/{assistants[0]['assistant_id']}/schemas")
+    assert schemas["input_schema"] and schemas["output_schema"]
+    assert {"user_id", "candidates", "history"} <= set(schemas["input_schema"]["properties"])
+    context_fields = schemas["context_schema"]["properties"]
+    assert len(context_fields) >= 20
+    assert all(field.get("description") for field in context_fields.values())
+    assert "agreement" in context_fields["ranker_fusion"]["description"]
 
     graph_input = {
         "task_id": "studio-1",
