@@ -130,6 +130,10 @@ class Context:
             "faster on a busy machine: oversubscribed torch threads spin and stall."
         },
     )
+    requests_per_second: float | None = field(
+        default=None,
+        metadata={"help": "Most LLM requests started per second (hosted APIs' limits); None = no limit."},
+    )
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0 = greedy)."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling backends."})
 

@@ -43,6 +43,7 @@ class Resources:
             context.temperature,
             context.seed,
             context.llm_threads,
+            context.requests_per_second,
         )
         with self._lock:
             if key not in self._models:
@@ -55,6 +56,11 @@ class Resources:
                     temperature=context.temperature,
                     seed=context.seed,
                     threads=context.llm_threads,
+                    **(
+                        {"requests_per_second": context.requests_per_second}
+                        if context.requests_per_second is not None
+                        else {}
+                    ),
                 )
             return self._models[key]
 

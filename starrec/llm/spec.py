@@ -50,6 +50,13 @@ class LLMSpec:
         default=3, metadata={"help": "Retries with exponential backoff per request (openai backend)."}
     )
     concurrency: int = field(default=8, metadata={"help": "Most requests in flight (openai backend)."})
+    requests_per_second: float | None = field(
+        default=None,
+        metadata={
+            "help": "Most requests started per second (openai backend; hosted APIs' rate limits). "
+            "None = no limit."
+        },
+    )
     structured_method: str = field(
         default="function_calling",
         metadata={
@@ -87,6 +94,8 @@ class LLMSpec:
             raise ValueError(f"structured_method {self.structured_method!r} is not one of {valid_methods}.")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}.")
+        if self.requests_per_second is not None and self.requests_per_second <= 0:
+            raise ValueError(f"requests_per_second must be > 0, got {self.requests_per_second}.")
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> LLMSpec:
@@ -149,7 +158,15 @@ def _openai_model(spec: LLMSpec) -> BaseChatModel:
             "The openai backend needs an API key for api.openai.com: set OPENAI_API_KEY or STARREC_API_KEY, "
             "or point --base-url at a local OpenAI-compatible server."
         )
-    optional = {"seed": spec.seed} if spec.seed is not None else {}
+    optional: dict[str, Any] = {"seed": spec.seed} if spec.seed is not None else {}
+    if spec.requests_per_second is not None:
+        from langchain_core.rate_limiters import InMemoryRateLimiter
+
+        optional["rate_limiter"] = InMemoryRateLimiter(
+            requests_per_second=spec.requests_per_second,
+            check_every_n_seconds=min(0.1, 0.5 / spec.requests_per_second),
+            max_bucket_size=1,
+        )
     return EndpointChatModel(
         model=spec.model,
         base_url=spec.base_url,

@@ -313,3 +313,20 @@ def test_transient_errors_of_the_openai_stack_are_retried_by_the_graph() -> None
     assert is_transient(openai.APITimeoutError(request=request))
     assert is_transient(status(429)) and is_transient(status(503))
     assert not is_transient(status(400)) and not is_transient(ValueError("bug"))
+
+
+def test_requests_per_second_limit_is_a_langchain_rate_limiter(endpoint: FakeEndpoint) -> None:
+    from langchain_core.rate_limiters import InMemoryRateLimiter
+
+    from starrec.graphs.context import Context
+    from starrec.graphs.resources import Resources
+
+    limited = model_for(endpoint, requests_per_second=4.0)
+    assert isinstance(limited.rate_limiter, InMemoryRateLimiter)
+    assert limited.rate_limiter.requests_per_second == 4.0
+    assert limited.invoke("hi").content == "ok"
+    assert model_for(endpoint).rate_limiter is None
+    context = Context(llm="openai:smollm2", base_url=endpoint.base_url, requests_per_second=2.0)
+    assert Resources().chat_model(context).rate_limiter.requests_per_second == 2.0
+    with pytest.raises(ValueError, match="requests_per_second must be > 0"):
+        model_for(endpoint, requests_per_second=0.0)
