@@ -321,7 +321,8 @@ def main() -> None:
     result = {
         "command": "python benchmarks/faults.py" + (f" --kills {args.kills}" if args.kills != 5 else ""),
         "setup": f"teach: {args.tasks} tasks x 2 passes on a synthetic 60-user graph, MARS with text "
-        "protocols and tools off, per-run timeout 8 s, OpenAI client retries 1; graph/evidence build: a synthetic "
+        "protocols and tools off, per-run timeout 8 s, OpenAI client retries 1; graph/evidence build: "
+        "a synthetic "
         "3,000-user, 200,000-edge graph. Load average at the end: "
         + " ".join(f"{v:.2f}" for v in os.getloadavg()) + ".",
         "sections": sections,
