@@ -373,18 +373,19 @@ def cypher_run(
     uri: UriOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run an ad-hoc read-only query (writes are refused) and print its rows."""
+    """Run one ad-hoc read-only statement (only read clauses pass) and print its rows."""
+    from starrec.tools.adhoc import AdHocQueryError
     from starrec.tools.store import GraphStoreError, ensure_read_only
 
     params = dict(parse_param(text) for text in (param or []))
     try:
         ensure_read_only(query)
-    except PermissionError as error:
+    except (PermissionError, AdHocQueryError) as error:
         raise fail(str(error)) from error
     graph = open_store(store, path, uri, read_only=True)
     try:
         rows, trace = graph.run_ad_hoc(query, params)
-    except (GraphStoreError, PermissionError) as error:
+    except (GraphStoreError, PermissionError, AdHocQueryError) as error:
         raise fail(str(error)) from error
     finally:
         graph.close()
