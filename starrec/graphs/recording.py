@@ -273,6 +273,8 @@ class RunsFile:
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         self.path = path / "runs.jsonl" if path.suffix != ".jsonl" else path
+        self.torn_lines = 0
+        """Torn last lines skipped by the latest read (0 or 1): a killed run, redone on resume."""
         self._lock = threading.Lock()
 
     def records(self) -> list[dict[str, Any]]:
@@ -280,21 +282,30 @@ class RunsFile:
         return [record for _, record in self.numbered_records()]
 
     def numbered_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """``(line number, object)`` per complete line, so readers can name the line at fault."""
+        """``(line number, object)`` per complete line, so readers can name the line at fault.
+
+        The file is split as bytes on ``\\n`` only: a kill can cut a multi-byte character, and
+        ``str.splitlines`` would also split inside JSON strings holding U+2028 or U+0085.
+        """
+        self.torn_lines = 0
         if not self.path.exists():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
+        lines = self.path.read_bytes().split(b"\n")
+        if lines and not lines[-1].strip():
+            lines.pop()
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
                 continue
             try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
                 if number == len(lines):
-                    continue  # torn write of a killed run: that run is simply redone
-                raise ValueError(
-                    f"{self.path}:{number}: not a JSON line ({error}); fix or delete it"
-                ) from error
+                    self.torn_lines += 1  # torn write of a killed run: that run is simply redone
+                    continue
+                what = "not UTF-8" if isinstance(error, UnicodeDecodeError) else "not a JSON line"
+                message = f"{self.path}:{number}: {what} ({error}); fix or delete that line"
+                raise ValueError(message) from error
+            yield number, record
 
     def finished(self) -> set[tuple[str, int]]:
         """(task_id, pass) pairs already recorded (errored runs included: they are not retried)."""
