@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from starrec.data.agentsociety import DOMAINS
 from starrec.data.schema import Dataset, RankRequest, Task
 from starrec.data.seeding import seeded_rng
+from starrec.data.tasks import warn_unknown_ids
 from starrec.eval.metrics import bootstrap_interval, confidence_intervals, per_task_scores, rank_of, summarize
 from starrec.eval.recommender import Recommender
 from starrec.eval.repair import repair_ranking
@@ -210,6 +211,7 @@ def evaluate(
     check_ground_truths(tasks)
     if dataset is None and method.needs_data:
         raise ValueError(f"method {method.name!r} learns from interactions; pass the dataset (--data DIR)")
+    unknown = warn_unknown_ids(tasks, dataset, f"{len(tasks)} tasks") if dataset is not None else {}
     started = time.perf_counter()
     train = dataset.hide_from(tasks) if dataset is not None else empty_dataset(tasks)
     method.fit(train)
@@ -234,6 +236,7 @@ def evaluate(
             "candidates_unseen_in_training": sum(
                 item not in train.by_item for request in requests for item in request.candidates
             ),
+            **unknown,
         },
         "seed": seed,
         "shuffled": shuffle,

@@ -47,7 +47,7 @@ def teach(
 ) -> BatchSummary:
     """Record MARS runs; re-running skips finished (task, pass) pairs. Returns the summary of all runs."""
     from starrec.data.agentsociety import load_dataset
-    from starrec.data.tasks import read_tasks
+    from starrec.data.tasks import read_tasks, warn_unknown_ids
     from starrec.eval.harness import build_requests
 
     console = console or Console(stderr=True)
@@ -55,6 +55,7 @@ def teach(
     if not all_tasks:
         raise ValueError(f"no tasks in {tasks_dir}")
     dataset = load_dataset(data)
+    warn_unknown_ids(all_tasks, dataset, str(tasks_dir))
     # Hide every task's answer (not only the first N): the same graph serves any --limit.
     train = dataset.hide_from(all_tasks)
     tasks = all_tasks[:limit] if limit is not None else all_tasks
