@@ -27,6 +27,7 @@ from starrec.data.tasks import warn_unknown_ids
 from starrec.eval.metrics import bootstrap_interval, confidence_intervals, per_task_scores, rank_of, summarize
 from starrec.eval.recommender import Recommender
 from starrec.eval.repair import repair_ranking
+from starrec.llm.redact import redact
 
 EvalReport = dict[str, Any]
 """``{"method", "n_tasks", "hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "ci95", "invalid", "successful",
@@ -111,7 +112,8 @@ class TaskOutcome:
 def score_result(task: Task, request: RankRequest, result: Sequence[str] | BaseException) -> TaskOutcome:
     """Repair a returned ranking (or fall back to the shuffled order on an exception) and record why."""
     if isinstance(result, BaseException):
-        return TaskOutcome(task, list(request.candidates), error=f"{type(result).__name__}: {result}")
+        error = redact(f"{type(result).__name__}: {result}")
+        return TaskOutcome(task, list(request.candidates), error=error)
     if isinstance(result, str):
         result = [result]  # a bare string is one (probably invalid) id, not 20 characters
     ranking, repair = repair_ranking(list(result), request.candidates)
