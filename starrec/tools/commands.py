@@ -52,8 +52,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 
 
 def fail(message: str) -> typer.Exit:
-    """Print a clean error (no traceback) and return the exit to raise."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    """Print a clean one-line error (no traceback, secrets masked) and return the exit to raise."""
+    from starrec.llm.redact import redact
+
+    line = " | ".join(part.strip() for part in message.splitlines() if part.strip())
+    typer.secho(f"error: {redact(line)}", fg=typer.colors.RED, err=True)
     return typer.Exit(1)
 
 
