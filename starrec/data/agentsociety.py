@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,10 @@ DATE_FORMATS = (
 )
 MILLISECONDS_THRESHOLD = 1e11
 """Numeric times above this are milliseconds (1e11 s is the year 5138; Amazon uses ms)."""
+MIN_TIMESTAMP = -62135596800.0
+"""0001-01-01T00:00:00Z, the first instant ``datetime`` can hold."""
+MAX_TIMESTAMP = 253402300799.0
+"""9999-12-31T23:59:59Z, the last whole second ``datetime`` can hold."""
 
 DOMAINS = ("movie", "book", "product", "business")
 
@@ -54,13 +59,34 @@ class DataFormatError(ValueError):
         self.field = field
 
 
+def decode_utf8(data: bytes, path: Path, line: int | None = None) -> str:
+    """``data`` as text, or one error naming the file, line and column of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[: error.start]
+        at_line = (line or 1) + before.count(b"\n")
+        column = error.start - (before.rfind(b"\n") + 1) + 1
+        raise DataFormatError(
+            path,
+            f"not UTF-8 (byte 0x{data[error.start]:02x} at column {column}); re-save the file as UTF-8 "
+            f"(e.g. `iconv -f latin1 -t utf-8`)",
+            line=at_line,
+        ) from error
+
+
+class DuplicateReviewsWarning(UserWarning):
+    """``review.json`` repeats a review (it is kept once)."""
+
+
 def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line; malformed lines raise with their number."""
     if not path.is_file():
         raise DataFormatError(path, "file not found (the AgentSociety layout needs item.json, "
                               "user.json and review.json in one directory)")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:  # bytes, so a bad byte is reported with its line
+        for number, raw in enumerate(handle, start=1):
+            line = decode_utf8(raw, path, number)
             if not line.strip():
                 continue
             try:
@@ -115,15 +141,22 @@ def parse_stars(value: Any, path: Path, line: int, field: str) -> float:
 
 
 def parse_time(value: Any, path: Path, line: int, field: str) -> float:
-    """Seconds since the epoch (UTC) from unix seconds/ms or one of :data:`DATE_FORMATS`."""
+    """Seconds since the epoch (UTC) from unix seconds/ms or one of :data:`DATE_FORMATS`.
+
+    The result always lies in years 1-9999, so every later ``datetime`` conversion works.
+    """
     if isinstance(value, bool):
         raise DataFormatError(path, "time must be a number or a date string, got a boolean", line=line,
                               field=field)
     if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit():
         value = float(value)
     if isinstance(value, int | float):
-        seconds = float(value)
-        return seconds / 1000.0 if seconds > MILLISECONDS_THRESHOLD else seconds
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            seconds = math.inf
+        seconds = seconds / 1000.0 if seconds > MILLISECONDS_THRESHOLD else seconds
+        return _checked_time(seconds, value, path, line, field)
     if not isinstance(value, str):
         raise DataFormatError(path, f"time must be a number or a date string, got {type(value).__name__}",
                               line=line, field=field)
@@ -133,15 +166,29 @@ def parse_time(value: Any, path: Path, line: int, field: str) -> float:
             parsed = datetime.strptime(text, pattern)
         except ValueError:
             continue
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
+        break
+    else:
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError as error:
+            raise DataFormatError(path, f"unparsable date {value!r}; expected unix seconds/ms or one of "
+                                  f"{', '.join(DATE_FORMATS)}", line=line, field=field) from error
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as error:
-        raise DataFormatError(path, f"unparsable date {value!r}; expected unix seconds/ms or one of "
-                              f"{', '.join(DATE_FORMATS)}", line=line, field=field) from error
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+        seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    except (OverflowError, ValueError):  # a time zone pushing year 1 or 9999 out of range
+        seconds = math.inf
+    return _checked_time(seconds, value, path, line, field)
+
+
+def _checked_time(seconds: float, value: Any, path: Path, line: int, field: str) -> float:
+    if not math.isfinite(seconds):
+        raise DataFormatError(path, f"time {value!r} is not a finite date; fix or drop the record",
+                              line=line, field=field)
+    if not MIN_TIMESTAMP <= seconds <= MAX_TIMESTAMP:
+        raise DataFormatError(path, f"time {value!r} is outside years 1-9999 (read as unix seconds, or ms "
+                              f"above {MILLISECONDS_THRESHOLD:.0e}); fix or drop the record",
+                              line=line, field=field)
+    return seconds
 
 
 def format_time(timestamp: float) -> str:
@@ -177,6 +224,27 @@ def _read_review(record: Mapping[str, Any], path: Path, line: int) -> Interactio
     review_id = record.get("review_id")
     return Interaction(user_id, item_id, timestamp, stars, text,
                        str(review_id) if review_id not in (None, "") else f"{path.name}:{line}")
+
+
+def _unique_reviews(path: Path) -> list[Interaction]:
+    """The reviews of ``path``, each once (same ``review_id``, or same user/item/time/text without one)."""
+    seen: set[tuple[Any, ...]] = set()
+    kept: list[Interaction] = []
+    lines = 0
+    for line, record in read_json_lines(path):
+        lines += 1
+        event = _read_review(record, path, line)
+        if record.get("review_id") not in (None, ""):
+            key: tuple[Any, ...] = ("id", event.review_id)
+        else:
+            key = (event.user_id, event.item_id, event.timestamp, event.text)
+        if key not in seen:
+            seen.add(key)
+            kept.append(event)
+    if len(kept) != lines:
+        warnings.warn(f"{path}: {lines - len(kept)} duplicate review line(s) (same review_id, or same user, "
+                      "item, date and text); kept the first of each", DuplicateReviewsWarning, stacklevel=3)
+    return kept
 
 
 def infer_domain(items: Mapping[str, Mapping[str, Any]], tasks_category: str | None = None) -> str:
@@ -215,7 +283,7 @@ def load_dataset(path: Path, domain: str | None = None) -> Dataset:
     items = _read_entities(path / ITEM_FILE, ITEM_ID_FIELDS, "item_id")
     users = _read_entities(path / USER_FILE, USER_ID_FIELDS, "user_id")
     review_path = path / REVIEW_FILE
-    interactions = [_read_review(record, review_path, line) for line, record in read_json_lines(review_path)]
+    interactions = _unique_reviews(review_path)
     if domain is not None and domain not in (*DOMAINS, "item"):
         raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
     return Dataset(users, items, interactions, domain=domain or infer_domain(items), name=path.name)

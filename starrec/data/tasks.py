@@ -8,29 +8,37 @@ A ``manifest.json`` beside them (ours) records how the tasks were built.
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from starrec.data.agentsociety import DataFormatError
-from starrec.data.schema import Task
+from starrec.data.agentsociety import DataFormatError, decode_utf8
+from starrec.data.schema import Dataset, Task
 
 TASKS_DIR = "tasks"
 GROUNDTRUTH_DIR = "groundtruth"
 MANIFEST_FILE = "manifest.json"
 GROUND_TRUTH_KEY = "ground truth"
 TASK_FILE_PATTERN = re.compile(r"^task_(\d+)\.json$")
+EXPECTED_CANDIDATES = 20
+"""AgentRecBench: one ground truth and 19 negatives per task."""
 
 
 class DuplicateCandidatesWarning(UserWarning):
     """A task file lists the same candidate more than once (it is de-duplicated on read)."""
 
 
+class UnknownIdsWarning(UserWarning):
+    """Tasks name users or candidates the dataset has never seen (cold-start, or the wrong data)."""
+
+
 def _read_json(path: Path) -> Any:
+    text = decode_utf8(path.read_bytes(), path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise DataFormatError(path, f"malformed JSON ({error.msg} at column {error.colno})",
                               line=error.lineno) from error
@@ -45,7 +53,9 @@ def _require(record: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
     return value
 
 
-def _parse_task(index: int, path: Path, ground_truth: str | None, scenario: str) -> Task:
+def _parse_task(
+    index: int, path: Path, ground_truth: str | None, scenario: str, expected_candidates: int | None
+) -> Task:
     record = _read_json(path)
     if not isinstance(record, dict):
         raise DataFormatError(path, f"expected a JSON object, got {type(record).__name__}")
@@ -54,6 +64,11 @@ def _parse_task(index: int, path: Path, ground_truth: str | None, scenario: str)
     if not candidates or not all(isinstance(item, str | int) and not isinstance(item, bool)
                                  for item in candidates):
         raise DataFormatError(path, "must be a non-empty list of item ids", field="candidate_list")
+    # Counted as listed, before repeats are dropped: four official tasks list one id twice.
+    if expected_candidates is not None and len(candidates) != expected_candidates:
+        raise DataFormatError(path, f"lists {len(candidates)} candidates, expected exactly "
+                              f"{expected_candidates}; fix the file or read it with "
+                              "expected_candidates=None", field="candidate_list")
     candidate_ids = tuple(dict.fromkeys(str(item) for item in candidates))
     if len(candidate_ids) != len(candidates):
         # The published Amazon/Goodreads folders have a few lists with one id twice; ranking
@@ -64,7 +79,8 @@ def _parse_task(index: int, path: Path, ground_truth: str | None, scenario: str)
         raise DataFormatError(path, f"ground truth {ground_truth!r} is not among the candidates",
                               field="candidate_list")
     loc = record.get("loc", [-1, -1])
-    if not (isinstance(loc, list) and len(loc) == 2 and all(isinstance(v, int | float) for v in loc)):
+    if not (isinstance(loc, list) and len(loc) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and _finite(v) for v in loc)):
         raise DataFormatError(path, f"must be a [lat, lon] pair, got {loc!r}", field="loc")
     category = record.get("candidate_category", "")
     return Task(str(index), str(user_id), candidate_ids, ground_truth, str(category or ""), scenario,
@@ -96,8 +112,18 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def read_tasks(directory: Path) -> list[Task]:
-    """All tasks of a folder, sorted by their numeric index; a missing ground-truth file gives ``None``."""
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def read_tasks(directory: Path, expected_candidates: int | None = EXPECTED_CANDIDATES) -> list[Task]:
+    """All tasks of a folder, sorted by their numeric index; a missing ground-truth file gives ``None``.
+
+    Each ``candidate_list`` must hold exactly ``expected_candidates`` ids (``None``: any number).
+    """
     directory = Path(directory)
     task_dir = directory / TASKS_DIR
     if not task_dir.is_dir():
@@ -111,9 +137,38 @@ def read_tasks(directory: Path) -> list[Task]:
         raise DataFormatError(task_dir, "no task_<i>.json files")
     scenario = str(read_manifest(directory).get("scenario", ""))
     return [
-        _parse_task(index, path, _read_ground_truth(ground_truth_path(directory, index)), scenario)
+        _parse_task(index, path, _read_ground_truth(ground_truth_path(directory, index)), scenario,
+                    expected_candidates)
         for index, path in indexed
     ]
+
+
+def unknown_ids(tasks: Sequence[Task], dataset: Dataset) -> dict[str, list[str]]:
+    """Task users and candidates that appear nowhere in ``dataset`` (neither records nor reviews)."""
+    users = sorted({task.user_id for task in tasks
+                    if task.user_id not in dataset.users and task.user_id not in dataset.by_user})
+    items = sorted({item for task in tasks for item in task.candidates
+                    if item not in dataset.items and item not in dataset.by_item})
+    return {"users": users, "candidates": items}
+
+
+def warn_unknown_ids(tasks: Sequence[Task], dataset: Dataset, source: str = "tasks") -> dict[str, int]:
+    """Warn once when tasks meet a dataset that does not know some of their ids; returns the counts.
+
+    A warning, not an error: a slice of a dataset (the shared Yelp slice) legitimately lacks
+    most users of the official tasks, and an unknown candidate can still be ranked (cold start).
+    """
+    found = unknown_ids(tasks, dataset)
+    if found["users"] or found["candidates"]:
+        shown = {kind: ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "") for kind, ids in found.items()}
+        warnings.warn(
+            f"{source}: {len(found['users'])} user(s) [{shown['users']}] and {len(found['candidates'])} "
+            f"candidate(s) [{shown['candidates']}] are not in dataset {dataset.name!r}; they are ranked "
+            "without history (check that --data matches --tasks)",
+            UnknownIdsWarning,
+            stacklevel=2,
+        )
+    return {f"unknown_{kind}": len(ids) for kind, ids in found.items()}
 
 
 def task_record(task: Task) -> dict[str, Any]:

@@ -119,7 +119,9 @@ def eval_command(
     print_report(report, f"{method} on {tasks}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2, default=str))
+        from starrec.llm.redact import redact_value
+
+        json_out.write_text(json.dumps(redact_value(report), indent=2, default=str))
 
 
 def register(app: typer.Typer) -> None:

@@ -23,9 +23,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from starrec.data.agentsociety import DOMAINS
 from starrec.data.schema import Dataset, RankRequest, Task
 from starrec.data.seeding import seeded_rng
+from starrec.data.tasks import warn_unknown_ids
 from starrec.eval.metrics import bootstrap_interval, confidence_intervals, per_task_scores, rank_of, summarize
 from starrec.eval.recommender import Recommender
 from starrec.eval.repair import repair_ranking
+from starrec.llm.redact import redact
 
 EvalReport = dict[str, Any]
 """``{"method", "n_tasks", "hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "ci95", "invalid", "successful",
@@ -110,7 +112,8 @@ class TaskOutcome:
 def score_result(task: Task, request: RankRequest, result: Sequence[str] | BaseException) -> TaskOutcome:
     """Repair a returned ranking (or fall back to the shuffled order on an exception) and record why."""
     if isinstance(result, BaseException):
-        return TaskOutcome(task, list(request.candidates), error=f"{type(result).__name__}: {result}")
+        error = redact(f"{type(result).__name__}: {result}")
+        return TaskOutcome(task, list(request.candidates), error=error)
     if isinstance(result, str):
         result = [result]  # a bare string is one (probably invalid) id, not 20 characters
     ranking, repair = repair_ranking(list(result), request.candidates)
@@ -210,6 +213,7 @@ def evaluate(
     check_ground_truths(tasks)
     if dataset is None and method.needs_data:
         raise ValueError(f"method {method.name!r} learns from interactions; pass the dataset (--data DIR)")
+    unknown = warn_unknown_ids(tasks, dataset, f"{len(tasks)} tasks") if dataset is not None else {}
     started = time.perf_counter()
     train = dataset.hide_from(tasks) if dataset is not None else empty_dataset(tasks)
     method.fit(train)
@@ -234,6 +238,7 @@ def evaluate(
             "candidates_unseen_in_training": sum(
                 item not in train.by_item for request in requests for item in request.candidates
             ),
+            **unknown,
         },
         "seed": seed,
         "shuffled": shuffle,

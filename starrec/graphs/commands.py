@@ -183,7 +183,10 @@ def show_command(
     from starrec.graphs.display import print_trajectory
     from starrec.graphs.recording import RunsFile
 
-    records = RunsFile(runs).records()
+    runs_file = RunsFile(runs)
+    records = runs_file.records()
+    if runs_file.torn_lines:
+        typer.secho(f"{runs_file.path}: skipped a torn last line (a killed run)", fg="yellow", err=True)
     chosen = [r for r in records if task is None or str(r["task_id"]) == task]
     if not chosen:
         raise typer.BadParameter(f"no run of task {task!r} in {runs}", param_hint="--task")

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from starrec.distill.trajectory import AGENT_NODES
+from starrec.llm.redact import redact_value
 
 Ablation = Literal["no_tools", "no_planner", "no_reflector"]
 ABLATIONS: tuple[str, ...] = ("no_tools", "no_planner", "no_reflector")
@@ -178,8 +179,8 @@ class Context:
         return schema
 
     def settings(self) -> dict[str, Any]:
-        """The knobs as a plain dict (recorded in every trajectory)."""
-        return asdict(self)
+        """The knobs as a plain dict (recorded in every trajectory), credentials in ``base_url`` masked."""
+        return redact_value(asdict(self))
 
     @classmethod
     def help(cls) -> dict[str, str]:

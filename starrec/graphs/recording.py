@@ -28,6 +28,7 @@ from langchain_core.outputs import LLMResult
 from starrec.agents.base import format_entry
 from starrec.distill.trajectory import AGENT_NODES, LLMCallRecord, StepRecord, ToolCallRecord, Trajectory
 from starrec.llm.messages import message_text, message_to_record
+from starrec.llm.redact import redact, redact_value
 from starrec.llm.structured import REPAIR_EVENT
 from starrec.llm.textproto import format_tool_call
 from starrec.tools.base import CFResult
@@ -111,7 +112,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
             if run_id in self._started:
                 step = self._step_of_run[run_id]
                 step.seconds = time.perf_counter() - self._started.pop(run_id)
-                step.error = f"{type(error).__name__}: {error}"
+                step.error = redact(f"{type(error).__name__}: {error}")
 
     # -- LLM calls --------------------------------------------------------------------------
 
@@ -159,7 +160,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
             self._started.pop(run_id, None)
             owner = self._step_of_run.get(run_id)
             if record is not None and owner is not None:
-                record.response = f"[error] {type(error).__name__}: {error}"
+                record.response = redact(f"[error] {type(error).__name__}: {error}")
                 owner.repairs["llm_error"] = owner.repairs.get("llm_error", 0) + 1
 
     # -- tools ------------------------------------------------------------------------------
@@ -201,7 +202,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
             record = self._tools.pop(run_id, None)
             self._started.pop(run_id, None)
             if record is not None:
-                record.error = f"{type(error).__name__}: {error}"
+                record.error = redact(f"{type(error).__name__}: {error}")
 
     # -- repairs announced by the structured-output layer ----------------------------------
 
@@ -257,12 +258,12 @@ class TrajectoryRecorder(BaseCallbackHandler):
             nodes=[step.node for step in steps if step.error is None],
             steps=steps,
             repairs=repairs,
-            error=error,
+            error=redact(error) if error else error,
             seconds=seconds,
             llm_calls=len(llm_calls),
             prompt_tokens=sum(call.prompt_tokens for call in llm_calls),
             completion_tokens=sum(call.completion_tokens for call in llm_calls),
-            settings=dict(settings or {}),
+            settings=redact_value(dict(settings or {})),
             model=model,
         )
 
@@ -273,6 +274,8 @@ class RunsFile:
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         self.path = path / "runs.jsonl" if path.suffix != ".jsonl" else path
+        self.torn_lines = 0
+        """Torn last lines skipped by the latest read (0 or 1): a killed run, redone on resume."""
         self._lock = threading.Lock()
 
     def records(self) -> list[dict[str, Any]]:
@@ -280,21 +283,30 @@ class RunsFile:
         return [record for _, record in self.numbered_records()]
 
     def numbered_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """``(line number, object)`` per complete line, so readers can name the line at fault."""
+        """``(line number, object)`` per complete line, so readers can name the line at fault.
+
+        The file is split as bytes on ``\\n`` only: a kill can cut a multi-byte character, and
+        ``str.splitlines`` would also split inside JSON strings holding U+2028 or U+0085.
+        """
+        self.torn_lines = 0
         if not self.path.exists():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
+        lines = self.path.read_bytes().split(b"\n")
+        if lines and not lines[-1].strip():
+            lines.pop()
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
                 continue
             try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
                 if number == len(lines):
-                    continue  # torn write of a killed run: that run is simply redone
-                raise ValueError(
-                    f"{self.path}:{number}: not a JSON line ({error}); fix or delete it"
-                ) from error
+                    self.torn_lines += 1  # torn write of a killed run: that run is simply redone
+                    continue
+                what = "not UTF-8" if isinstance(error, UnicodeDecodeError) else "not a JSON line"
+                message = f"{self.path}:{number}: {what} ({error}); fix or delete that line"
+                raise ValueError(message) from error
+            yield number, record
 
     def finished(self) -> set[tuple[str, int]]:
         """(task_id, pass) pairs already recorded (errored runs included: they are not retried)."""
@@ -313,7 +325,8 @@ class RunsFile:
         return True
 
     def append(self, line: Mapping[str, Any]) -> None:
-        text = json.dumps(line, ensure_ascii=False) + "\n"
+        """Write one run, every string redacted first (a key in a URL or an echoed error never lands)."""
+        text = json.dumps(redact_value(line), ensure_ascii=False) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:

@@ -122,7 +122,7 @@ def _teach(
     show_nodes: bool,
 ) -> BatchSummary:
     from starrec.data.agentsociety import load_dataset
-    from starrec.data.tasks import read_tasks
+    from starrec.data.tasks import read_tasks, warn_unknown_ids
     from starrec.eval.harness import build_requests
 
     console = console or Console(stderr=True)
@@ -130,6 +130,7 @@ def _teach(
     if not all_tasks:
         raise ValueError(f"no tasks in {tasks_dir}")
     dataset = load_dataset(data)
+    warn_unknown_ids(all_tasks, dataset, str(tasks_dir))
     # Hide every task's answer (not only the first N): the same graph serves any --limit.
     train = dataset.hide_from(all_tasks)
     tasks = all_tasks[:limit] if limit is not None else all_tasks

@@ -52,8 +52,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 
 
 def fail(message: str) -> typer.Exit:
-    """Print a clean error (no traceback) and return the exit to raise."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    """Print a clean one-line error (no traceback, secrets masked) and return the exit to raise."""
+    from starrec.llm.redact import redact
+
+    line = " | ".join(part.strip() for part in message.splitlines() if part.strip())
+    typer.secho(f"error: {redact(line)}", fg=typer.colors.RED, err=True)
     return typer.Exit(1)
 
 
@@ -439,18 +442,19 @@ def cypher_run(
     uri: UriOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run an ad-hoc read-only query (writes are refused) and print its rows."""
+    """Run one ad-hoc read-only statement (only read clauses pass) and print its rows."""
+    from starrec.tools.adhoc import AdHocQueryError
     from starrec.tools.store import GraphStoreError, ensure_read_only
 
     params = dict(parse_param(text) for text in (param or []))
     try:
         ensure_read_only(query)
-    except PermissionError as error:
+    except (PermissionError, AdHocQueryError) as error:
         raise fail(str(error)) from error
     graph = open_store(store, path, uri, read_only=True)
     try:
         rows, trace = graph.run_ad_hoc(query, params)
-    except (GraphStoreError, PermissionError) as error:
+    except (GraphStoreError, PermissionError, AdHocQueryError) as error:
         raise fail(str(error)) from error
     finally:
         graph.close()

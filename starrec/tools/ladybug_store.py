@@ -114,6 +114,13 @@ class LadybugStore(GraphStore):
                 raise GraphStoreError(
                     f"Ladybug query failed on {self.path}: {error}\nquery: {query}"
                 ) from error
+            if isinstance(result, list):  # Ladybug ran several statements and returns one result each
+                for part in result:
+                    part.close()
+                raise GraphStoreError(
+                    f"Ladybug query on {self.path} held {len(result)} statements; send one per call\n"
+                    f"query: {query}"
+                )
             columns = result.get_column_names()
             rows = [dict(zip(columns, values, strict=True)) for values in result.get_all()]
             result.close()

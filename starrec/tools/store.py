@@ -10,7 +10,6 @@ sends parameters only and records a :class:`QueryTrace`.
 from __future__ import annotations
 
 import json
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from starrec.data.schema import Dataset
+from starrec.tools.adhoc import ensure_read_only
 from starrec.tools.base import QueryTrace
 from starrec.tools.queries import load_query
 
@@ -151,29 +151,6 @@ def item_facets(dataset: Dataset, item_id: str) -> list[str]:
     return unique[:MAX_FACETS_PER_ITEM]
 
 
-WRITE_CLAUSES = re.compile(
-    r"\b(CREATE|MERGE|SET|DELETE|DETACH|REMOVE|DROP|ALTER|COPY|LOAD|INSTALL|ATTACH|IMPORT|EXPORT|FOREACH|CALL)\b",
-    re.IGNORECASE,
-)
-_STRINGS_AND_COMMENTS = re.compile(
-    r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|//[^\n]*|/\*.*?\*/", re.DOTALL
-)
-
-
-def ensure_read_only(query: str) -> None:
-    """Reject an ad-hoc query that could write (checked outside string literals and comments).
-
-    ``CALL`` is rejected too: procedures can write and are not needed to inspect the graph.
-    """
-    code = _STRINGS_AND_COMMENTS.sub(" ", query)
-    match = WRITE_CLAUSES.search(code)
-    if match:
-        raise PermissionError(
-            f"refusing to run a query containing {match.group(1).upper()!r}: "
-            "`starrec cypher run` is read-only"
-        )
-
-
 def batched(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
@@ -224,8 +201,8 @@ class GraphStore(ABC):
         return rows, trace
 
     def run_ad_hoc(self, query: str, params: dict[str, Any]) -> tuple[list[dict[str, Any]], QueryTrace]:
-        """A user's read-only query (``starrec cypher run``): writes are refused before sending."""
-        ensure_read_only(query)
+        """A user's read-only query (``starrec cypher run``): one statement, checked before sending."""
+        query = ensure_read_only(query)
         started = time.perf_counter()
         rows = self._read_only(query, params)
         return rows, QueryTrace(

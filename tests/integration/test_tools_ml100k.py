@@ -66,9 +66,9 @@ def test_cli_build_with_tasks_and_item_cf_json_contract(
     user = "196"
     history = ml100k.history(user)
     ground_truth = history[10].item_id
-    tasks_dir = write_tasks(
-        [Task("t0", user, (ground_truth,), ground_truth=ground_truth)], tmp_path / "tasks"
-    )
+    negatives = [item for item in sorted(ml100k.items) if item != ground_truth][:19]
+    task = Task("t0", user, (ground_truth, *negatives), ground_truth=ground_truth)
+    tasks_dir = write_tasks([task], tmp_path / "tasks")
     db = tmp_path / "g.lbdb"
     _invoke("graph", "build", "--data", str(ml100k_dir), "--tasks", str(tasks_dir), "--store", "ladybug",
             "--path", str(db))  # fmt: skip
@@ -84,7 +84,7 @@ def test_cli_build_with_tasks_and_item_cf_json_contract(
     assert payload["params"] == {"id": "50", "k": 7} and payload["evidence"] is None
     rows = [(row["item"], row["shared"]) for row in payload["rows"]]
     assert rows == sorted(rows, key=lambda row: (-row[1], row[0])) and len(rows) == 7
-    hidden = ml100k.hide_from([Task("t0", user, (ground_truth,), ground_truth=ground_truth)])
+    hidden = ml100k.hide_from([task])
     assert rows == SparseCFIndex.from_tables(GraphTables.from_dataset(hidden)).item_cf("50", 7)
 
     _invoke("evidence", "build", "--data", str(ml100k_dir), "--tasks", str(tasks_dir), "--path", str(db),

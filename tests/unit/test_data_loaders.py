@@ -136,6 +136,45 @@ def test_duplicate_item_record_is_an_error(tmp_path: Path) -> None:
         load_dataset(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "date",
+    ["1e300", "-1e300", "NaN", "Infinity", "-Infinity", "1" + "0" * 400, '"1e300"', '"nan"',
+     '"0001-01-01T00:00:00+01:00"', '"99999-01-01"', '"' + "9" * 400 + '"'],
+)
+def test_impossible_dates_name_file_line_and_field(tmp_path: Path, date: str) -> None:
+    ok = '{"user_id": "u", "item_id": "i", "stars": 5, "date": "2020-01-01"}'
+    bad = '{"user_id": "u", "item_id": "i", "stars": 5, "date": ' + date + "}"
+    write_layout(tmp_path, [{"item_id": "i"}], [{"user_id": "u"}], [ok, bad])
+    with pytest.raises(DataFormatError, match=r"review\.json:2: field 'date': .*(finite|outside|unparsable)"):
+        load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["item.json", "review.json"])
+def test_non_utf8_bytes_name_file_line_and_fix(tmp_path: Path, name: str) -> None:
+    ok = {"user_id": "u", "item_id": "i", "stars": 5, "date": "2020-01-01", "text": "fine"}
+    write_layout(tmp_path, [{"item_id": "i"}, {"item_id": "j"}], [{"user_id": "u"}], [ok, ok])
+    path = tmp_path / name
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b'"', b'"caf\xe9 ', 1)  # latin-1 é on line 2
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataFormatError, match=rf"{name}:2: not UTF-8 \(byte 0xe9 at column 6\); re-save"):
+        load_dataset(tmp_path)
+
+
+def test_duplicate_review_lines_are_kept_once_with_one_warning(tmp_path: Path) -> None:
+    from starrec.data.agentsociety import DuplicateReviewsWarning
+
+    a = {"review_id": "r1", "user_id": "u", "item_id": "i", "stars": 5, "date": "2020-01-01", "text": "ok"}
+    b = {"user_id": "u", "item_id": "i", "stars": 4, "date": "2020-01-02", "text": "no id"}
+    same_time = {**b, "date": "2020-01-02 00:00:00"}  # another spelling of the same date
+    other = {**b, "text": "another review"}
+    write_layout(tmp_path, [{"item_id": "i"}], [{"user_id": "u"}], [a, b, a, same_time, other, a])
+    with pytest.warns(DuplicateReviewsWarning, match=r"review\.json: 3 duplicate review line\(s\)") as record:
+        dataset = load_dataset(tmp_path)
+    assert len(record) == 1
+    assert [event.text for event in dataset.interactions] == ["ok", "no id", "another review"]
+
+
 def test_parse_time_variants() -> None:
     path = Path("review.json")
     assert parse_time(1_000_000_000, path, 1, "t") == 1_000_000_000.0

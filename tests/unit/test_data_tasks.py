@@ -35,6 +35,7 @@ def test_official_task_folders(official_tasks_dir: Callable[[str], Path], domain
     assert len(tasks) == OFFICIAL_COUNTS[domain]
     indices = [int(task.task_id) for task in tasks]
     assert indices == sorted(indices) and indices[0] == 0
+    assert sum(len(task.candidates) == 19 for task in tasks) == len(duplicates)  # each file lists 20
     for task in tasks:
         assert task.ground_truth in task.candidates
         assert len(set(task.candidates)) == len(task.candidates) >= 19
@@ -64,7 +65,58 @@ def test_round_trip_keeps_everything(tmp_path: Path) -> None:
 def test_tasks_sorted_numerically(tmp_path: Path) -> None:
     tasks = [Task(str(i), f"u{i}", ("a", "b"), "a") for i in range(12)]
     write_tasks(tasks, tmp_path)
-    assert [task.task_id for task in read_tasks(tmp_path)] == [str(i) for i in range(12)]
+    read = read_tasks(tmp_path, expected_candidates=2)
+    assert [task.task_id for task in read] == [str(i) for i in range(12)]
+
+
+@pytest.mark.parametrize("count", [1, 19, 21])
+def test_candidate_count_is_exact(tmp_path: Path, count: int) -> None:
+    candidates = tuple(f"i{j}" for j in range(count))
+    write_tasks([*_sample_tasks(), Task("2", "u3", candidates, "i0")], tmp_path)
+    with pytest.raises(DataFormatError, match=rf"task_2\.json: field 'candidate_list': lists {count} "
+                                              r"candidates, expected exactly 20"):
+        read_tasks(tmp_path)
+    assert len(read_tasks(tmp_path, expected_candidates=None)[2].candidates) == count
+
+
+def test_candidate_count_is_checked_before_repeats_are_dropped(tmp_path: Path) -> None:
+    write_tasks(_sample_tasks(), tmp_path)
+    repeated = [f"i{j}" for j in range(19)] + ["i3"]
+    (tmp_path / "tasks" / "task_1.json").write_text(json.dumps({"user_id": "u2", "candidate_list": repeated}))
+    with pytest.warns(DuplicateCandidatesWarning, match="repeats 1 id"):
+        tasks = read_tasks(tmp_path)
+    assert len(tasks[1].candidates) == 19
+
+
+def test_task_file_with_bad_bytes_or_loc_names_file_and_line(tmp_path: Path) -> None:
+    write_tasks(_sample_tasks(), tmp_path)
+    task_file = tmp_path / "tasks" / "task_1.json"
+    text = task_file.read_text().replace('"u2"', '"caf\u00e9"')
+    task_file.write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"task_1\.json:3: not UTF-8 \(byte 0xe9 at column 18\)"):
+        read_tasks(tmp_path)
+    for loc in ("[NaN, 1]", "[1e999, 0]", "[" + "9" * 400 + ", 0]", "[true, 0]"):
+        task_file.write_text(text.replace('"loc": [\n    -1,\n    -1\n  ]', f'"loc": {loc}'))
+        assert loc in task_file.read_text()
+        with pytest.raises(DataFormatError, match=r"task_1\.json: field 'loc': must be a \[lat, lon\] pair"):
+            read_tasks(tmp_path)
+
+
+def test_unknown_users_and_candidates_are_warned_and_counted(tiny_dataset: Dataset) -> None:
+    from starrec.data.tasks import UnknownIdsWarning, warn_unknown_ids
+
+    known_user = next(iter(tiny_dataset.users))
+    known_items = sorted(tiny_dataset.items)[:2]
+    tasks = [Task("0", known_user, (*known_items, "ghost-item"), known_items[0]),
+             Task("1", "ghost-user", tuple(known_items), known_items[0])]
+    with pytest.warns(UnknownIdsWarning, match=r"T: 1 user\(s\) \[ghost-user\] and 1 candidate\(s\) "
+                                               r"\[ghost-item\] are not in dataset 'tiny'"):
+        counts = warn_unknown_ids(tasks, tiny_dataset, "T")
+    assert counts == {"unknown_users": 1, "unknown_candidates": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        known = [Task("2", known_user, tuple(known_items), known_items[0])]
+        assert warn_unknown_ids(known, tiny_dataset) == {"unknown_users": 0, "unknown_candidates": 0}
 
 
 def test_bad_task_files_name_file_line_field(tmp_path: Path) -> None:
@@ -76,7 +128,7 @@ def test_bad_task_files_name_file_line_field(tmp_path: Path) -> None:
     task_file.write_text(json.dumps({"user_id": "u2", "candidate_list": "i1,i2"}))
     with pytest.raises(DataFormatError, match=r"task_1\.json: field 'candidate_list': wrong type str"):
         read_tasks(tmp_path)
-    task_file.write_text(json.dumps({"user_id": "u2", "candidate_list": ["i1"]}))
+    task_file.write_text(json.dumps({"user_id": "u2", "candidate_list": [f"i{j}" for j in range(20)]}))
     (tmp_path / "groundtruth" / "groundtruth_1.json").write_text(json.dumps({"ground truth": "zz"}))
     with pytest.raises(DataFormatError, match="ground truth 'zz' is not among the candidates"):
         read_tasks(tmp_path)

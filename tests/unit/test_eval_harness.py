@@ -199,6 +199,19 @@ def test_missing_ground_truth_and_missing_data_are_errors(tiny_dataset: Dataset)
         evaluate(PopRecommender(), [make_task(0)], None, progress=False)
 
 
+def test_tasks_the_dataset_does_not_know_are_warned_and_counted(tiny_dataset: Dataset) -> None:
+    from starrec.data.tasks import UnknownIdsWarning
+
+    items = sorted(tiny_dataset.items)
+    user = sorted(tiny_dataset.users)[0]
+    tasks = [Task("0", user, (*items[:3], "ghost-item"), items[0]),
+             Task("1", "ghost-user", tuple(items[:4]), items[1])]
+    with pytest.warns(UnknownIdsWarning, match=r"2 tasks: 1 user\(s\) \[ghost-user\] and 1 candidate"):
+        report = evaluate(PopRecommender(), tasks, tiny_dataset, progress=False)
+    assert report["coverage"]["unknown_users"] == 1 and report["coverage"]["unknown_candidates"] == 1
+    assert report["n_tasks"] == 2  # a warning, not an error: both tasks are still scored
+
+
 # ---------------------------------------------------------------- simple baselines
 
 

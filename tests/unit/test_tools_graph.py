@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from starrec.data.schema import Dataset, Interaction
+from starrec.tools.adhoc import AdHocQueryError
 from starrec.tools.ladybug_store import LadybugStore
 from starrec.tools.oracle import SparseCFIndex
 from starrec.tools.store import GraphStoreError, GraphTables, StoredEvidence
@@ -132,6 +133,46 @@ def test_read_only_store_refuses_writes(tmp_path: Path, synthetic: Dataset) -> N
             store.set_evidence("item", [StoredEvidence("i0", "", "x", [], 1)])
         with pytest.raises(PermissionError):
             store.run_ad_hoc("MATCH (i:Item) SET i.title = 'x' RETURN i.id", {})
+        with pytest.raises(PermissionError, match="CHECKPOINT"):
+            store.run_ad_hoc("CHECKPOINT", {})
+        with pytest.raises(AdHocQueryError, match="one statement per call"):
+            store.run_ad_hoc("MATCH (i:Item) RETURN i.id; MATCH (u:User) RETURN u.id", {})
+        # Past the guard, the engine itself refuses writes and several statements.
+        with pytest.raises(GraphStoreError, match="read-only"):
+            store._read_only("MATCH (i:Item) SET i.title = 'x' RETURN i.id", {})
+        with pytest.raises(GraphStoreError, match="2 statements; send one per call"):
+            store._read_only("MATCH (i:Item) RETURN i.id; MATCH (u:User) RETURN u.id", {})
+        rows, _ = store.run_ad_hoc("MATCH (i:Item {id: $id}) RETURN i.id AS id;", {"id": "i0"})
+        assert rows == [{"id": "i0"}]
+
+
+def test_cypher_run_opens_ladybug_read_only_and_refuses_maintenance(
+    tmp_path: Path, synthetic: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from starrec.cli import app
+    from starrec.tools import ladybug_store
+
+    path = tmp_path / "g.lbdb"
+    LadybugStore.create(path, GraphTables.from_dataset(synthetic)).close()
+    opened: list[bool] = []
+
+    class Recording(LadybugStore):
+        def __init__(self, path: Path, *, read_only: bool = False, create: bool = False) -> None:
+            opened.append(read_only)
+            super().__init__(path, read_only=read_only, create=create)
+
+    monkeypatch.setattr(ladybug_store, "LadybugStore", Recording)
+    runner = CliRunner()
+    for query in ("CHECKPOINT", "MATCH (i:Item) RETURN i.id; MATCH (u:User) RETURN u.id"):
+        result = runner.invoke(app, ["cypher", "run", query, "--path", str(path)])
+        assert result.exit_code == 1 and result.stderr.startswith("error: "), result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    result = runner.invoke(app, ["cypher", "run", "MATCH (i:Item {id: 'i0'}) RETURN i.id AS id", "--path",
+                                 str(path), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert opened == [True]
 
 
 def test_unreachable_neo4j_names_uri() -> None:
