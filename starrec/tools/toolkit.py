@@ -98,6 +98,24 @@ def manifest_is_complete(manifest: dict[str, Any] | None) -> bool:
     return manifest.get("complete") is True and manifest.get("format") == GRAPH_FORMAT_VERSION
 
 
+def remove_stale_builds(path: Path) -> None:
+    """Delete the staging files of builds of ``path`` whose process no longer runs (killed builds)."""
+    for staged in path.parent.glob(f".{path.name}.building-*"):
+        pid = staged.name.rsplit("-", 1)[-1].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            staged.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def build_ladybug_graph(
     dataset: Dataset, path: Path, *, fingerprint: str = "", overwrite: bool = False
 ) -> tuple[LadybugStore, dict[str, float]]:
@@ -111,6 +129,7 @@ def build_ladybug_graph(
     if path.exists() and not overwrite:
         raise GraphStoreError(f"Ladybug database {path} already exists; remove it or pass --overwrite")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(path)
     staging = path.with_name(f".{path.name}.building-{os.getpid()}")
     remove_database(staging)
     tables = GraphTables.from_dataset(dataset)

@@ -63,3 +63,13 @@ def test_a_chosen_path_without_a_complete_manifest_is_refused_with_the_fix(tmp_p
     half_built(path)
     with pytest.raises(GraphStoreError, match=r"no complete manifest.*--overwrite"):
         toolkit.open_dataset_toolkit(build_movie_dataset(), path=path)
+
+
+def test_staging_files_of_killed_builds_are_removed(tmp_path: Path) -> None:
+    dead = tmp_path / ".g.lbdb.building-999999999"
+    dead_wal = tmp_path / ".g.lbdb.building-999999999.wal"
+    dead.write_bytes(b"half a database")
+    dead_wal.write_bytes(b"wal")
+    store, _ = toolkit.build_ladybug_graph(build_movie_dataset(), tmp_path / "g.lbdb", fingerprint="f")
+    store.close()
+    assert not dead.exists() and not dead_wal.exists()
