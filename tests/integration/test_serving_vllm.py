@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import pytest
 
@@ -17,11 +18,20 @@ from starrec.serving.loop import StarLoopConfig
 from starrec.serving.recommender import StarOptions, StarRecommender, summary_chat_model
 from starrec.serving.server import VLLMServer, VLLMServerConfig, default_vllm_python
 from starrec.tools.base import CFResult
+from starrec.tools.candidate_cf import CandidateCF
 
 pytestmark = pytest.mark.slow
 
 
 class FixedEvidence:
+    """Fixed tool texts; the prior is the real candidate-CF scorer over the fixture dataset."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.prior = CandidateCF.from_dataset(dataset)
+
+    def candidate_cf(self, user_id: str, candidates: Any, history: Any = None, k: int | None = None) -> Any:
+        return self.prior.score(user_id, candidates, history, k)
+
     def item_cf(self, item_id: str, k: int = 10) -> CFResult:
         return CFResult(tool="item_cf", anchor=item_id, found=True, evidence=f"fans of {item_id} liked i5")
 
@@ -50,12 +60,13 @@ def test_tiny_student_served_by_vllm_answers_a_task(tiny_dataset: Dataset, tmp_p
             StarLoopConfig(max_tokens_per_call=48, max_completion_tokens=96),
             options=options,
             summary_model=summary_chat_model(backend, options, seed=0),
-            evidence=FixedEvidence(),
+            evidence=FixedEvidence(tiny_dataset),
         )
         task = Task("t1", "u1", ("i5", "i6", "i7", "i8", "i4"), ground_truth="i4")
         report = evaluate(recommender, [task], tiny_dataset, seed=0, progress=False)
     stats = report["method_stats"]
-    assert report["n_tasks"] == 1 and report["invalid"]["errors"] == 0
+    assert report["n_tasks"] == 1 and report["invalid"]["errors"] == 0, report["per_task"][0]["error"]
+    assert recommender.results["t1"].prior  # unparsed ids are completed in the candidate-CF prior order
     assert stats["llm_calls"] >= 1 and stats["completion_tokens"] > 0
     assert stats["abstractor"]["llm_calls"] >= 1
     # A random tiny model writes noise: the ranking is repaired and the repair counted, never dropped.
