@@ -9,6 +9,7 @@ failure is counted in a :class:`RepairLog` and announced as a ``starrec.repair``
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections import Counter
@@ -86,11 +87,18 @@ def llm_capabilities(model: BaseChatModel | Runnable) -> LLMCapabilities:
 
 
 def schema_json(schema: type[BaseModel] | Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON schema of ``schema`` (for a model class, computed once; callers must not mutate it)."""
     if isinstance(schema, Mapping):
         return dict(schema)
     if isinstance(schema, type) and issubclass(schema, BaseModel):
-        return schema.model_json_schema()
+        return _model_schema(schema)
     raise TypeError(f"Structured output needs a pydantic model class or a JSON-schema dict, got {schema!r}")
+
+
+@functools.cache
+def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    # Generating a pydantic JSON schema costs about a millisecond; MARS asks for one on every call.
+    return model.model_json_schema()
 
 
 def schema_name(schema: type[BaseModel] | Mapping[str, Any]) -> str:
