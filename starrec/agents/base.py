@@ -30,6 +30,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ValidationError
 
+from starrec.contract.tool_names import ITEM_CF
 from starrec.llm import textproto
 
 OutputT = TypeVar("OutputT", bound=BaseModel)
@@ -131,7 +132,7 @@ async def _run_tool(tools: dict[str, BaseTool], name: str, arguments: Any, count
     if isinstance(arguments, MalformedCall):
         counters.tool_errors += 1
         counters.count("tool_call_malformed")
-        example = textproto.format_tool_call("item_cf", {"item_id": "ID"})
+        example = textproto.format_tool_call(ITEM_CF, {"item_id": "ID"})
         return f"Error: malformed tool call: {arguments.error}. Write it like {example}."
     tool = tools.get(name)
     if tool is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, field_validator
 
 from starrec.agents.base import AgentEnv, Counters, UserView, ask, render
-from starrec.distill.trajectory import AGENT_NODES
+from starrec.contract.roster import AGENT_NODES
 
 
 class Plan(BaseModel):

@@ -32,10 +32,11 @@ from starrec.agents.base import (
     format_entry,
     render,
 )
+from starrec.contract.trajectory import QueryTrace
 from starrec.eval.fusion import FusionResult, agreement_fusion
 from starrec.eval.repair import RankingRepair, repair_ranking
 from starrec.llm import textproto
-from starrec.tools.base import EvidenceSource, QueryTrace
+from starrec.tools.base import EvidenceSource
 from starrec.tools.candidate_cf import CandidateCFResult
 
 CF_HINT_SIZE = 5

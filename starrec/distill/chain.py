@@ -1,6 +1,6 @@
 """The STAR chain of thought: one tagged, linear text per teacher run, and its parser.
 
-Public API (stable; the serving loop of issue 6 builds on it):
+Public API (stable; the STAR serving loop, :mod:`starrec.serving.loop`, builds on it):
 
 - ``star_system_prompt(ablation: str | None = None) -> str``: the student's system prompt.
 - ``build_student_messages(prompt: dict, candidates: Sequence[str], *, domain="item", user_id="",
@@ -31,7 +31,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from starrec.distill.trajectory import AGENT_NODES, AGENT_TAGS, StepRecord, Trajectory
+from starrec.contract.ablations import check_ablation
+from starrec.contract.roster import AGENT_NODES, AGENT_TAGS
+from starrec.contract.tool_names import AGENT_TOOL_NAMES, ITEM_CF, USER_CF
+from starrec.contract.trajectory import StepRecord, Trajectory
 from starrec.llm.textproto import (
     JSONExtractionError,
     extract_ids,
@@ -45,8 +48,6 @@ PLAN, REFLECTION, CORRECTION, RECOMMEND = "plan", "reflection", "correction", "r
 TOOL_CALL, TOOL_RESPONSE = "tool_call", "tool_response"
 AGENT_PHASES: tuple[str, ...] = tuple(AGENT_TAGS[node] for node in AGENT_NODES)
 TOP_LEVEL_TAGS: tuple[str, ...] = (PLAN, *AGENT_PHASES, REFLECTION, CORRECTION, RECOMMEND)
-TOOL_NAMES: frozenset[str] = frozenset({"item_cf", "user_cf"})
-ABLATIONS: tuple[str, ...] = ("no_tools", "no_planner", "no_reflector")
 
 PLANNER_NODE, REFLECTOR_NODE, RANKER_NODE = "planner", "reflector", "ranker"
 PREPROCESSING_NODES: frozenset[str] = frozenset({"abstractor"})
@@ -56,13 +57,6 @@ _TAG_PATTERN = re.compile(
     r"<(/?)(" + "|".join(re.escape(tag) for tag in (*TOP_LEVEL_TAGS, TOOL_CALL, TOOL_RESPONSE)) + r")>"
 )
 _AGENT_BY_TAG = {tag: node for node, tag in AGENT_TAGS.items()}
-
-
-def check_ablation(ablation: str | None) -> str | None:
-    """Validate an ablation name (None = the full method)."""
-    if ablation is not None and ablation not in ABLATIONS:
-        raise ValueError(f"unknown ablation {ablation!r}; choose one of: {', '.join(ABLATIONS)} (or none)")
-    return ablation
 
 
 def required_phases(ablation: str | None = None) -> tuple[str, ...]:
@@ -99,8 +93,8 @@ def star_system_prompt(ablation: str | None = None) -> str:
     if ablation != "no_tools":
         lines.append(
             "Inside an analysis you may consult collaborative evidence: "
-            f"{format_tool_call('item_cf', {'item_id': 'ID'})} lists items liked by people who liked ID, "
-            f"{format_tool_call('user_cf', {'user_id': 'ID'})} what similar users liked. "
+            f"{format_tool_call(ITEM_CF, {'item_id': 'ID'})} lists items liked by people who liked ID, "
+            f"{format_tool_call(USER_CF, {'user_id': 'ID'})} what similar users liked. "
             "Stop after </tool_call>; the evidence arrives in <tool_response>."
         )
     if ablation != "no_reflector":
@@ -338,8 +332,8 @@ def parse_tool_call_body(body: str) -> ParsedToolCall:
     """Validate one tool-call body (strict JSON, via :mod:`starrec.llm.textproto`) and the tool name."""
     (block,) = parse_tool_call_blocks(format_tool_call_block(body))
     call = ParsedToolCall(name=block.name, arguments=dict(block.arguments), body=body, error=block.error)
-    if call.error is None and call.name not in TOOL_NAMES:
-        call.error = f"unknown tool {call.name!r}; expected one of {sorted(TOOL_NAMES)}"
+    if call.error is None and call.name not in AGENT_TOOL_NAMES:
+        call.error = f"unknown tool {call.name!r}; expected one of {sorted(AGENT_TOOL_NAMES)}"
     return call
 
 

@@ -8,7 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-ABLATION_HELP = "Switch one component off: no_tools | no_planner | no_reflector."
+from starrec.contract.ablations import ABLATION_CHOICES
+
+ABLATION_HELP = f"Switch one component off: {ABLATION_CHOICES}."
 
 
 def parse_options(options: list[str] | None) -> dict[str, str]:
@@ -180,8 +182,8 @@ def show_command(
     """Print one recorded MARS trajectory (steps, tool calls with Cypher, repairs)."""
     from rich.console import Console
 
+    from starrec.contract.runs_file import RunsFile
     from starrec.graphs.display import print_trajectory
-    from starrec.graphs.recording import RunsFile
 
     runs_file = RunsFile(runs)
     records = runs_file.records()
@@ -193,7 +195,7 @@ def show_command(
     if as_json:
         typer.echo(json.dumps(chosen[0], indent=2, ensure_ascii=False))
         return
-    from starrec.distill.trajectory import Trajectory
+    from starrec.contract.trajectory import Trajectory
 
     print_trajectory(Console(), Trajectory.model_validate(chosen[0]))
 

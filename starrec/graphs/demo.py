@@ -74,11 +74,11 @@ def run_demo(
     console: Console | None = None,
 ) -> dict:
     """Run the demo and return ``{"mars": summary dict, "random": report, "pop": report}``."""
+    from starrec.contract.runs_file import RunsFile
+    from starrec.contract.trajectory import Trajectory
     from starrec.data import fetch_movielens_100k
-    from starrec.distill.trajectory import Trajectory
     from starrec.graphs.commands import print_summary
     from starrec.graphs.display import print_trajectory
-    from starrec.graphs.recording import RunsFile
     from starrec.graphs.teach import teach
 
     console = console or Console()

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.tree import Tree
 
-from starrec.distill.trajectory import Trajectory
-from starrec.graphs.recording import NODE_NAMES
+from starrec.contract.roster import NODE_NAMES
+from starrec.contract.trajectory import Trajectory
 
 MAX_TEXT = 600
 

@@ -15,7 +15,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, RetryPolicy
 
-from starrec.distill.trajectory import AGENT_NODES
+from starrec.contract.roster import AGENT_NODES
 from starrec.graphs.context import Context
 from starrec.graphs.nodes import MarsNodes
 from starrec.graphs.resources import Resources

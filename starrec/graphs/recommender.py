@@ -13,8 +13,8 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
+from starrec.contract.trajectory import Trajectory
 from starrec.data.schema import Dataset, RankRequest
-from starrec.distill.trajectory import Trajectory
 from starrec.eval.methods import MethodOptions
 from starrec.eval.recommender import Recommender
 from starrec.graphs.context import Context

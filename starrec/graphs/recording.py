@@ -1,23 +1,18 @@
-"""Trajectory recording: a LangChain callback handler, the ``runs.jsonl`` writer and a loader.
+"""Trajectory recording: a LangChain callback handler that assembles one run's :class:`Trajectory`.
 
 :class:`TrajectoryRecorder` is attached to one run (``config={"callbacks": [recorder]}``). It
 groups every LLM call (messages, response, tokens, seconds), tool call (arguments, evidence,
 Cypher traces) and structured-output repair under the graph node it happened in, and takes each
 node's structured output from the node's own ``last_step`` report. :meth:`TrajectoryRecorder.trajectory`
-then assembles the :class:`~starrec.distill.trajectory.Trajectory` that distillation reads.
-
-:class:`RunsFile` appends one JSON line per finished run and flushes it, so a killed batch loses
-at most the runs in flight, and tells a resumed batch which (task, pass) pairs are done.
+then assembles the :class:`~starrec.contract.trajectory.Trajectory` that distillation reads
+(written to ``runs.jsonl`` by :class:`~starrec.contract.runs_file.RunsFile`).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -26,15 +21,13 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import LLMResult
 
 from starrec.agents.base import format_entry
-from starrec.distill.trajectory import AGENT_NODES, LLMCallRecord, StepRecord, ToolCallRecord, Trajectory
+from starrec.contract.roster import NODE_NAMES
+from starrec.contract.trajectory import LLMCallRecord, StepRecord, ToolCallRecord, Trajectory, hit_flags
 from starrec.llm.messages import message_text, message_to_record
 from starrec.llm.redact import redact, redact_value
 from starrec.llm.structured import REPAIR_EVENT
 from starrec.llm.textproto import format_tool_call
 from starrec.tools.base import CFResult
-
-NODE_NAMES: frozenset[str] = frozenset({"abstractor", "planner", *AGENT_NODES, "reflector", "ranker"})
-HIT_KS: tuple[int, ...] = (1, 3, 5)
 
 
 def student_prompt(
@@ -46,12 +39,6 @@ def student_prompt(
         "recent behaviours (oldest first)": [format_entry(entry) for entry in recent],
         "candidates": [format_entry(entry) for entry in candidates],
     }
-
-
-def hit_flags(ranking: Sequence[str], ground_truth: str | None) -> dict[str, bool]:
-    if ground_truth is None:
-        return {}
-    return {f"hit@{k}": ground_truth in list(ranking)[:k] for k in HIT_KS}
 
 
 class TrajectoryRecorder(BaseCallbackHandler):
@@ -266,111 +253,3 @@ class TrajectoryRecorder(BaseCallbackHandler):
             settings=redact_value(dict(settings or {})),
             model=model,
         )
-
-
-class RunsFile:
-    """``RUNS/runs.jsonl``: append-and-flush writer, resume index, tolerant reader."""
-
-    def __init__(self, path: str | Path) -> None:
-        path = Path(path)
-        self.path = path / "runs.jsonl" if path.suffix != ".jsonl" else path
-        self.torn_lines = 0
-        """Torn last lines skipped by the latest read (0 or 1): a killed run, redone on resume."""
-        self._lock = threading.Lock()
-
-    def records(self) -> list[dict[str, Any]]:
-        """Every complete line; a torn last line (the process was killed mid-write) is skipped."""
-        return [record for _, record in self.numbered_records()]
-
-    def numbered_records(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """``(line number, object)`` per complete line, so readers can name the line at fault.
-
-        The file is split as bytes on ``\\n`` only: a kill can cut a multi-byte character, and
-        ``str.splitlines`` would also split inside JSON strings holding U+2028 or U+0085.
-        """
-        self.torn_lines = 0
-        if not self.path.exists():
-            return
-        lines = self.path.read_bytes().split(b"\n")
-        if lines and not lines[-1].strip():
-            lines.pop()
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                if number == len(lines):
-                    self.torn_lines += 1  # torn write of a killed run: that run is simply redone
-                    continue
-                what = "not UTF-8" if isinstance(error, UnicodeDecodeError) else "not a JSON line"
-                message = f"{self.path}:{number}: {what} ({error}); fix or delete that line"
-                raise ValueError(message) from error
-            yield number, record
-
-    def finished(self) -> set[tuple[str, int]]:
-        """(task_id, pass) pairs already recorded (errored runs included: they are not retried)."""
-        return {(str(r["task_id"]), int(r.get("pass", 0))) for r in self.records()}
-
-    def repair_torn_tail(self) -> bool:
-        """Cut a torn last line so appended lines stay parseable; True when something was cut."""
-        if not self.path.exists():
-            return False
-        data = self.path.read_bytes()
-        if not data or data.endswith(b"\n"):
-            return False
-        cut = data.rfind(b"\n") + 1
-        with self.path.open("r+b") as handle:
-            handle.truncate(cut)
-        return True
-
-    def append(self, line: Mapping[str, Any]) -> None:
-        """Write one run, every string redacted first (a key in a URL or an echoed error never lands)."""
-        text = json.dumps(redact_value(line), ensure_ascii=False) + "\n"
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-
-
-def run_line(trajectory: Trajectory) -> dict[str, Any]:
-    """One ``runs.jsonl`` object: the full trajectory plus flat ``hit@k`` flags."""
-    return trajectory.to_line()
-
-
-def load_runs_dataset(runs: str | Path, columns: Iterable[str] | None = None):  # -> datasets.Dataset
-    """Recorded runs as a Hugging Face ``datasets.Dataset``.
-
-    Flat columns (task_id, pass, ground_truth, ranking, nodes, hit@k, error, seconds, tokens...)
-    stay typed; nested ones (steps, prompt, repairs, settings, hits) are JSON strings because
-    their keys differ per node and Arrow needs one schema. ``Trajectory.model_validate_json``
-    style round trips work with :func:`trajectory_from_row`.
-    """
-    from datasets import Dataset
-
-    nested = ("steps", "prompt", "repairs", "settings", "hits")
-    rows = []
-    for record in RunsFile(runs).records():
-        row = {
-            key: (json.dumps(value, ensure_ascii=False) if key in nested else value)
-            for key, value in record.items()
-        }
-        for k in HIT_KS:
-            row.setdefault(f"hit@{k}", None)
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"no recorded runs in {RunsFile(runs).path}")
-    dataset = Dataset.from_list(rows)
-    return dataset.select_columns(list(columns)) if columns is not None else dataset
-
-
-def trajectory_from_row(row: Mapping[str, Any]) -> Trajectory:
-    """Inverse of :func:`load_runs_dataset` for one row."""
-    nested = ("steps", "prompt", "repairs", "settings", "hits")
-    data = {
-        key: (json.loads(value) if key in nested and isinstance(value, str) else value)
-        for key, value in row.items()
-    }
-    return Trajectory.model_validate(data)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
-from starrec.graphs.context import FIXED_AGENT_ORDER, Context
+from starrec.contract.roster import AGENT_NODES as FIXED_AGENT_ORDER
+from starrec.graphs.context import Context
 from starrec.graphs.state import State
 
 PLANNER = "planner"

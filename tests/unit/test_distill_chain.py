@@ -7,6 +7,7 @@ import json
 import pytest
 from distill_fixtures import make_trajectory
 
+from starrec.contract.roster import AGENT_TAGS
 from starrec.distill.chain import (
     CORRECTION,
     PLAN,
@@ -19,7 +20,6 @@ from starrec.distill.chain import (
     star_system_prompt,
     trajectory_messages,
 )
-from starrec.distill.trajectory import AGENT_TAGS
 
 
 def test_round_trip_recovers_phases_tool_calls_and_ranking() -> None:
