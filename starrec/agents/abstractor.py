@@ -15,7 +15,8 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from starrec.agents.base import AgentEnv, Counters, format_entries, invoke_model, message_text, render
+from starrec.agents.base import AgentEnv, Counters, invoke_model, message_text, render
+from starrec.data.user_view import format_entries
 
 MAX_SUMMARY_CHARS = 1500
 """Summaries longer than this are cut (a runaway generation must not blow up later prompts)."""

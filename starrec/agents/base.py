@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from string import Template
 from typing import Any, Literal, TypeVar
 
@@ -31,38 +32,10 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ValidationError
 
 from starrec.contract.tool_names import ITEM_CF
+from starrec.data.user_view import domain_words
 from starrec.llm import textproto
 
 OutputT = TypeVar("OutputT", bound=BaseModel)
-
-DOMAIN_WORDS: dict[str, dict[str, str]] = {
-    "movie": {"item": "movie", "items": "movies", "verb": "watched", "user": "viewer", "users": "viewers"},
-    "book": {"item": "book", "items": "books", "verb": "read", "user": "reader", "users": "readers"},
-    "product": {
-        "item": "product",
-        "items": "products",
-        "verb": "bought",
-        "user": "shopper",
-        "users": "shoppers",
-    },
-    "business": {
-        "item": "business",
-        "items": "businesses",
-        "verb": "visited",
-        "user": "customer",
-        "users": "customers",
-    },
-    "item": {"item": "item", "items": "items", "verb": "interacted with", "user": "user", "users": "users"},
-}
-"""How prompts talk about each domain (movies are watched, businesses visited, ...)."""
-
-
-def domain_words(domain: str) -> dict[str, str]:
-    key = domain.lower().rstrip("s") if domain else "item"
-    if key == "busines":
-        key = "business"
-    return DOMAIN_WORDS.get(key, DOMAIN_WORDS["item"])
-
 
 @dataclass
 class Counters:
@@ -97,17 +70,18 @@ class AgentEnv:
 
 
 @cache
-def load_prompt(name: str) -> str:
-    """A prompt template shipped in ``starrec/agents/prompts/<name>.md``."""
-    path = resources.files("starrec.agents") / "prompts" / f"{name}.md"
+def load_prompt(template: str | Path) -> str:
+    """A prompt template: ``starrec/agents/prompts/<name>.md`` for a name, or the file a path names."""
+    packaged = resources.files("starrec.agents") / "prompts" / f"{template}.md"
+    path = template if isinstance(template, Path) else packaged
     if not path.is_file():
-        raise FileNotFoundError(f"prompt template {name!r} not found at {path}")
+        raise FileNotFoundError(f"prompt template {str(template)!r} not found at {path}")
     return path.read_text(encoding="utf-8").strip()
 
 
-def render(template_name: str, words: dict[str, str], **values: str) -> str:
+def render(template: str | Path, words: dict[str, str], **values: str) -> str:
     """Fill a prompt template (``$name`` placeholders, so JSON braces need no escaping)."""
-    return Template(load_prompt(template_name)).substitute({**words, **values})
+    return Template(load_prompt(template)).substitute({**words, **values})
 
 
 def message_text(message: BaseMessage) -> str:
@@ -355,50 +329,6 @@ async def ask(
         f"after {time.perf_counter() - started:.1f} s"
     )
     return fallback(text), text
-
-
-@dataclass
-class UserView:
-    """What the agents know about the request, rendered once into prompt text."""
-
-    user_id: str
-    domain: str
-    summary: str
-    recent: list[dict[str, Any]]
-    candidates: list[dict[str, Any]]
-
-    def history_text(self) -> str:
-        words = domain_words(self.domain)
-        parts = [f"User: {self.user_id}"]
-        if self.summary:
-            parts.append(f"Long-term summary of earlier {words['items']}:\n{self.summary}")
-        parts.append(
-            f"Most recent {words['items']} {words['verb']} (oldest first):\n{format_entries(self.recent)}"
-        )
-        return "\n\n".join(parts)
-
-    def candidates_text(self) -> str:
-        return format_entries(self.candidates)
-
-
-def format_entry(entry: dict[str, Any]) -> str:
-    """One history item or candidate as a compact line: ``[id] Title | genres | 4 stars | date``."""
-    item = entry.get("item_id", entry.get("id", ""))
-    parts = [f"[{item}] {entry.get('title', item)}"]
-    if entry.get("categories"):
-        parts.append(", ".join(entry["categories"][:3]))
-    if entry.get("stars") is not None:
-        parts.append(f"{entry['stars']:g} stars")
-    if entry.get("date"):
-        parts.append(str(entry["date"]))
-    line = " | ".join(parts)
-    if entry.get("review"):
-        line += f' | "{entry["review"]}"'
-    return line
-
-
-def format_entries(entries: Sequence[dict[str, Any]]) -> str:
-    return "\n".join(f"- {format_entry(entry)}" for entry in entries) or "- (none)"
 
 
 def format_analyses(analyses: dict[str, dict[str, Any]]) -> str:

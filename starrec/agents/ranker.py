@@ -23,16 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from starrec.agents.base import (
-    AgentEnv,
-    Counters,
-    UserView,
-    ask,
-    format_analyses,
-    format_entry,
-    render,
-)
+from starrec.agents.base import AgentEnv, Counters, ask, format_analyses, render
 from starrec.contract.trajectory import QueryTrace
+from starrec.data.user_view import UserView, format_entry
 from starrec.eval.fusion import FusionResult, agreement_fusion
 from starrec.eval.repair import RankingRepair, repair_ranking
 from starrec.llm import textproto

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from starrec.agents.base import AgentEnv, Counters, UserView, ask, format_analyses, render
+from starrec.agents.base import AgentEnv, Counters, ask, format_analyses, render
+from starrec.data.user_view import UserView
 
 
 class Issue(BaseModel):

@@ -29,10 +29,11 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from starrec.contract.ablations import check_ablation
-from starrec.contract.roster import AGENT_NODES, AGENT_TAGS
+from starrec.contract.roster import ABSTRACTOR, PLANNER, RANKER, REFLECTOR, ROSTER, Roster
 from starrec.contract.tool_names import AGENT_TOOL_NAMES, ITEM_CF, USER_CF
 from starrec.contract.trajectory import StepRecord, Trajectory
 from starrec.llm.textproto import (
@@ -46,17 +47,38 @@ from starrec.llm.textproto import parse_tool_calls as parse_tool_call_blocks
 
 PLAN, REFLECTION, CORRECTION, RECOMMEND = "plan", "reflection", "correction", "recommend"
 TOOL_CALL, TOOL_RESPONSE = "tool_call", "tool_response"
-AGENT_PHASES: tuple[str, ...] = tuple(AGENT_TAGS[node] for node in AGENT_NODES)
-TOP_LEVEL_TAGS: tuple[str, ...] = (PLAN, *AGENT_PHASES, REFLECTION, CORRECTION, RECOMMEND)
+FIXED_PHASES: frozenset[str] = frozenset({PLAN, REFLECTION, CORRECTION, RECOMMEND, TOOL_CALL, TOOL_RESPONSE})
 
-PLANNER_NODE, REFLECTOR_NODE, RANKER_NODE = "planner", "reflector", "ranker"
-PREPROCESSING_NODES: frozenset[str] = frozenset({"abstractor"})
+PREPROCESSING_NODES: frozenset[str] = frozenset({ABSTRACTOR})
 """Nodes whose result is already part of the prompt (the long-term summary), so not of the chain."""
 
-_TAG_PATTERN = re.compile(
-    r"<(/?)(" + "|".join(re.escape(tag) for tag in (*TOP_LEVEL_TAGS, TOOL_CALL, TOOL_RESPONSE)) + r")>"
-)
-_AGENT_BY_TAG = {tag: node for node, tag in AGENT_TAGS.items()}
+
+@dataclass(frozen=True)
+class ChainGrammar:
+    """The tags a chain may hold for one roster's agents, and where each tag may appear."""
+
+    agent_by_tag: dict[str, str]
+    tag_pattern: re.Pattern[str]
+    allowed_parents: dict[str, tuple[str | None, ...]]
+
+
+@cache
+def chain_grammar(roster: Roster = ROSTER) -> ChainGrammar:
+    agent_phases = tuple(roster.tags.values())
+    clashes = sorted(FIXED_PHASES & set(agent_phases))
+    if clashes:
+        raise ValueError(f"agent roster: tags {clashes} are reserved for the STAR chain's own phases")
+    tags = (PLAN, *agent_phases, REFLECTION, CORRECTION, RECOMMEND, TOOL_CALL, TOOL_RESPONSE)
+    return ChainGrammar(
+        agent_by_tag={tag: node for node, tag in roster.tags.items()},
+        tag_pattern=re.compile(r"<(/?)(" + "|".join(re.escape(tag) for tag in tags) + r")>"),
+        allowed_parents={
+            **{tag: (None,) for tag in (PLAN, REFLECTION, CORRECTION, RECOMMEND)},
+            **{tag: (None, CORRECTION) for tag in agent_phases},
+            TOOL_CALL: (PLAN, *agent_phases, REFLECTION, RECOMMEND),
+            TOOL_RESPONSE: (PLAN, *agent_phases, REFLECTION, RECOMMEND),
+        },
+    )
 
 
 def required_phases(ablation: str | None = None) -> tuple[str, ...]:
@@ -73,7 +95,7 @@ def required_phases(ablation: str | None = None) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------------------------- prompt
 
 
-def star_system_prompt(ablation: str | None = None) -> str:
+def star_system_prompt(ablation: str | None = None, roster: Roster = ROSTER) -> str:
     """The student's instructions: the phases of the teacher, written as one pass."""
     check_ablation(ablation)
     lines = [
@@ -83,12 +105,11 @@ def star_system_prompt(ablation: str | None = None) -> str:
     if ablation != "no_planner":
         lines.append(
             '<plan>: decide which analyses this user needs and in what order; end with {"agents": [...]} '
-            f"using names from {list(AGENT_NODES)}."
+            f"using names from {list(roster.names)}."
         )
+    phases = ", ".join(f"<{agent.tag}> ({agent.phase_hint})" for agent in roster.agents)
     lines.append(
-        "Then one phase per planned analysis: <user_profile> (persona traits the data supports), "
-        "<historical_analysis> (stable long-term interests), <recent_analysis> (short-term shifts), "
-        "<divergence_analysis> (plausible new directions). Each ends with a JSON object of conclusions."
+        f"Then one phase per planned analysis: {phases}. Each ends with a JSON object of conclusions."
     )
     if ablation != "no_tools":
         lines.append(
@@ -135,6 +156,7 @@ def build_student_messages(
     domain: str = "item",
     user_id: str = "",
     ablation: str | None = None,
+    roster: Roster = ROSTER,
 ) -> list[dict[str, str]]:
     """``[system, user]`` messages for one task.
 
@@ -153,12 +175,14 @@ def build_student_messages(
         "## candidate ids (rank all of them)\n" + json.dumps(list(candidates), ensure_ascii=False)
     )
     return [
-        {"role": "system", "content": star_system_prompt(ablation)},
+        {"role": "system", "content": star_system_prompt(ablation, roster)},
         {"role": "user", "content": "\n\n".join(sections)},
     ]
 
 
-def trajectory_messages(trajectory: Trajectory, ablation: str | None = None) -> list[dict[str, str]]:
+def trajectory_messages(
+    trajectory: Trajectory, ablation: str | None = None, roster: Roster = ROSTER
+) -> list[dict[str, str]]:
     """The student prompt for the task a recorded run solved."""
     return build_student_messages(
         trajectory.prompt,
@@ -166,6 +190,7 @@ def trajectory_messages(trajectory: Trajectory, ablation: str | None = None) -> 
         domain=trajectory.domain,
         user_id=trajectory.user_id,
         ablation=ablation,
+        roster=roster,
     )
 
 
@@ -207,7 +232,7 @@ def _step_body(step: StepRecord) -> list[str]:
     return body
 
 
-def serialise_trajectory(trajectory: Trajectory) -> str:
+def serialise_trajectory(trajectory: Trajectory, roster: Roster = ROSTER) -> str:
     """The teacher run as the single assistant text the student is trained on.
 
     Steps keep their executed order; agents re-run in a correction round are grouped in
@@ -218,6 +243,7 @@ def serialise_trajectory(trajectory: Trajectory) -> str:
             f"{run_label(trajectory)}: ranking has {len(trajectory.ranking)} ids "
             f"for {len(trajectory.candidates)} candidates; only complete runs can be serialised"
         )
+    tags = roster.tags
     parts: list[str] = []
     correction: list[str] = []
     ranker_thinking = ""
@@ -230,8 +256,8 @@ def serialise_trajectory(trajectory: Trajectory) -> str:
     for step in trajectory.steps:
         if step.node in PREPROCESSING_NODES:
             continue
-        if step.node in AGENT_TAGS:
-            block = _phase(AGENT_TAGS[step.node], *_step_body(step))
+        if step.node in tags:
+            block = _phase(tags[step.node], *_step_body(step))
             if step.round > 0:
                 correction.append(block)
             else:
@@ -239,17 +265,17 @@ def serialise_trajectory(trajectory: Trajectory) -> str:
                 parts.append(block)
             continue
         flush_correction()
-        if step.node == PLANNER_NODE:
+        if step.node == PLANNER:
             parts.append(_phase(PLAN, *_step_body(step)))
-        elif step.node == REFLECTOR_NODE:
+        elif step.node == REFLECTOR:
             parts.append(_phase(REFLECTION, *_step_body(step)))
-        elif step.node == RANKER_NODE:
+        elif step.node == RANKER:
             ranker_thinking = step.thinking
         else:
             raise ValueError(
                 f"{run_label(trajectory)}: step {step.node!r} has no place in "
-                f"the STAR chain (known: {PLANNER_NODE}, {', '.join(AGENT_NODES)}, {REFLECTOR_NODE}, "
-                f"{RANKER_NODE}, {', '.join(sorted(PREPROCESSING_NODES))})"
+                f"the STAR chain (known: {PLANNER}, {', '.join(roster.names)}, {REFLECTOR}, "
+                f"{RANKER}, {', '.join(sorted(PREPROCESSING_NODES))})"
             )
     flush_correction()
     parts.append(_phase(RECOMMEND, ranker_thinking, _json(trajectory.ranking)))
@@ -287,6 +313,8 @@ class Phase:
 
 @dataclass(slots=True)
 class ParsedChain:
+    grammar: ChainGrammar = field(default_factory=chain_grammar, repr=False, compare=False)
+    """The roster's tags the chain was parsed with (maps analysis phases back to agents)."""
     phases: list[Phase] = field(default_factory=list)
     tool_calls: list[ParsedToolCall] = field(default_factory=list)
     ranking: list[str] = field(default_factory=list)
@@ -318,7 +346,8 @@ class ParsedChain:
     @property
     def agents(self) -> list[str]:
         """Agent node names of the analysis phases, in order (corrections included)."""
-        return [_AGENT_BY_TAG[phase.tag] for phase in self.phases if phase.tag in _AGENT_BY_TAG]
+        by_tag = self.grammar.agent_by_tag
+        return [by_tag[phase.tag] for phase in self.phases if phase.tag in by_tag]
 
 
 _TOOL_TEXT = re.compile(r"<tool_(call|response)>.*?</tool_\1>", re.DOTALL)
@@ -341,15 +370,7 @@ def format_tool_call_block(body: str) -> str:
     return f"<{TOOL_CALL}>{body}</{TOOL_CALL}>"
 
 
-_ALLOWED_PARENTS: dict[str, tuple[str | None, ...]] = {
-    **{tag: (None,) for tag in (PLAN, REFLECTION, CORRECTION, RECOMMEND)},
-    **{tag: (None, CORRECTION) for tag in AGENT_PHASES},
-    TOOL_CALL: (PLAN, *AGENT_PHASES, REFLECTION, RECOMMEND),
-    TOOL_RESPONSE: (PLAN, *AGENT_PHASES, REFLECTION, RECOMMEND),
-}
-
-
-def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedChain:
+def parse_chain(text: str, candidates: Sequence[str] | None = None, roster: Roster = ROSTER) -> ParsedChain:
     """Split a completion into phases, tool calls and the ranking.
 
     Whitespace anywhere is fine; tags are strict: only known tags count, each must be allowed
@@ -357,11 +378,12 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedCha
     Problems are listed in ``errors`` and parsing continues, so partial answers still yield what
     they contain. ``candidates`` (optional) lets a non-JSON ``<recommend>`` body still yield ids.
     """
-    chain = ParsedChain()
+    grammar = chain_grammar(roster)
+    chain = ParsedChain(grammar)
     stack: list[tuple[str, int]] = []  # (open tag, where its content starts)
     cursor = 0
     last_call: ParsedToolCall | None = None
-    for match in _TAG_PATTERN.finditer(text):
+    for match in grammar.tag_pattern.finditer(text):
         closing, tag = match.group(1) == "/", match.group(2)
         if not stack and text[cursor : match.start()].strip():
             chain.errors.append(
@@ -370,7 +392,7 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedCha
         cursor = match.end()
         parent = stack[-1][0] if stack else None
         if not closing:
-            if parent not in _ALLOWED_PARENTS[tag]:
+            if parent not in grammar.allowed_parents[tag]:
                 where = f"inside <{parent}>" if parent else "at top level"
                 chain.errors.append(f"<{tag}> is not allowed {where} (char {match.start()})")
             stack.append((tag, match.end()))

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from starrec.contract.ablations import ABLATION_SWITCHES, check_ablation
-from starrec.contract.roster import AGENT_NODES
+from starrec.contract.roster import FIXED_NODES
 from starrec.contract.trajectory import Trajectory, hit_at_k
 from starrec.distill.chain import run_label
 
@@ -36,7 +36,7 @@ def empty_reason(trajectory: Trajectory) -> str | None:
     candidates = len(trajectory.candidates) or len(trajectory.ranking)
     if candidates and trajectory.repairs.get("ranking_missing", 0) >= candidates:
         return "ranking fully repaired"
-    agent_steps = [step for step in trajectory.steps if step.node in AGENT_NODES]
+    agent_steps = [step for step in trajectory.steps if step.node not in FIXED_NODES]
     if agent_steps and all(step.repairs.get("fallback") for step in agent_steps):
         return "every agent fell back"
     return None

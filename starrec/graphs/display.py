@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.tree import Tree
 
-from starrec.contract.roster import NODE_NAMES
+from starrec.contract.roster import ROSTER, Roster
 from starrec.contract.trajectory import Trajectory
 
 MAX_TEXT = 600
@@ -65,8 +65,9 @@ class NodeProgress(BaseCallbackHandler):
 
     run_inline = True
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, roster: Roster = ROSTER) -> None:
         self.console = console
+        self.node_names = roster.node_names
         self._nodes: dict[UUID, tuple[str, str, float]] = {}
 
     def on_chain_start(
@@ -79,7 +80,7 @@ class NodeProgress(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         name = kwargs.get("name")
-        if name in NODE_NAMES and (metadata or {}).get("langgraph_node") == name:
+        if name in self.node_names and (metadata or {}).get("langgraph_node") == name:
             task = inputs.get("task_id", "") if isinstance(inputs, dict) else getattr(inputs, "task_id", "")
             self._nodes[run_id] = (str(task), name, time.perf_counter())
 

@@ -12,15 +12,9 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from starrec.agents import (
-    historical_interest,
-    interest_divergence,
-    recent_interest,
-    user_profile,
-)
 from starrec.agents.abstractor import abstract
 from starrec.agents.analyst import analyse
-from starrec.agents.base import AgentEnv, Counters, UserView
+from starrec.agents.base import AgentEnv, Counters
 from starrec.agents.planner import plan
 from starrec.agents.ranker import (
     candidate_prior,
@@ -32,18 +26,12 @@ from starrec.agents.ranker import (
     order_by_score,
 )
 from starrec.agents.reflector import reflect
+from starrec.contract.roster import ROSTER, Roster
+from starrec.data.user_view import UserView
 from starrec.graphs.context import Context
 from starrec.graphs.resources import Resources
 from starrec.graphs.routing import context_of, planned_agents
 from starrec.graphs.state import State
-
-AGENT_FOCUS: dict[str, Callable[[UserView], str]] = {
-    user_profile.NAME: user_profile.focus,
-    historical_interest.NAME: historical_interest.focus,
-    recent_interest.NAME: recent_interest.focus,
-    interest_divergence.NAME: interest_divergence.focus,
-}
-"""Execution agent -> its digest of the data; the role itself lives in ``agents/prompts/<name>.md``."""
 
 
 def view_of(state: State, env: AgentEnv) -> UserView:
@@ -94,10 +82,11 @@ def validate_input(state: State) -> None:
 
 
 class MarsNodes:
-    """Node functions bound to the graph's :class:`Resources`."""
+    """Node functions bound to the graph's :class:`Resources` and agent roster."""
 
-    def __init__(self, resources: Resources) -> None:
+    def __init__(self, resources: Resources, roster: Roster = ROSTER) -> None:
         self.resources = resources
+        self.roster = roster
 
     async def abstractor(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         """Chunk + fuse the history into the hybrid input (long-term summary + last chunk)."""
@@ -122,15 +111,15 @@ class MarsNodes:
         context = context_of(runtime)
         env, warnings = self.resources.env(context, state.domain, with_tools=False)
         counters = Counters()
-        result = await plan(env, view_of(state, env), counters)
+        result = await plan(env, view_of(state, env), counters, self.roster)
         return {
             "plan": result.agents,
             **step_update("planner", state, counters, {"agents": result.agents}, result.thinking, warnings),
         }
 
     def agent_node(self, name: str) -> Callable[[State, Runtime[Context]], Awaitable[dict[str, Any]]]:
-        """The node for execution agent ``name`` (first pass and correction rounds)."""
-        focus = AGENT_FOCUS[name]
+        """The node for execution agent ``name`` of the roster (first pass and correction rounds)."""
+        agent = self.roster.agent(name)
 
         async def run_agent(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             context = context_of(runtime)
@@ -138,9 +127,7 @@ class MarsNodes:
             counters = Counters()
             correction = state.corrections.get(name) if state.round > 0 else None
             view = view_of(state, env)
-            result = await analyse(
-                env, name, view, counters, focus(view), correction, state.analyses.get(name)
-            )
+            result = await analyse(env, agent, view, counters, correction, state.analyses.get(name))
             output = {"conclusions": result.conclusions, "evidence_ids": result.evidence_ids}
             if correction:
                 output["correction"] = correction
@@ -159,7 +146,9 @@ class MarsNodes:
         env, warnings = self.resources.env(context, state.domain, with_tools=False)
         counters = Counters()
         executed = {
-            agent: state.analyses[agent] for agent in planned_agents(state) if agent in state.analyses
+            agent: state.analyses[agent]
+            for agent in planned_agents(state, self.roster.names)
+            if agent in state.analyses
         }
         result = await reflect(env, view_of(state, env), executed, counters)
         issues = [issue.model_dump() for issue in result.issues]

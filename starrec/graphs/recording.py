@@ -20,9 +20,9 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import LLMResult
 
-from starrec.agents.base import format_entry
-from starrec.contract.roster import NODE_NAMES
+from starrec.contract.roster import ROSTER, Roster
 from starrec.contract.trajectory import LLMCallRecord, StepRecord, ToolCallRecord, Trajectory, hit_flags
+from starrec.data.user_view import format_entry
 from starrec.llm.messages import message_text, message_to_record
 from starrec.llm.redact import redact, redact_value
 from starrec.llm.structured import REPAIR_EVENT
@@ -42,11 +42,16 @@ def student_prompt(
 
 
 class TrajectoryRecorder(BaseCallbackHandler):
-    """Collects one MARS run's steps from LangChain callbacks (one recorder per run)."""
+    """Collects one MARS run's steps from LangChain callbacks (one recorder per run).
+
+    ``roster`` must be the graph's: its node names tell the graph's own nodes from an embedding
+    app's.
+    """
 
     run_inline = True  # keep event order in async runs; every handler method is cheap
 
-    def __init__(self) -> None:
+    def __init__(self, roster: Roster = ROSTER) -> None:
+        self.node_names = roster.node_names
         self.steps: list[StepRecord] = []
         self._step_of_run: dict[UUID, StepRecord] = {}
         self._started: dict[UUID, float] = {}
@@ -72,7 +77,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
         name = kwargs.get("name") or (serialized or {}).get("name")
         node = (metadata or {}).get("langgraph_node")
         with self._lock:
-            if name in NODE_NAMES and node == name and parent_run_id not in self._step_of_run:
+            if name in self.node_names and node == name and parent_run_id not in self._step_of_run:
                 step = StepRecord(node=name)
                 self.steps.append(step)
                 self._step_of_run[run_id] = step

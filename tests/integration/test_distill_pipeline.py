@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from starrec.cli import app
 from starrec.contract.runs_file import load_trajectories
-from starrec.distill.chain import AGENT_TAGS, parse_chain, serialise_trajectory
+from starrec.contract.roster import AGENT_TAGS
+from starrec.distill.chain import parse_chain, serialise_trajectory
 from starrec.distill.filtering import outcome_filter
 from starrec.distill.rewards import format_reward, ranking_tier, tiered_outcome_reward
 
