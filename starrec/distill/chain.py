@@ -1,11 +1,9 @@
 """The STAR chain of thought: one tagged, linear text per teacher run, and its parser.
 
-Public API (stable; the STAR serving loop, :mod:`starrec.serving.loop`, builds on it):
+Public API (stable; the STAR serving loop, :mod:`starrec.serving.loop`, builds on it; the prompt
+the chain answers is :mod:`starrec.distill.student_prompt`). Every function takes the agent
+``roster`` (default: the house roster), whose tags are the analysis phases:
 
-- ``star_system_prompt(ablation: str | None = None) -> str``: the student's system prompt.
-- ``build_student_messages(prompt: dict, candidates: Sequence[str], *, domain="item", user_id="",
-  ablation=None) -> list[dict[str, str]]``: ``[system, user]`` chat messages for one task.
-- ``trajectory_messages(trajectory, ablation=None) -> list[dict[str, str]]``: the same, for a recorded run.
 - ``serialise_trajectory(trajectory) -> str``: the assistant text the student learns to write.
 - ``parse_chain(text) -> ParsedChain``: phases, tool calls and the ranking of a completion; problems are
   collected in ``ParsedChain.errors`` (never raised), so rewards and serving can count them.
@@ -34,7 +32,7 @@ from typing import Any
 
 from starrec.contract.ablations import check_ablation
 from starrec.contract.roster import ABSTRACTOR, PLANNER, RANKER, REFLECTOR, ROSTER, Roster
-from starrec.contract.tool_names import AGENT_TOOL_NAMES, ITEM_CF, USER_CF
+from starrec.contract.tool_names import AGENT_TOOL_NAMES
 from starrec.contract.trajectory import StepRecord, Trajectory
 from starrec.llm.textproto import (
     JSONExtractionError,
@@ -90,108 +88,6 @@ def required_phases(ablation: str | None = None) -> tuple[str, ...]:
     if ablation == "no_reflector":
         phases.remove(REFLECTION)
     return tuple(phases)
-
-
-# ----------------------------------------------------------------------------------------------- prompt
-
-
-def star_system_prompt(ablation: str | None = None, roster: Roster = ROSTER) -> str:
-    """The student's instructions: the phases of the teacher, written as one pass."""
-    check_ablation(ablation)
-    lines = [
-        "You are STAR, a recommender that reasons in one pass the way a team of specialist agents would.",
-        "Write your answer as tagged phases, in this order. Each phase is short thinking followed by JSON.",
-    ]
-    if ablation != "no_planner":
-        lines.append(
-            '<plan>: decide which analyses this user needs and in what order; end with {"agents": [...]} '
-            f"using names from {list(roster.names)}."
-        )
-    phases = ", ".join(f"<{agent.tag}> ({agent.phase_hint})" for agent in roster.agents)
-    lines.append(
-        f"Then one phase per planned analysis: {phases}. Each ends with a JSON object of conclusions."
-    )
-    if ablation != "no_tools":
-        lines.append(
-            "Inside an analysis you may consult collaborative evidence: "
-            f"{format_tool_call(ITEM_CF, {'item_id': 'ID'})} lists items liked by people who liked ID, "
-            f"{format_tool_call(USER_CF, {'user_id': 'ID'})} what similar users liked. "
-            "Stop after </tool_call>; the evidence arrives in <tool_response>."
-        )
-    if ablation != "no_reflector":
-        lines.append(
-            '<reflection>: check the analyses for consistency, realism and completeness; end with {"passed": '
-            'true} or {"passed": false, "feedback": [{"agent": ..., "suggestion": ...}]}. If it failed, '
-            "redo only the flagged analyses inside <correction>…</correction>."
-        )
-    lines.append(
-        "<recommend>: weigh everything and end with a JSON list of ALL candidate ids, best first, "
-        "each exactly once."
-    )
-    return "\n".join(lines)
-
-
-def _render_value(value: Any) -> str:
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, Mapping):
-        return "\n".join(f"- {key}: {_render_inline(item)}" for key, item in value.items())
-    if isinstance(value, Sequence):
-        return "\n".join(f"- {_render_inline(item)}" for item in value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _render_inline(value: Any) -> str:
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, Mapping):
-        return "; ".join(f"{key}: {_render_inline(item)}" for key, item in value.items())
-    return json.dumps(value, ensure_ascii=False)
-
-
-def build_student_messages(
-    prompt: Mapping[str, Any],
-    candidates: Sequence[str],
-    *,
-    domain: str = "item",
-    user_id: str = "",
-    ablation: str | None = None,
-    roster: Roster = ROSTER,
-) -> list[dict[str, str]]:
-    """``[system, user]`` messages for one task.
-
-    ``prompt`` is what the teacher was shown (``Trajectory.prompt``: summary, recent items, candidate
-    titles, ...); every entry is rendered in order under its key, so serving must build the same dict
-    the teacher recorded. ``candidates`` are listed last, in the (already shuffled) order given.
-    """
-    if not candidates:
-        raise ValueError("build_student_messages: the candidate list is empty")
-    sections = [f"Task: rank {len(candidates)} candidate {domain}s for user {user_id or '(unknown)'}."]
-    for key, value in prompt.items():
-        rendered = _render_value(value)
-        if rendered:
-            sections.append(f"## {key}\n{rendered}")
-    sections.append(
-        "## candidate ids (rank all of them)\n" + json.dumps(list(candidates), ensure_ascii=False)
-    )
-    return [
-        {"role": "system", "content": star_system_prompt(ablation, roster)},
-        {"role": "user", "content": "\n\n".join(sections)},
-    ]
-
-
-def trajectory_messages(
-    trajectory: Trajectory, ablation: str | None = None, roster: Roster = ROSTER
-) -> list[dict[str, str]]:
-    """The student prompt for the task a recorded run solved."""
-    return build_student_messages(
-        trajectory.prompt,
-        trajectory.candidates,
-        domain=trajectory.domain,
-        user_id=trajectory.user_id,
-        ablation=ablation,
-        roster=roster,
-    )
 
 
 # ------------------------------------------------------------------------------------------ serialise

@@ -175,7 +175,7 @@ class RLDataConfig:
 
 def rl_instances(trajectories: Sequence[Any], ablation: str | None = None) -> list[SampledInstance]:
     """One instance per task with a ground truth (its first recorded run supplies the prompt)."""
-    from starrec.distill.chain import trajectory_messages
+    from starrec.distill.student_prompt import trajectory_messages
 
     seen: dict[str, SampledInstance] = {}
     for trajectory in trajectories:

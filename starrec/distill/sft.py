@@ -19,9 +19,10 @@ from typing import Any
 
 from starrec.contract.runs_file import load_trajectories
 from starrec.contract.trajectory import Trajectory
-from starrec.distill.chain import serialise_trajectory, trajectory_messages
+from starrec.distill.chain import serialise_trajectory
 from starrec.distill.config import StarSFTConfig, resolve_model
 from starrec.distill.filtering import FilterReport, outcome_filter
+from starrec.distill.student_prompt import trajectory_messages
 
 _TOOL_RESPONSE_SPAN = re.compile(r"\n?<tool_response>.*?</tool_response>\n?", re.DOTALL)
 

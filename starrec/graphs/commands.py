@@ -52,56 +52,6 @@ def build_context(
     return context
 
 
-def print_summary(console: Any, summary: Any, title: str) -> None:
-    """HR table, repair/invalid rates and per-agent cost of a batch."""
-    from rich.table import Table
-
-    data = summary.as_dict()
-    table = Table(title=title)
-    for column in (
-        "runs",
-        "errors",
-        "HR@1",
-        "HR@3",
-        "HR@5",
-        "HR_avg (ok runs)",
-        "repaired rankings",
-        "LLM calls/run",
-        "tokens/run",
-        "s/run",
-    ):
-        table.add_column(column, justify="right")
-    metric = [f"{data.get(key, float('nan')):.3f}" for key in ("hr@1", "hr@3", "hr@5", "hr_avg")]
-    runs = max(data["runs"], 1)
-    table.add_row(
-        str(data["runs"]),
-        str(data["errors"]),
-        *metric,
-        f"{data['repaired_runs']} ({data['repaired_runs'] / runs:.0%})",
-        f"{data['llm_calls_per_run']:.1f}",
-        f"{data['tokens_per_run']:.0f}",
-        f"{data['seconds_per_run']:.2f}",
-    )
-    console.print(table)
-    agents = Table(title="per agent (mean per run)")
-    for column in ("node", "executions", "LLM calls", "tool calls", "tokens", "seconds"):
-        agents.add_column(column, justify="right" if column != "node" else "left")
-    for node, row in data["per_agent"].items():
-        agents.add_row(
-            node,
-            f"{row['runs']:.2f}",
-            f"{row['llm_calls']:.2f}",
-            f"{row['tool_calls']:.2f}",
-            f"{row['tokens']:.0f}",
-            f"{row['seconds']:.2f}",
-        )
-    console.print(agents)
-    if data["repairs"]:
-        console.print(
-            "repairs and retries: " + ", ".join(f"{k}={v}" for k, v in sorted(data["repairs"].items()))
-        )
-
-
 def teach_command(
     data: Annotated[Path, typer.Option(help="Dataset directory (AgentSociety layout).")],
     tasks: Annotated[Path, typer.Option(help="Task folder (tasks/ + groundtruth/).")],
@@ -127,6 +77,7 @@ def teach_command(
     """
     from rich.console import Console
 
+    from starrec.graphs.display import print_summary
     from starrec.graphs.teach import RunFolderBusyError, teach
 
     if passes < 1:

@@ -77,8 +77,7 @@ def run_demo(
     from starrec.contract.runs_file import RunsFile
     from starrec.contract.trajectory import Trajectory
     from starrec.data import fetch_movielens_100k
-    from starrec.graphs.commands import print_summary
-    from starrec.graphs.display import print_trajectory
+    from starrec.graphs.display import print_summary, print_trajectory
     from starrec.graphs.teach import teach
 
     console = console or Console()

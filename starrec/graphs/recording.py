@@ -22,23 +22,12 @@ from langchain_core.outputs import LLMResult
 
 from starrec.contract.roster import ROSTER, Roster
 from starrec.contract.trajectory import LLMCallRecord, StepRecord, ToolCallRecord, Trajectory, hit_flags
-from starrec.data.user_view import format_entry
+from starrec.distill.student_prompt import task_prompt
 from starrec.llm.messages import message_text, message_to_record
 from starrec.llm.redact import redact, redact_value
 from starrec.llm.structured import REPAIR_EVENT
 from starrec.llm.textproto import format_tool_call
 from starrec.tools.base import CFResult
-
-
-def student_prompt(
-    summary: str, recent: Sequence[Mapping[str, Any]], candidates: Sequence[Mapping[str, Any]]
-) -> dict[str, Any]:
-    """What a run was asked, in the form the STAR student is shown (``Trajectory.prompt``)."""
-    return {
-        "long-term summary": summary,
-        "recent behaviours (oldest first)": [format_entry(entry) for entry in recent],
-        "candidates": [format_entry(entry) for entry in candidates],
-    }
 
 
 class TrajectoryRecorder(BaseCallbackHandler):
@@ -240,7 +229,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
             domain=str(state.get("domain", "item")),
             candidates=shown,
             ground_truth=ground_truth,
-            prompt=student_prompt(
+            prompt=task_prompt(
                 str(state.get("summary", "")), state.get("recent", []), state.get("candidates", [])
             )
             if state

@@ -3,11 +3,10 @@
 ``starrec eval --method star --model DIR`` (in-process transformers, or ``--option backend=vllm``
 to launch a vLLM server for the run) or ``--base-url URL`` (any OpenAI-compatible endpoint already
 serving the student). Each request is answered as the student was trained: the teacher's hybrid
-input (long-term summary from the long-sequence abstractor + the last chunk verbatim + candidates,
-:func:`starrec.graphs.recording.student_prompt`), rendered by
-:func:`starrec.distill.chain.build_student_messages`, then the single-pass loop of
-:mod:`starrec.serving.loop`. The abstractor runs on the same served model, and its calls are
-counted apart from the chain's.
+input (long-term summary from the long-sequence abstractor + the last chunk verbatim + candidates)
+rendered by :mod:`starrec.distill.student_prompt` (the module the teacher's recorder uses), then
+the single-pass loop of :mod:`starrec.serving.loop`. The abstractor runs on the same served model,
+and its calls are counted apart from the chain's.
 """
 
 from __future__ import annotations
@@ -146,9 +145,8 @@ class StarRecommender(Recommender):
     def messages_for(self, request: RankRequest) -> list[Message]:
         """The student prompt for one request (same dict the teacher recorded in ``Trajectory.prompt``)."""
         from starrec.agents.abstractor import split_history
-        from starrec.distill.chain import build_student_messages
-        from starrec.graphs.recording import student_prompt
-        from starrec.graphs.state import candidate_entries, history_entries
+        from starrec.data.user_view import history_entries
+        from starrec.distill.student_prompt import request_messages
 
         train = self._train()
         history = history_entries(request, train)
@@ -157,10 +155,7 @@ class StarRecommender(Recommender):
         else:
             _, _, recent = split_history(history, self.options.chunk_size, self.options.max_history)
             summary = ""
-        prompt = student_prompt(summary, recent, candidate_entries(request.candidates, train))
-        return build_student_messages(
-            prompt, request.candidates, domain=train.domain, user_id=request.user_id
-        )
+        return request_messages(request, train, summary, recent)
 
     def _abstract(self, history: list[Any], domain: str) -> tuple[str, list[Any]]:
         from starrec.agents.abstractor import abstract

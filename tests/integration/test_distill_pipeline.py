@@ -11,8 +11,8 @@ from distill_fixtures import record_scripted_runs
 from typer.testing import CliRunner
 
 from starrec.cli import app
-from starrec.contract.runs_file import load_trajectories
 from starrec.contract.roster import AGENT_TAGS
+from starrec.contract.runs_file import load_trajectories
 from starrec.distill.chain import parse_chain, serialise_trajectory
 from starrec.distill.filtering import outcome_filter
 from starrec.distill.rewards import format_reward, ranking_tier, tiered_outcome_reward

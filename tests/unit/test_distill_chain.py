@@ -13,13 +13,11 @@ from starrec.distill.chain import (
     PLAN,
     RECOMMEND,
     REFLECTION,
-    build_student_messages,
     parse_chain,
     parse_ranking,
     serialise_trajectory,
-    star_system_prompt,
-    trajectory_messages,
 )
+from starrec.distill.student_prompt import build_student_messages, star_system_prompt, trajectory_messages
 
 
 def test_round_trip_recovers_phases_tool_calls_and_ranking() -> None:
