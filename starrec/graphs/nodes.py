@@ -1,7 +1,8 @@
 """The graph's nodes: each turns the state into one agent call and a small state update.
 
-Every node also returns ``last_step`` (its structured output, thinking and counted repairs), which
-the trajectory recorder reads from the node's output, so a trajectory never depends on parsing logs.
+Every node also reports its step (structured output, thinking, counted repairs) to the trajectory
+recorder as a LangChain custom event (:data:`~starrec.graphs.recording.STEP_EVENT`), so a
+trajectory never depends on parsing logs and the graph state carries no recorder side channel.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from langchain_core.callbacks import adispatch_custom_event
 from langgraph.runtime import Runtime
 
 from starrec.agents.abstractor import abstract
@@ -29,6 +31,7 @@ from starrec.agents.reflector import reflect
 from starrec.contract.roster import ROSTER, Roster
 from starrec.data.user_view import UserView
 from starrec.graphs.context import Context
+from starrec.graphs.recording import STEP_EVENT
 from starrec.graphs.resources import Resources
 from starrec.graphs.routing import context_of, planned_agents
 from starrec.graphs.state import State
@@ -44,7 +47,7 @@ def view_of(state: State, env: AgentEnv) -> UserView:
     )
 
 
-def step_update(
+async def step_update(
     node: str,
     state: State,
     counters: Counters,
@@ -52,22 +55,20 @@ def step_update(
     thinking: str = "",
     warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The bookkeeping part of every node's update."""
-    all_warnings = [*(warnings or []), *counters.warnings]
-    return {
+    """The bookkeeping part of every node's update; the step itself is reported to the recorder."""
+    report = {
+        "node": node,
+        "round": state.round,
+        "output": output,
+        "thinking": thinking,
         "repairs": dict(counters.repairs),
-        "warnings": [f"{node}: {text}" for text in all_warnings],
-        "last_step": {
-            "node": node,
-            "round": state.round,
-            "output": output,
-            "thinking": thinking,
-            "repairs": dict(counters.repairs),
-            "llm_calls": counters.llm_calls,
-            "tool_calls": counters.tool_calls,
-            "tool_errors": counters.tool_errors,
-        },
+        "llm_calls": counters.llm_calls,
+        "tool_calls": counters.tool_calls,
+        "tool_errors": counters.tool_errors,
     }
+    await adispatch_custom_event(STEP_EVENT, report)
+    all_warnings = [*(warnings or []), *counters.warnings]
+    return {"repairs": dict(counters.repairs), "warnings": [f"{node}: {text}" for text in all_warnings]}
 
 
 def validate_input(state: State) -> None:
@@ -104,7 +105,7 @@ class MarsNodes:
         return {
             "summary": result.summary,
             "recent": result.recent,
-            **step_update("abstractor", state, counters, output, warnings=warnings),
+            **await step_update("abstractor", state, counters, output, warnings=warnings),
         }
 
     async def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -114,7 +115,9 @@ class MarsNodes:
         result = await plan(env, view_of(state, env), counters, self.roster)
         return {
             "plan": result.agents,
-            **step_update("planner", state, counters, {"agents": result.agents}, result.thinking, warnings),
+            **await step_update(
+                "planner", state, counters, {"agents": result.agents}, result.thinking, warnings
+            ),
         }
 
     def agent_node(self, name: str) -> Callable[[State, Runtime[Context]], Awaitable[dict[str, Any]]]:
@@ -134,7 +137,7 @@ class MarsNodes:
             return {
                 "analyses": {name: {**output, "thinking": result.thinking}},
                 "done": [*state.done, name],
-                **step_update(name, state, counters, output, result.thinking, warnings),
+                **await step_update(name, state, counters, output, result.thinking, warnings),
             }
 
         run_agent.__name__ = name
@@ -166,7 +169,8 @@ class MarsNodes:
         elif result.verdict == "fail":
             update.update(corrections={}, correction_bound_reached=True)
             counters.count("correction_bound_reached")
-        return {**update, **step_update("reflector", state, counters, output, result.thinking, warnings)}
+        report = await step_update("reflector", state, counters, output, result.thinking, warnings)
+        return {**update, **report}
 
     async def ranker(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         """LLM ranking grounded in the candidate-CF prior, fused by ``ranker_fusion``."""
@@ -228,7 +232,7 @@ class MarsNodes:
             "llm_ranking": llm_order,
             "cf_ranking": cf_order,
             "ranking": final,
-            **step_update("ranker", state, counters, output, thinking, warnings),
+            **await step_update("ranker", state, counters, output, thinking, warnings),
         }
 
 

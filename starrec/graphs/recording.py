@@ -3,9 +3,10 @@
 :class:`TrajectoryRecorder` is attached to one run (``config={"callbacks": [recorder]}``). It
 groups every LLM call (messages, response, tokens, seconds), tool call (arguments, evidence,
 Cypher traces) and structured-output repair under the graph node it happened in, and takes each
-node's structured output from the node's own ``last_step`` report. :meth:`TrajectoryRecorder.trajectory`
-then assembles the :class:`~starrec.contract.trajectory.Trajectory` that distillation reads
-(written to ``runs.jsonl`` by :class:`~starrec.contract.runs_file.RunsFile`).
+node's structured output from the step report the node sends as a custom event
+(:data:`STEP_EVENT`). :meth:`TrajectoryRecorder.trajectory` then assembles the
+:class:`~starrec.contract.trajectory.Trajectory` that distillation reads (written to
+``runs.jsonl`` by :class:`~starrec.contract.runs_file.RunsFile`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from starrec.llm.redact import redact, redact_value
 from starrec.llm.structured import REPAIR_EVENT
 from starrec.llm.textproto import format_tool_call
 from starrec.tools.base import CFResult
+
+STEP_EVENT = "mars_step"
+"""Custom event each node dispatches once, at its end: ``{node, round, output, thinking, repairs, ...}``."""
 
 
 class TrajectoryRecorder(BaseCallbackHandler):
@@ -80,13 +84,6 @@ class TrajectoryRecorder(BaseCallbackHandler):
                 return
             step = self._step_of_run[run_id]
             step.seconds = time.perf_counter() - self._started.pop(run_id)
-            report = outputs.get("last_step") if isinstance(outputs, Mapping) else None
-            if isinstance(report, Mapping):
-                step.round = int(report.get("round", 0))
-                step.output = dict(report.get("output", {}))
-                step.thinking = str(report.get("thinking", ""))
-                for key, value in (report.get("repairs") or {}).items():
-                    step.repairs[key] = step.repairs.get(key, 0) + int(value)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
@@ -185,14 +182,22 @@ class TrajectoryRecorder(BaseCallbackHandler):
             if record is not None:
                 record.error = redact(f"{type(error).__name__}: {error}")
 
-    # -- repairs announced by the structured-output layer ----------------------------------
+    # -- step reports of the nodes, repairs announced by the structured-output layer -------
 
     def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        if name != REPAIR_EVENT:
+        if name not in (STEP_EVENT, REPAIR_EVENT):
             return
         with self._lock:
             owner = self._step_of_run.get(run_id)
-            if owner is not None and isinstance(data, Mapping):
+            if owner is None or not isinstance(data, Mapping):
+                return
+            if name == STEP_EVENT:
+                owner.round = int(data.get("round", 0))
+                owner.output = dict(data.get("output", {}))
+                owner.thinking = str(data.get("thinking", ""))
+                for key, value in (data.get("repairs") or {}).items():
+                    owner.repairs[key] = owner.repairs.get(key, 0) + int(value)
+            else:
                 key = str(data.get("key") or f"structured_{data.get('kind', 'repair')}")
                 owner.repairs[key] = owner.repairs.get(key, 0) + 1
 

@@ -80,8 +80,6 @@ class State(InputState):
     repairs: Annotated[dict[str, int], add_counts] = field(default_factory=dict)
     """Counted repairs and retries over the whole run (json_retry, fallback, hallucinated, ...)."""
     warnings: Annotated[list[str], operator.add] = field(default_factory=list)
-    last_step: dict[str, Any] = field(default_factory=dict)
-    """What the node that just ran reports for the trajectory (output, thinking, repairs)."""
 
 
 def input_from_request(request: RankRequest, dataset: Dataset) -> dict[str, Any]:
