@@ -9,19 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from starrec.contract.ablations import ABLATION_CHOICES
+from starrec.eval.commands import parse_options
 
 ABLATION_HELP = f"Switch one component off: {ABLATION_CHOICES}."
-
-
-def parse_options(options: list[str] | None) -> dict[str, str]:
-    """``key=value`` pairs of ``--option`` into a dict, with a clear error for a bad entry."""
-    parsed: dict[str, str] = {}
-    for text in options or []:
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"expected key=value, got {text!r}", param_hint="--option")
-        parsed[key.strip()] = value.strip()
-    return parsed
 
 
 def build_context(
