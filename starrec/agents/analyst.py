@@ -6,7 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from starrec.agents.base import AgentEnv, Counters, ask, render
+from starrec.agents.env import AgentEnv, Counters
+from starrec.agents.structured_answer import ask
+from starrec.agents.templates import render
 from starrec.contract.roster import AgentSpec
 from starrec.data.user_view import UserView
 
@@ -63,3 +65,13 @@ async def analyse(
         counters.count("conclusions_truncated")
         output = output.model_copy(update={"conclusions": output.conclusions[:MAX_CONCLUSIONS]})
     return output
+
+
+def format_analyses(analyses: dict[str, dict[str, Any]]) -> str:
+    """The execution agents' conclusions as prompt text, in the order they ran."""
+    blocks = []
+    for agent, output in analyses.items():
+        conclusions = output.get("conclusions") or []
+        lines = "\n".join(f"  - {text}" for text in conclusions) or "  - (no conclusions)"
+        blocks.append(f"{agent}:\n{lines}")
+    return "\n".join(blocks) or "(no analyses)"

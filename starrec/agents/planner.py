@@ -6,7 +6,9 @@ from string import Template
 
 from pydantic import BaseModel, Field, field_validator
 
-from starrec.agents.base import AgentEnv, Counters, ask, render
+from starrec.agents.env import AgentEnv, Counters
+from starrec.agents.structured_answer import ask
+from starrec.agents.templates import render
 from starrec.contract.roster import ROSTER, Roster
 from starrec.data.user_view import UserView
 

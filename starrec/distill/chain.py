@@ -34,14 +34,14 @@ from starrec.contract.ablations import check_ablation
 from starrec.contract.roster import ABSTRACTOR, PLANNER, RANKER, REFLECTOR, ROSTER, Roster
 from starrec.contract.tool_names import AGENT_TOOL_NAMES
 from starrec.contract.trajectory import StepRecord, Trajectory
-from starrec.llm.textproto import (
-    JSONExtractionError,
-    extract_ids,
-    extract_json,
+from starrec.llm.candidate_ids import extract_ids
+from starrec.llm.json_repair import JSONExtractionError, extract_json
+from starrec.llm.toolcall_syntax import (
+    ParsedToolCall,
     format_tool_call,
     format_tool_response,
+    parse_tool_calls,
 )
-from starrec.llm.textproto import parse_tool_calls as parse_tool_call_blocks
 
 PLAN, REFLECTION, CORRECTION, RECOMMEND = "plan", "reflection", "correction", "recommend"
 TOOL_CALL, TOOL_RESPONSE = "tool_call", "tool_response"
@@ -182,21 +182,6 @@ def serialise_trajectory(trajectory: Trajectory, roster: Roster = ROSTER) -> str
 
 
 @dataclass(slots=True)
-class ParsedToolCall:
-    """One ``<tool_call>`` of a completion, with the response that followed it (if any)."""
-
-    name: str = ""
-    arguments: dict[str, Any] = field(default_factory=dict)
-    body: str = ""
-    response: str | None = None
-    error: str | None = None
-    """Why the call is invalid (bad JSON, unknown tool, arguments not an object); None when valid."""
-    phase: str = ""
-    start: int = 0
-    """Character offset of the ``<tool_call>`` tag in the completion."""
-
-
-@dataclass(slots=True)
 class Phase:
     tag: str
     content: str
@@ -254,9 +239,8 @@ def _strip_tool_text(text: str) -> str:
 
 
 def parse_tool_call_body(body: str) -> ParsedToolCall:
-    """Validate one tool-call body (strict JSON, via :mod:`starrec.llm.textproto`) and the tool name."""
-    (block,) = parse_tool_call_blocks(format_tool_call_block(body))
-    call = ParsedToolCall(name=block.name, arguments=dict(block.arguments), body=body, error=block.error)
+    """Validate one tool-call body (strict JSON, via :mod:`starrec.llm.toolcall_syntax`) and the tool name."""
+    (call,) = parse_tool_calls(format_tool_call_block(body))
     if call.error is None and call.name not in AGENT_TOOL_NAMES:
         call.error = f"unknown tool {call.name!r}; expected one of {sorted(AGENT_TOOL_NAMES)}"
     return call
@@ -306,7 +290,7 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None, roster: Rost
         if tag == TOOL_CALL:
             last_call = parse_tool_call_body(content.strip())
             last_call.phase = enclosing or ""
-            last_call.start = start - len(tag) - 2
+            last_call.start, last_call.end = start - len(tag) - 2, match.end()
             chain.tool_calls.append(last_call)
         elif tag == TOOL_RESPONSE:
             if last_call is None or last_call.response is not None:

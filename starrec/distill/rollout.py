@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from starrec.distill.chain import parse_tool_call_body, tool_response_block
-from starrec.llm.textproto import TOOL_CALL_CLOSE
+from starrec.llm.toolcall_syntax import TOOL_CALL_CLOSE
 from starrec.tools.base import EvidenceSource
 
 

@@ -18,7 +18,7 @@ from starrec.contract.tool_names import ITEM_CF, USER_CF
 from starrec.contract.trajectory import Trajectory
 from starrec.data.schema import Dataset, RankRequest
 from starrec.data.user_view import candidate_entries, format_entry
-from starrec.llm.textproto import format_tool_call
+from starrec.llm.toolcall_syntax import format_tool_call
 
 
 def task_prompt(

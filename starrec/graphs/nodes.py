@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 
 from starrec.agents.abstractor import abstract
 from starrec.agents.analyst import analyse
-from starrec.agents.base import AgentEnv, Counters
+from starrec.agents.env import AgentEnv, Counters
 from starrec.agents.planner import plan
 from starrec.agents.ranker import (
     candidate_prior,

@@ -24,10 +24,10 @@ from langchain_core.outputs import LLMResult
 from starrec.contract.roster import ROSTER, Roster
 from starrec.contract.trajectory import LLMCallRecord, StepRecord, ToolCallRecord, Trajectory, hit_flags
 from starrec.distill.student_prompt import task_prompt
-from starrec.llm.messages import message_text, message_to_record
+from starrec.llm.messages import join_text_blocks, message_to_record
 from starrec.llm.redact import redact, redact_value
 from starrec.llm.structured import REPAIR_EVENT
-from starrec.llm.textproto import format_tool_call
+from starrec.llm.toolcall_syntax import format_tool_call
 from starrec.tools.base import CFResult
 
 STEP_EVENT = "mars_step"
@@ -125,7 +125,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
             message = getattr(generation, "message", None)
             if isinstance(message, AIMessage):
                 calls = [format_tool_call(call["name"], call["args"]) for call in message.tool_calls]
-                record.response = "\n".join(part for part in [message_text(message), *calls] if part)
+                record.response = "\n".join(part for part in [join_text_blocks(message), *calls] if part)
                 usage = message.usage_metadata or {}
                 record.prompt_tokens = int(usage.get("input_tokens", 0))
                 record.completion_tokens = int(usage.get("output_tokens", 0))
@@ -171,7 +171,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
                 return
             record.seconds = time.perf_counter() - self._started.pop(run_id, time.perf_counter())
             artifact = output.artifact if isinstance(output, ToolMessage) else None
-            record.response = message_text(output) if isinstance(output, ToolMessage) else str(output)
+            record.response = join_text_blocks(output) if isinstance(output, ToolMessage) else str(output)
             if isinstance(artifact, CFResult):
                 record.queries = list(artifact.queries)
 

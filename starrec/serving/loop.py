@@ -29,7 +29,7 @@ from starrec.distill.chain import parse_chain, parse_tool_call_body, tool_respon
 from starrec.distill.rollout import ToolExecutor
 from starrec.eval.fusion import agreement_fusion
 from starrec.eval.repair import RankingRepair, repair_ranking
-from starrec.llm.textproto import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
+from starrec.llm.toolcall_syntax import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
 from starrec.serving.backends import GenerationBackend, Message
 from starrec.tools.base import EvidenceSource
 

@@ -147,7 +147,7 @@ class StarRecommender(BatchRecommender):
 
     def _abstract(self, history: list[Any], domain: str) -> tuple[str, list[Any]]:
         from starrec.agents.abstractor import abstract
-        from starrec.agents.base import AgentEnv, Counters
+        from starrec.agents.env import AgentEnv, Counters
 
         assert self.summary_model is not None
         counters = Counters()

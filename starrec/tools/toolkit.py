@@ -192,7 +192,7 @@ def open_toolkit(
     )
 
 
-def dataset_fingerprint(dataset: Dataset) -> str:
+def in_memory_graph_fingerprint(dataset: Dataset) -> str:
     """Content hash of an in-memory dataset's interactions and item ids (plus the format version)."""
     digest = hashlib.sha256(f"v{GRAPH_FORMAT_VERSION}\n{dataset.domain}\n".encode())
     for event in dataset.interactions:
@@ -216,7 +216,7 @@ def open_dataset_toolkit(
     The caller passes the leakage-free view itself; it is cached by content under
     ``<cache_dir>/graphs/<name>-v<format>-mem-<hash>.lbdb`` and shared within the process.
     """
-    fingerprint = dataset_fingerprint(dataset)
+    fingerprint = in_memory_graph_fingerprint(dataset)
     default_path = get_settings().cache_dir / "graphs" / f"{dataset.name or 'data'}-{fingerprint}.lbdb"
     db_path = Path(path) if path is not None else default_path
     return _open_ladybug(

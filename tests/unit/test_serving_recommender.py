@@ -12,7 +12,7 @@ from starrec.data.schema import Dataset, Task
 from starrec.eval.harness import evaluate
 from starrec.eval.methods import MethodOptions, make_method
 from starrec.llm.scripted import ScriptedChatModel
-from starrec.llm.textproto import format_tool_call
+from starrec.llm.toolcall_syntax import format_tool_call
 from starrec.serving.backends import OpenAIBackend
 from starrec.serving.loop import StarLoopConfig
 from starrec.serving.recommender import StarOptions, StarRecommender, split_options
