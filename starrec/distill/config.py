@@ -1,6 +1,6 @@
 """Training configurations of STAR, TRL style: every knob a documented dataclass field.
 
-Defaults mirror the paper (DESIGN.md §4: Qwen3-8B, bf16, long contexts); :meth:`cpu_overrides`
+Defaults mirror the paper (Qwen3-8B, bf16, long contexts; docs/distill.md); :meth:`cpu_overrides`
 lists what changes on a machine without a GPU, and ``to_trl`` builds the TRL config the
 trainers take. Both configs are written next to the checkpoints (``star_config.json``).
 """

@@ -1,4 +1,4 @@
-"""RL data for GRPO: sample the SFT student, bucket instances by difficulty, mix 3:4:3 (DESIGN.md §4).
+"""RL data for GRPO: sample the SFT student, bucket instances by difficulty, mix 3:4:3 (docs/distill.md).
 
 Each instance is answered ``samples`` times (8, temperature 0.7) with tools executed inline; a
 sample succeeds when the ground truth is in the top ``success_at`` of its repaired ranking

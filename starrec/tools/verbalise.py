@@ -1,4 +1,4 @@
-"""Turn CF neighbour lists into natural-language evidence (DESIGN.md section 3).
+"""Turn CF neighbour lists into natural-language evidence (what the agents read, see docs/tools.md).
 
 Evidence = named categories, each with a one-line explanation of what unites it and up to five
 representative ids with titles. :class:`MetadataVerbaliser` is the deterministic default (it
