@@ -42,7 +42,7 @@ def tasks_fingerprint(tasks: Iterable[Task] | None) -> str:
     return hashlib.sha256(json.dumps(hidden).encode("utf-8")).hexdigest()[:16]
 
 
-def data_fingerprint(data_dir: Path) -> str:
+def data_dir_stat_fingerprint(data_dir: Path) -> str:
     """Hash of the data folder's location and its files' sizes and modification times."""
     entries: list[Any] = [str(data_dir.resolve())]
     for path in sorted(data_dir.rglob("*")):
@@ -142,7 +142,7 @@ def build_ladybug_graph(
 
 def graph_fingerprint(data_dir: Path, tasks: Iterable[Task] | None) -> str:
     """What a graph was built from: format version, data folder and hidden tasks."""
-    return f"v{GRAPH_FORMAT_VERSION}-{data_fingerprint(data_dir)}-{tasks_fingerprint(tasks)}"
+    return f"v{GRAPH_FORMAT_VERSION}-{data_dir_stat_fingerprint(data_dir)}-{tasks_fingerprint(tasks)}"
 
 
 def default_graph_path(data_dir: Path, tasks: Iterable[Task] | None) -> tuple[Path, str]:
