@@ -29,7 +29,7 @@ from starrec.baselines.training import EmbeddingConfig
 from starrec.baselines.tuning import METRIC_KEYS, SEARCH_SPACES, TuningResult, tune, validation_split
 from starrec.config import get_settings
 from starrec.data import fetch_movielens_100k, load_dataset
-from starrec.data.scenarios import SCENARIOS, build_tasks, dataset_fingerprint
+from starrec.data.scenarios import SCENARIOS, build_tasks, data_files_fingerprint
 from starrec.data.schema import Dataset, Task
 from starrec.data.tasks import MANIFEST_FILE, write_tasks
 from starrec.eval.harness import evaluate
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_scenario_tasks(data_dir: Path, dataset: Dataset, n: int, seed: int) -> dict[str, list[Task]]:
     """Tasks per scenario, also written to the cache as ordinary task folders."""
-    fingerprint = dataset_fingerprint(data_dir)
+    fingerprint = data_files_fingerprint(data_dir)
     tasks_root = get_settings().cache_dir / "tasks" / "ml-100k"
     tasks: dict[str, list[Task]] = {}
     for scenario in SCENARIOS:

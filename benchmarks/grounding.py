@@ -36,10 +36,10 @@ from typing import Any
 from rich.console import Console
 
 from starrec.config import get_settings
+from starrec.contract.roster import AGENT_NODES
 from starrec.data import fetch_movielens_100k, load_dataset
 from starrec.data.scenarios import SCENARIOS, build_tasks
 from starrec.data.schema import Dataset, RankRequest, Task
-from starrec.distill.trajectory import AGENT_NODES
 from starrec.eval.harness import build_requests, evaluate
 from starrec.eval.methods import MethodOptions, make_method
 from starrec.eval.recommender import Recommender

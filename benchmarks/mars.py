@@ -29,15 +29,17 @@ from typing import Any
 from rich.console import Console
 
 from starrec.config import get_settings
+from starrec.contract.ablations import ABLATIONS
+from starrec.contract.roster import AGENT_NODES
+from starrec.contract.runs_file import RunsFile
+from starrec.contract.trajectory import Trajectory
 from starrec.data import fetch_movielens_100k, load_dataset
 from starrec.data.tasks import read_tasks
-from starrec.distill.trajectory import AGENT_NODES, Trajectory
 from starrec.eval.harness import build_requests
 from starrec.eval.metrics import summarize
-from starrec.graphs.context import ABLATIONS, Context
+from starrec.graphs.context import Context
 from starrec.graphs.demo import DEMO_KNOBS, baseline_reports, demo_tasks
 from starrec.graphs.graph import build_mars_graph
-from starrec.graphs.recording import RunsFile
 from starrec.graphs.runner import RunJob, run_batch, summarise_runs
 from starrec.graphs.teach import teach
 from starrec.llm.scripted import ScriptedChatModel

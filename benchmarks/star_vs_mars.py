@@ -653,7 +653,8 @@ def main() -> None:
         rows = [row for name in names for row in cached_rows(config, name, list, store=False)]
     else:
         rows = run_stages(config, paths, tasks, dataset)
-    from starrec.distill.filtering import load_trajectories, outcome_filter
+    from starrec.contract.runs_file import load_trajectories
+    from starrec.distill.filtering import outcome_filter
 
     kept, _ = outcome_filter(load_trajectories(paths.runs), top_k=config.filter_top_k)
     finished = {path.stem.removeprefix("rows-") for path in config.work.glob("rows-*.json")}

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from starrec.distill.trajectory import StepRecord, ToolCallRecord, Trajectory
+from starrec.contract.trajectory import StepRecord, ToolCallRecord, Trajectory
 
 if TYPE_CHECKING:
     from starrec.llm.scripted import ScriptedChatModel

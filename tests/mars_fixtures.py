@@ -7,8 +7,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from starrec.contract.trajectory import QueryTrace
 from starrec.data.schema import Dataset, Interaction, RankRequest, Task
-from starrec.tools.base import CFResult, Neighbour, QueryTrace
+from starrec.tools.base import CFResult, Neighbour
 from starrec.tools.candidate_cf import CandidateCF, CandidateCFResult
 
 DAY = 86_400.0

@@ -1,6 +1,6 @@
 """Long-sequence abstractor: chunk the history, fuse a running summary, keep the last chunk raw.
 
-DESIGN.md §2: summarise chunk 1, then repeatedly fuse the summary with the next chunk, stopping
+Summarise chunk 1, then repeatedly fuse the summary with the next chunk, stopping
 before the last chunk; MARS sees the final summary plus the last chunk verbatim (the hybrid input).
 Only the most recent ``max_history`` behaviours are summarised by the LLM; anything older is
 described by a deterministic count of its categories so no information silently disappears.
@@ -15,7 +15,11 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from starrec.agents.base import AgentEnv, Counters, format_entries, invoke_model, message_text, render
+from starrec.agents.env import AgentEnv, Counters
+from starrec.agents.templates import render
+from starrec.agents.tool_loop import invoke_model
+from starrec.data.user_view import format_entries
+from starrec.llm.messages import flatten_content
 
 MAX_SUMMARY_CHARS = 1500
 """Summaries longer than this are cut (a runaway generation must not blow up later prompts)."""
@@ -56,7 +60,7 @@ async def _summary_call(env: AgentEnv, system: str, user: str, counters: Counter
     response = await invoke_model(
         env.model, [SystemMessage(content=system), HumanMessage(content=user)], counters
     )
-    return message_text(response).strip()[:MAX_SUMMARY_CHARS]
+    return flatten_content(response).strip()[:MAX_SUMMARY_CHARS]
 
 
 async def abstract(

@@ -1,4 +1,4 @@
-"""What the four execution agents share: one output model and one way of running."""
+"""What the execution agents of the roster share: one output model and one way of running."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from starrec.agents.base import AgentEnv, Counters, UserView, ask, render
+from starrec.agents.env import AgentEnv, Counters
+from starrec.agents.structured_answer import ask
+from starrec.agents.templates import render
+from starrec.contract.roster import AgentSpec
+from starrec.data.user_view import UserView
 
 MAX_CONCLUSIONS = 6
 
@@ -36,19 +40,19 @@ def fallback_analysis(text: str) -> Analysis:
 
 async def analyse(
     env: AgentEnv,
-    agent: str,
+    agent: AgentSpec,
     view: UserView,
     counters: Counters,
-    focus: str = "",
     correction: str | None = None,
     previous: dict[str, Any] | None = None,
 ) -> Analysis:
-    """Run execution agent ``agent`` (its prompt template has the same name).
+    """Run one execution agent of the roster: its prompt, and its focus on the data.
 
-    ``focus`` is the agent-specific digest of the data (rating habits, category counts, ...)
+    The focus is the agent-specific digest of the data (rating habits, category counts, ...)
     appended to the shared view of the user.
     """
-    system = render(agent, env.words)
+    system = render(agent.template, env.words)
+    focus = agent.focus(view)
     user = view.history_text() + (f"\n\n{focus}" if focus else "")
     if correction:
         earlier = "\n".join(f"- {c}" for c in (previous or {}).get("conclusions", [])) or "- (none)"
@@ -61,3 +65,13 @@ async def analyse(
         counters.count("conclusions_truncated")
         output = output.model_copy(update={"conclusions": output.conclusions[:MAX_CONCLUSIONS]})
     return output
+
+
+def format_analyses(analyses: dict[str, dict[str, Any]]) -> str:
+    """The execution agents' conclusions as prompt text, in the order they ran."""
+    blocks = []
+    for agent, output in analyses.items():
+        conclusions = output.get("conclusions") or []
+        lines = "\n".join(f"  - {text}" for text in conclusions) or "  - (no conclusions)"
+        blocks.append(f"{agent}:\n{lines}")
+    return "\n".join(blocks) or "(no analyses)"

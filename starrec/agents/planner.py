@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from string import Template
+
 from pydantic import BaseModel, Field, field_validator
 
-from starrec.agents.base import AgentEnv, Counters, UserView, ask, render
-from starrec.distill.trajectory import AGENT_NODES
+from starrec.agents.env import AgentEnv, Counters
+from starrec.agents.structured_answer import ask
+from starrec.agents.templates import render
+from starrec.contract.roster import ROSTER, Roster
+from starrec.data.user_view import UserView
+
+NUMBER_WORDS = ("none", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
 class Plan(BaseModel):
@@ -18,26 +25,37 @@ class Plan(BaseModel):
         return [str(v) for v in value] if isinstance(value, list) else value
 
 
-def sanitise_plan(agents: list[str], counters: Counters) -> list[str]:
-    """Keep known agents once each, in order; an empty plan becomes all four (counted)."""
+def sanitise_plan(agents: list[str], counters: Counters, roster: Roster = ROSTER) -> list[str]:
+    """Keep known agents once each, in order; an empty plan becomes the whole roster (counted)."""
     cleaned: list[str] = []
     for name in agents:
         key = name.strip().lower().replace(" ", "_").replace("-", "_")
-        if key in AGENT_NODES and key not in cleaned:
+        if key in roster.names and key not in cleaned:
             cleaned.append(key)
         else:
             counters.count("plan_invalid_agent")
     if not cleaned:
         counters.count("plan_empty")
-        cleaned = list(AGENT_NODES)
+        cleaned = list(roster.names)
     return cleaned
 
 
-async def plan(env: AgentEnv, view: UserView, counters: Counters) -> Plan:
+def analyst_list(roster: Roster, words: dict[str, str]) -> str:
+    """The planner's menu: one line per agent of the roster, in roster order."""
+    return "\n".join(f"- {agent.name}: {Template(agent.role).substitute(words)}" for agent in roster.agents)
+
+
+async def plan(env: AgentEnv, view: UserView, counters: Counters, roster: Roster = ROSTER) -> Plan:
     """Ask the model for a plan; the result always names at least one valid agent."""
-    system = render("planner", env.words)
+    count = len(roster.agents)
+    system = render(
+        "planner",
+        env.words,
+        analysts=analyst_list(roster, env.words),
+        analyst_count=NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else str(count),
+    )
     user = f"{view.history_text()}\n\nCandidates to rank later: {len(view.candidates)} {env.words['items']}."
     output, _ = await ask(
-        env, system, user, Plan, lambda _text: Plan(thinking="", agents=list(AGENT_NODES)), counters
+        env, system, user, Plan, lambda _text: Plan(thinking="", agents=list(roster.names)), counters
     )
-    return Plan(thinking=output.thinking, agents=sanitise_plan(output.agents, counters))
+    return Plan(thinking=output.thinking, agents=sanitise_plan(output.agents, counters, roster))

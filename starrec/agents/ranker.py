@@ -23,19 +23,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from starrec.agents.base import (
-    AgentEnv,
-    Counters,
-    UserView,
-    ask,
-    format_analyses,
-    format_entry,
-    render,
-)
+from starrec.agents.analyst import format_analyses
+from starrec.agents.env import AgentEnv, Counters
+from starrec.agents.structured_answer import ask
+from starrec.agents.templates import render
+from starrec.contract.trajectory import QueryTrace
+from starrec.data.user_view import UserView, format_entry
 from starrec.eval.fusion import FusionResult, agreement_fusion
 from starrec.eval.repair import RankingRepair, repair_ranking
-from starrec.llm import textproto
-from starrec.tools.base import EvidenceSource, QueryTrace
+from starrec.llm.candidate_ids import extract_ids
+from starrec.tools.base import EvidenceSource
 from starrec.tools.candidate_cf import CandidateCFResult
 
 CF_HINT_SIZE = 5
@@ -160,7 +157,7 @@ async def llm_ranking(
         system,
         user,
         Ranking,
-        lambda text: Ranking(ranking=textproto.extract_ids(text, candidates)),
+        lambda text: Ranking(ranking=extract_ids(text, candidates)),
         counters,
     )
     return output.ranking, output.thinking

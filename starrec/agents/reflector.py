@@ -6,7 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from starrec.agents.base import AgentEnv, Counters, UserView, ask, format_analyses, render
+from starrec.agents.analyst import format_analyses
+from starrec.agents.env import AgentEnv, Counters
+from starrec.agents.structured_answer import ask
+from starrec.agents.templates import render
+from starrec.data.user_view import UserView
 
 
 class Issue(BaseModel):

@@ -1,75 +1,24 @@
 """Torch-free pieces every learned baseline shares (ItemKNN imports only these).
 
-The id index and binary user x item matrix of the leakage-free training view, ``--option
-key=value`` overrides of config dataclasses, candidate ordering with a popularity fallback,
-and the fallback counters reported in ``stats()``.
+The id index and binary user x item matrix of the leakage-free training view, candidate
+ordering with a popularity fallback, and the fallback counters reported in ``stats()``.
+(``--option key=value`` overrides of config dataclasses: :func:`starrec.eval.methods.config_with_overrides`.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-import typing
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from starrec.data.schema import Dataset
 from starrec.eval.recommender import Recommender
-
-ConfigT = TypeVar("ConfigT")
-
-
-def config_with_overrides(config: ConfigT, overrides: Mapping[str, Any]) -> ConfigT:
-    """Return ``config`` with fields replaced from ``--option key=value`` pairs.
-
-    String values are converted to the field's declared type; an unknown key or an
-    unconvertible value raises a ``ValueError`` that names it and the valid fields.
-    """
-    hints = typing.get_type_hints(type(config))
-    names = [f.name for f in dataclasses.fields(config)]  # type: ignore[arg-type]
-    changes: dict[str, Any] = {}
-    for key, raw in overrides.items():
-        if key not in names:
-            raise ValueError(
-                f"unknown option {key!r} for {type(config).__name__}; valid options: {', '.join(names)}"
-            )
-        changes[key] = _convert(raw, hints[key], key)
-    return dataclasses.replace(config, **changes)  # type: ignore[type-var]
-
-
-def _convert(raw: Any, target: Any, key: str) -> Any:
-    """``raw`` (a string from ``--option``, or a value the CLI already parsed) as a ``target``."""
-    name = getattr(target, "__name__", str(target))
-    if target not in (bool, int, float, str):
-        raise ValueError(f"option {key} has type {name}, which cannot be set from the command line")
-    if isinstance(raw, str):
-        return _parse_text(raw, target, key, name)
-    if target is float and isinstance(raw, int | float) and not isinstance(raw, bool):
-        return float(raw)
-    if target is int and isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, target) and (target is bool or not isinstance(raw, bool)):
-        return raw
-    raise ValueError(f"option {key}={raw!r} is not a valid {name}")
-
-
-def _parse_text(raw: str, target: Any, key: str, name: str) -> Any:
-    if target is bool:
-        lowered = raw.strip().lower()
-        if lowered in {"true", "1", "yes"}:
-            return True
-        if lowered in {"false", "0", "no"}:
-            return False
-        raise ValueError(f"option {key}={raw!r} is not a valid bool (true/false)")
-    try:
-        return target(raw)
-    except ValueError:
-        raise ValueError(f"option {key}={raw!r} is not a valid {name}") from None
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -17,11 +17,10 @@ import scipy.sparse as sp
 from starrec.baselines.interactions import (
     IndexedRecommender,
     InteractionIndex,
-    config_with_overrides,
     rank_candidates,
 )
 from starrec.data.schema import Dataset, Interaction, RankRequest
-from starrec.eval.methods import MethodOptions
+from starrec.eval.methods import MethodOptions, config_with_overrides
 
 
 @dataclass

@@ -12,9 +12,9 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from starrec.baselines.interactions import InteractionIndex, config_with_overrides
+from starrec.baselines.interactions import InteractionIndex
 from starrec.baselines.training import EmbeddingConfig, EmbeddingModel, EmbeddingRecommender
-from starrec.eval.methods import MethodOptions
+from starrec.eval.methods import MethodOptions, config_with_overrides
 
 
 @dataclass

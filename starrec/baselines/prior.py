@@ -7,9 +7,8 @@ prior's own HR is one command away and every LLM row can be read against it.
 
 from __future__ import annotations
 
-from starrec.baselines.interactions import config_with_overrides
 from starrec.data.schema import Dataset, RankRequest
-from starrec.eval.methods import MethodOptions
+from starrec.eval.methods import MethodOptions, config_with_overrides
 from starrec.eval.recommender import Recommender
 from starrec.tools.candidate_cf import CandidateCF, CandidateCFConfig
 

@@ -75,7 +75,7 @@ def build(
     from rich.console import Console
 
     from starrec.data.agentsociety import load_dataset
-    from starrec.data.scenarios import build_tasks, dataset_fingerprint
+    from starrec.data.scenarios import build_tasks, data_files_fingerprint
     from starrec.data.tasks import write_tasks
 
     console = Console()
@@ -83,7 +83,7 @@ def build(
         raise typer.BadParameter(f"{out} exists and is not empty; choose a new folder", param_hint="--out")
     try:
         built = build_tasks(load_dataset(data), scenario, n, seed, negatives,
-                            fingerprint=dataset_fingerprint(data))
+                            fingerprint=data_files_fingerprint(data))
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     built.manifest["dataset"]["path"] = str(data)

@@ -236,7 +236,7 @@ def sample_negatives(
     return [item for _, item in keyed[:count]]
 
 
-def dataset_fingerprint(directory: Path) -> str:
+def data_files_fingerprint(directory: Path) -> str:
     """SHA-256 over the three data files, so a manifest pins the exact data it was built from."""
     digest = hashlib.sha256()
     for name in (ITEM_FILE, USER_FILE, REVIEW_FILE):

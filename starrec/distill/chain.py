@@ -1,11 +1,9 @@
 """The STAR chain of thought: one tagged, linear text per teacher run, and its parser.
 
-Public API (stable; the serving loop of issue 6 builds on it):
+Public API (stable; the STAR serving loop, :mod:`starrec.serving.loop`, builds on it; the prompt
+the chain answers is :mod:`starrec.distill.student_prompt`). Every function takes the agent
+``roster`` (default: the house roster), whose tags are the analysis phases:
 
-- ``star_system_prompt(ablation: str | None = None) -> str``: the student's system prompt.
-- ``build_student_messages(prompt: dict, candidates: Sequence[str], *, domain="item", user_id="",
-  ablation=None) -> list[dict[str, str]]``: ``[system, user]`` chat messages for one task.
-- ``trajectory_messages(trajectory, ablation=None) -> list[dict[str, str]]``: the same, for a recorded run.
 - ``serialise_trajectory(trajectory) -> str``: the assistant text the student learns to write.
 - ``parse_chain(text) -> ParsedChain``: phases, tool calls and the ranking of a completion; problems are
   collected in ``ParsedChain.errors`` (never raised), so rewards and serving can count them.
@@ -29,40 +27,56 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
-from starrec.distill.trajectory import AGENT_NODES, AGENT_TAGS, StepRecord, Trajectory
-from starrec.llm.textproto import (
-    JSONExtractionError,
-    extract_ids,
-    extract_json,
+from starrec.contract.ablations import check_ablation
+from starrec.contract.roster import ABSTRACTOR, PLANNER, RANKER, REFLECTOR, ROSTER, Roster
+from starrec.contract.tool_names import AGENT_TOOL_NAMES
+from starrec.contract.trajectory import StepRecord, Trajectory
+from starrec.llm.candidate_ids import extract_ids
+from starrec.llm.json_repair import JSONExtractionError, extract_json
+from starrec.llm.toolcall_syntax import (
+    ParsedToolCall,
     format_tool_call,
     format_tool_response,
+    parse_tool_calls,
 )
-from starrec.llm.textproto import parse_tool_calls as parse_tool_call_blocks
 
 PLAN, REFLECTION, CORRECTION, RECOMMEND = "plan", "reflection", "correction", "recommend"
 TOOL_CALL, TOOL_RESPONSE = "tool_call", "tool_response"
-AGENT_PHASES: tuple[str, ...] = tuple(AGENT_TAGS[node] for node in AGENT_NODES)
-TOP_LEVEL_TAGS: tuple[str, ...] = (PLAN, *AGENT_PHASES, REFLECTION, CORRECTION, RECOMMEND)
-TOOL_NAMES: frozenset[str] = frozenset({"item_cf", "user_cf"})
-ABLATIONS: tuple[str, ...] = ("no_tools", "no_planner", "no_reflector")
+FIXED_PHASES: frozenset[str] = frozenset({PLAN, REFLECTION, CORRECTION, RECOMMEND, TOOL_CALL, TOOL_RESPONSE})
 
-PLANNER_NODE, REFLECTOR_NODE, RANKER_NODE = "planner", "reflector", "ranker"
-PREPROCESSING_NODES: frozenset[str] = frozenset({"abstractor"})
+PREPROCESSING_NODES: frozenset[str] = frozenset({ABSTRACTOR})
 """Nodes whose result is already part of the prompt (the long-term summary), so not of the chain."""
 
-_TAG_PATTERN = re.compile(
-    r"<(/?)(" + "|".join(re.escape(tag) for tag in (*TOP_LEVEL_TAGS, TOOL_CALL, TOOL_RESPONSE)) + r")>"
-)
-_AGENT_BY_TAG = {tag: node for node, tag in AGENT_TAGS.items()}
+
+@dataclass(frozen=True)
+class ChainGrammar:
+    """The tags a chain may hold for one roster's agents, and where each tag may appear."""
+
+    agent_by_tag: dict[str, str]
+    tag_pattern: re.Pattern[str]
+    allowed_parents: dict[str, tuple[str | None, ...]]
 
 
-def check_ablation(ablation: str | None) -> str | None:
-    """Validate an ablation name (None = the full method)."""
-    if ablation is not None and ablation not in ABLATIONS:
-        raise ValueError(f"unknown ablation {ablation!r}; choose one of: {', '.join(ABLATIONS)} (or none)")
-    return ablation
+@cache
+def chain_grammar(roster: Roster = ROSTER) -> ChainGrammar:
+    agent_phases = tuple(roster.tags.values())
+    clashes = sorted(FIXED_PHASES & set(agent_phases))
+    if clashes:
+        raise ValueError(f"agent roster: tags {clashes} are reserved for the STAR chain's own phases")
+    tags = (PLAN, *agent_phases, REFLECTION, CORRECTION, RECOMMEND, TOOL_CALL, TOOL_RESPONSE)
+    return ChainGrammar(
+        agent_by_tag={tag: node for node, tag in roster.tags.items()},
+        tag_pattern=re.compile(r"<(/?)(" + "|".join(re.escape(tag) for tag in tags) + r")>"),
+        allowed_parents={
+            **{tag: (None,) for tag in (PLAN, REFLECTION, CORRECTION, RECOMMEND)},
+            **{tag: (None, CORRECTION) for tag in agent_phases},
+            TOOL_CALL: (PLAN, *agent_phases, REFLECTION, RECOMMEND),
+            TOOL_RESPONSE: (PLAN, *agent_phases, REFLECTION, RECOMMEND),
+        },
+    )
 
 
 def required_phases(ablation: str | None = None) -> tuple[str, ...]:
@@ -74,105 +88,6 @@ def required_phases(ablation: str | None = None) -> tuple[str, ...]:
     if ablation == "no_reflector":
         phases.remove(REFLECTION)
     return tuple(phases)
-
-
-# ----------------------------------------------------------------------------------------------- prompt
-
-
-def star_system_prompt(ablation: str | None = None) -> str:
-    """The student's instructions: the phases of the teacher, written as one pass."""
-    check_ablation(ablation)
-    lines = [
-        "You are STAR, a recommender that reasons in one pass the way a team of specialist agents would.",
-        "Write your answer as tagged phases, in this order. Each phase is short thinking followed by JSON.",
-    ]
-    if ablation != "no_planner":
-        lines.append(
-            '<plan>: decide which analyses this user needs and in what order; end with {"agents": [...]} '
-            f"using names from {list(AGENT_NODES)}."
-        )
-    lines.append(
-        "Then one phase per planned analysis: <user_profile> (persona traits the data supports), "
-        "<historical_analysis> (stable long-term interests), <recent_analysis> (short-term shifts), "
-        "<divergence_analysis> (plausible new directions). Each ends with a JSON object of conclusions."
-    )
-    if ablation != "no_tools":
-        lines.append(
-            "Inside an analysis you may consult collaborative evidence: "
-            f"{format_tool_call('item_cf', {'item_id': 'ID'})} lists items liked by people who liked ID, "
-            f"{format_tool_call('user_cf', {'user_id': 'ID'})} what similar users liked. "
-            "Stop after </tool_call>; the evidence arrives in <tool_response>."
-        )
-    if ablation != "no_reflector":
-        lines.append(
-            '<reflection>: check the analyses for consistency, realism and completeness; end with {"passed": '
-            'true} or {"passed": false, "feedback": [{"agent": ..., "suggestion": ...}]}. If it failed, '
-            "redo only the flagged analyses inside <correction>…</correction>."
-        )
-    lines.append(
-        "<recommend>: weigh everything and end with a JSON list of ALL candidate ids, best first, "
-        "each exactly once."
-    )
-    return "\n".join(lines)
-
-
-def _render_value(value: Any) -> str:
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, Mapping):
-        return "\n".join(f"- {key}: {_render_inline(item)}" for key, item in value.items())
-    if isinstance(value, Sequence):
-        return "\n".join(f"- {_render_inline(item)}" for item in value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _render_inline(value: Any) -> str:
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, Mapping):
-        return "; ".join(f"{key}: {_render_inline(item)}" for key, item in value.items())
-    return json.dumps(value, ensure_ascii=False)
-
-
-def build_student_messages(
-    prompt: Mapping[str, Any],
-    candidates: Sequence[str],
-    *,
-    domain: str = "item",
-    user_id: str = "",
-    ablation: str | None = None,
-) -> list[dict[str, str]]:
-    """``[system, user]`` messages for one task.
-
-    ``prompt`` is what the teacher was shown (``Trajectory.prompt``: summary, recent items, candidate
-    titles, ...); every entry is rendered in order under its key, so serving must build the same dict
-    the teacher recorded. ``candidates`` are listed last, in the (already shuffled) order given.
-    """
-    if not candidates:
-        raise ValueError("build_student_messages: the candidate list is empty")
-    sections = [f"Task: rank {len(candidates)} candidate {domain}s for user {user_id or '(unknown)'}."]
-    for key, value in prompt.items():
-        rendered = _render_value(value)
-        if rendered:
-            sections.append(f"## {key}\n{rendered}")
-    sections.append(
-        "## candidate ids (rank all of them)\n" + json.dumps(list(candidates), ensure_ascii=False)
-    )
-    return [
-        {"role": "system", "content": star_system_prompt(ablation)},
-        {"role": "user", "content": "\n\n".join(sections)},
-    ]
-
-
-def trajectory_messages(trajectory: Trajectory, ablation: str | None = None) -> list[dict[str, str]]:
-    """The student prompt for the task a recorded run solved."""
-    return build_student_messages(
-        trajectory.prompt,
-        trajectory.candidates,
-        domain=trajectory.domain,
-        user_id=trajectory.user_id,
-        ablation=ablation,
-    )
 
 
 # ------------------------------------------------------------------------------------------ serialise
@@ -213,7 +128,7 @@ def _step_body(step: StepRecord) -> list[str]:
     return body
 
 
-def serialise_trajectory(trajectory: Trajectory) -> str:
+def serialise_trajectory(trajectory: Trajectory, roster: Roster = ROSTER) -> str:
     """The teacher run as the single assistant text the student is trained on.
 
     Steps keep their executed order; agents re-run in a correction round are grouped in
@@ -224,6 +139,7 @@ def serialise_trajectory(trajectory: Trajectory) -> str:
             f"{run_label(trajectory)}: ranking has {len(trajectory.ranking)} ids "
             f"for {len(trajectory.candidates)} candidates; only complete runs can be serialised"
         )
+    tags = roster.tags
     parts: list[str] = []
     correction: list[str] = []
     ranker_thinking = ""
@@ -236,8 +152,8 @@ def serialise_trajectory(trajectory: Trajectory) -> str:
     for step in trajectory.steps:
         if step.node in PREPROCESSING_NODES:
             continue
-        if step.node in AGENT_TAGS:
-            block = _phase(AGENT_TAGS[step.node], *_step_body(step))
+        if step.node in tags:
+            block = _phase(tags[step.node], *_step_body(step))
             if step.round > 0:
                 correction.append(block)
             else:
@@ -245,17 +161,17 @@ def serialise_trajectory(trajectory: Trajectory) -> str:
                 parts.append(block)
             continue
         flush_correction()
-        if step.node == PLANNER_NODE:
+        if step.node == PLANNER:
             parts.append(_phase(PLAN, *_step_body(step)))
-        elif step.node == REFLECTOR_NODE:
+        elif step.node == REFLECTOR:
             parts.append(_phase(REFLECTION, *_step_body(step)))
-        elif step.node == RANKER_NODE:
+        elif step.node == RANKER:
             ranker_thinking = step.thinking
         else:
             raise ValueError(
                 f"{run_label(trajectory)}: step {step.node!r} has no place in "
-                f"the STAR chain (known: {PLANNER_NODE}, {', '.join(AGENT_NODES)}, {REFLECTOR_NODE}, "
-                f"{RANKER_NODE}, {', '.join(sorted(PREPROCESSING_NODES))})"
+                f"the STAR chain (known: {PLANNER}, {', '.join(roster.names)}, {REFLECTOR}, "
+                f"{RANKER}, {', '.join(sorted(PREPROCESSING_NODES))})"
             )
     flush_correction()
     parts.append(_phase(RECOMMEND, ranker_thinking, _json(trajectory.ranking)))
@@ -263,21 +179,6 @@ def serialise_trajectory(trajectory: Trajectory) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- parse
-
-
-@dataclass(slots=True)
-class ParsedToolCall:
-    """One ``<tool_call>`` of a completion, with the response that followed it (if any)."""
-
-    name: str = ""
-    arguments: dict[str, Any] = field(default_factory=dict)
-    body: str = ""
-    response: str | None = None
-    error: str | None = None
-    """Why the call is invalid (bad JSON, unknown tool, arguments not an object); None when valid."""
-    phase: str = ""
-    start: int = 0
-    """Character offset of the ``<tool_call>`` tag in the completion."""
 
 
 @dataclass(slots=True)
@@ -293,6 +194,8 @@ class Phase:
 
 @dataclass(slots=True)
 class ParsedChain:
+    grammar: ChainGrammar = field(default_factory=chain_grammar, repr=False, compare=False)
+    """The roster's tags the chain was parsed with (maps analysis phases back to agents)."""
     phases: list[Phase] = field(default_factory=list)
     tool_calls: list[ParsedToolCall] = field(default_factory=list)
     ranking: list[str] = field(default_factory=list)
@@ -324,7 +227,8 @@ class ParsedChain:
     @property
     def agents(self) -> list[str]:
         """Agent node names of the analysis phases, in order (corrections included)."""
-        return [_AGENT_BY_TAG[phase.tag] for phase in self.phases if phase.tag in _AGENT_BY_TAG]
+        by_tag = self.grammar.agent_by_tag
+        return [by_tag[phase.tag] for phase in self.phases if phase.tag in by_tag]
 
 
 _TOOL_TEXT = re.compile(r"<tool_(call|response)>.*?</tool_\1>", re.DOTALL)
@@ -335,11 +239,10 @@ def _strip_tool_text(text: str) -> str:
 
 
 def parse_tool_call_body(body: str) -> ParsedToolCall:
-    """Validate one tool-call body (strict JSON, via :mod:`starrec.llm.textproto`) and the tool name."""
-    (block,) = parse_tool_call_blocks(format_tool_call_block(body))
-    call = ParsedToolCall(name=block.name, arguments=dict(block.arguments), body=body, error=block.error)
-    if call.error is None and call.name not in TOOL_NAMES:
-        call.error = f"unknown tool {call.name!r}; expected one of {sorted(TOOL_NAMES)}"
+    """Validate one tool-call body (strict JSON, via :mod:`starrec.llm.toolcall_syntax`) and the tool name."""
+    (call,) = parse_tool_calls(format_tool_call_block(body))
+    if call.error is None and call.name not in AGENT_TOOL_NAMES:
+        call.error = f"unknown tool {call.name!r}; expected one of {sorted(AGENT_TOOL_NAMES)}"
     return call
 
 
@@ -347,15 +250,7 @@ def format_tool_call_block(body: str) -> str:
     return f"<{TOOL_CALL}>{body}</{TOOL_CALL}>"
 
 
-_ALLOWED_PARENTS: dict[str, tuple[str | None, ...]] = {
-    **{tag: (None,) for tag in (PLAN, REFLECTION, CORRECTION, RECOMMEND)},
-    **{tag: (None, CORRECTION) for tag in AGENT_PHASES},
-    TOOL_CALL: (PLAN, *AGENT_PHASES, REFLECTION, RECOMMEND),
-    TOOL_RESPONSE: (PLAN, *AGENT_PHASES, REFLECTION, RECOMMEND),
-}
-
-
-def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedChain:
+def parse_chain(text: str, candidates: Sequence[str] | None = None, roster: Roster = ROSTER) -> ParsedChain:
     """Split a completion into phases, tool calls and the ranking.
 
     Whitespace anywhere is fine; tags are strict: only known tags count, each must be allowed
@@ -363,11 +258,12 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedCha
     Problems are listed in ``errors`` and parsing continues, so partial answers still yield what
     they contain. ``candidates`` (optional) lets a non-JSON ``<recommend>`` body still yield ids.
     """
-    chain = ParsedChain()
+    grammar = chain_grammar(roster)
+    chain = ParsedChain(grammar)
     stack: list[tuple[str, int]] = []  # (open tag, where its content starts)
     cursor = 0
     last_call: ParsedToolCall | None = None
-    for match in _TAG_PATTERN.finditer(text):
+    for match in grammar.tag_pattern.finditer(text):
         closing, tag = match.group(1) == "/", match.group(2)
         if not stack and text[cursor : match.start()].strip():
             chain.errors.append(
@@ -376,7 +272,7 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedCha
         cursor = match.end()
         parent = stack[-1][0] if stack else None
         if not closing:
-            if parent not in _ALLOWED_PARENTS[tag]:
+            if parent not in grammar.allowed_parents[tag]:
                 where = f"inside <{parent}>" if parent else "at top level"
                 chain.errors.append(f"<{tag}> is not allowed {where} (char {match.start()})")
             stack.append((tag, match.end()))
@@ -394,7 +290,7 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None) -> ParsedCha
         if tag == TOOL_CALL:
             last_call = parse_tool_call_body(content.strip())
             last_call.phase = enclosing or ""
-            last_call.start = start - len(tag) - 2
+            last_call.start, last_call.end = start - len(tag) - 2, match.end()
             chain.tool_calls.append(last_call)
         elif tag == TOOL_RESPONSE:
             if last_call is None or last_call.response is not None:

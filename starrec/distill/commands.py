@@ -11,13 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
+from starrec.contract.ablations import ABLATION_CHOICES
+
 distill_app = typer.Typer(
     name="distill",
     help="STAR distillation: outcome filtering, SFT, RL data, GRPO (TRL).",
     no_args_is_help=True,
 )
 
-ABLATION_HELP = "Runs recorded with this MARS ablation: no_tools | no_planner | no_reflector (default: none)."
+ABLATION_HELP = f"Runs recorded with this MARS ablation: {ABLATION_CHOICES} (default: none)."
 CPU_HELP = "Apply the CPU overrides (default: when no CUDA device is present)."
 THREADS_HELP = "torch intra-op threads (1 is fastest on a busy 2-core machine; default: torch's choice)."
 RunsOpt = Annotated[Path, typer.Option(help="Run folder (RUNS/runs.jsonl) recorded by `starrec teach`.")]
@@ -67,7 +69,8 @@ def filter_command(
     """Outcome filtering: which recorded runs would train the student, per scenario."""
     from rich.table import Table
 
-    from starrec.distill.filtering import load_trajectories, outcome_filter
+    from starrec.contract.runs_file import load_trajectories
+    from starrec.distill.filtering import outcome_filter
 
     kept, report = outcome_filter(load_trajectories(runs), top_k=top_k, ablation=ablation)
     table = Table(title=f"Outcome filter (top-{top_k}, ablation {ablation or 'none'}) on {runs}")
@@ -172,7 +175,7 @@ def rl_data_command(
     threads: ThreadsOpt = None,
 ) -> None:
     """Sample the SFT student 8x per task, bucket by hits (easy 6-7, medium 3-5, hard 1-2), mix 3:4:3."""
-    from starrec.distill.filtering import load_trajectories
+    from starrec.contract.runs_file import load_trajectories
     from starrec.distill.rldata import RLDataConfig, build_rl_data, rl_instances
     from starrec.distill.training import set_threads
 

@@ -1,6 +1,6 @@
 """Training configurations of STAR, TRL style: every knob a documented dataclass field.
 
-Defaults mirror the paper (DESIGN.md §4: Qwen3-8B, bf16, long contexts); :meth:`cpu_overrides`
+Defaults mirror the paper (Qwen3-8B, bf16, long contexts; docs/distill.md); :meth:`cpu_overrides`
 lists what changes on a machine without a GPU, and ``to_trl`` builds the TRL config the
 trainers take. Both configs are written next to the checkpoints (``star_config.json``).
 """
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from starrec.distill.chain import check_ablation
+from starrec.contract.ablations import ABLATION_CHOICES, check_ablation
 
 
 def resolve_model(spec: str) -> Path:
@@ -62,7 +62,7 @@ class StarSFTConfig(_Config):
         default=1, metadata={"help": "Outcome filter: keep runs with the ground truth in the top-k."}
     )
     ablation: str | None = field(
-        default=None, metadata={"help": "Train from runs recorded with no_tools | no_planner | no_reflector."}
+        default=None, metadata={"help": f"Train from runs recorded with {ABLATION_CHOICES}."}
     )
     mask_tool_responses: bool = field(
         default=True,
@@ -128,7 +128,7 @@ class StarGRPOConfig(_Config):
 
     ablation: str | None = field(
         default=None,
-        metadata={"help": "no_tools | no_planner | no_reflector: changes prompt and format reward."},
+        metadata={"help": f"{ABLATION_CHOICES}: changes prompt and format reward."},
     )
     learning_rate: float = field(default=1e-6, metadata={"help": "Paper: actor lr 1e-6."})
     beta: float = field(default=0.001, metadata={"help": "Paper: KL coefficient 0.001."})

@@ -1,4 +1,4 @@
-"""Outcome filtering: keep the teacher runs whose answer was right (DESIGN.md §4).
+"""Outcome filtering: keep the teacher runs whose answer was right .
 
 The teacher runs each task several times (``starrec teach --passes K``); a run survives when the
 ground truth is in its top-k (k = 1 in the paper), it finished without error, and it is not
@@ -10,57 +10,19 @@ report counts all of it per scenario, so a thin scenario is visible before train
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from pydantic import ValidationError
-
-from starrec.distill.chain import check_ablation, run_label
-from starrec.distill.trajectory import AGENT_NODES, Trajectory
-from starrec.graphs.recording import RunsFile
-
-RUNS_FILE = "runs.jsonl"
-
-
-def runs_path(runs: Path) -> Path:
-    """``RUNS/runs.jsonl`` for a run folder, or the file itself."""
-    path = runs / RUNS_FILE if runs.is_dir() else runs
-    if not path.is_file():
-        raise FileNotFoundError(f"no recorded runs at {path}; record them with `starrec teach --out {runs}`")
-    return path
-
-
-def iter_trajectories(runs: Path) -> Iterator[Trajectory]:
-    """Trajectories of a ``runs.jsonl`` (or its folder), with file:line in every error.
-
-    Read through :class:`RunsFile`, so a torn last line left by a killed ``starrec teach`` is
-    skipped here exactly as ``teach --resume`` skips (and redoes) it.
-    """
-    path = runs_path(runs)
-    for number, record in RunsFile(path).numbered_records():
-        try:
-            yield Trajectory.model_validate(record)
-        except ValidationError as error:
-            raise ValueError(f"{path}:{number}: not a valid trajectory line: {error}") from error
-
-
-def load_trajectories(runs: Path) -> list[Trajectory]:
-    return list(iter_trajectories(runs))
+from starrec.contract.ablations import ABLATION_SWITCHES, check_ablation
+from starrec.contract.roster import FIXED_NODES
+from starrec.contract.trajectory import Trajectory, hit_at_k
+from starrec.distill.chain import run_label
 
 
 def run_ablation(trajectory: Trajectory) -> str | None:
     """The ablation a run was recorded with, read from its context settings."""
     settings = trajectory.settings
-    switched_off = [
-        name
-        for name, key in (
-            ("no_tools", "use_tools"),
-            ("no_planner", "use_planner"),
-            ("no_reflector", "use_reflector"),
-        )
-        if settings.get(key) is False
-    ]
+    switched_off = [name for name, key in ABLATION_SWITCHES.items() if settings.get(key) is False]
     if len(switched_off) > 1:
         raise ValueError(
             f"{run_label(trajectory)} has several ablations at once ({switched_off}); "
@@ -74,7 +36,7 @@ def empty_reason(trajectory: Trajectory) -> str | None:
     candidates = len(trajectory.candidates) or len(trajectory.ranking)
     if candidates and trajectory.repairs.get("ranking_missing", 0) >= candidates:
         return "ranking fully repaired"
-    agent_steps = [step for step in trajectory.steps if step.node in AGENT_NODES]
+    agent_steps = [step for step in trajectory.steps if step.node not in FIXED_NODES]
     if agent_steps and all(step.repairs.get("fallback") for step in agent_steps):
         return "every agent fell back"
     return None
@@ -88,11 +50,6 @@ def latest_per_run(trajectories: Iterable[Trajectory]) -> tuple[list[Trajectory]
         total += 1
         latest[(trajectory.task_id, trajectory.pass_)] = trajectory
     return list(latest.values()), total - len(latest)
-
-
-def top_k_hit(trajectory: Trajectory, k: int) -> bool:
-    """Ground truth among the first k of the final ranking (False when there is no ground truth)."""
-    return trajectory.ground_truth is not None and trajectory.ground_truth in trajectory.ranking[:k]
 
 
 @dataclass(slots=True)
@@ -165,7 +122,7 @@ def outcome_filter(
         if empty_reason(trajectory) is not None:
             count.empty += 1
             continue
-        if top_k_hit(trajectory, top_k):
+        if hit_at_k(trajectory.ranking, trajectory.ground_truth, top_k):
             count.kept_runs += 1
             kept_tasks.setdefault(scenario, set()).add(trajectory.task_id)
             kept.append(trajectory)

@@ -1,4 +1,4 @@
-"""GRPO rewards of STAR (DESIGN.md §4): r = r_fmt + r_out, plain functions testable alone.
+"""GRPO rewards of STAR (docs/distill.md): r = r_fmt + r_out, plain functions testable alone.
 
 ``format_reward`` and ``tiered_outcome_reward`` score one completion string; the ``*_func``
 wrappers have TRL's reward signature ``(prompts, completions, **columns) -> list[float]`` and

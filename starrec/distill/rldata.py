@@ -1,4 +1,4 @@
-"""RL data for GRPO: sample the SFT student, bucket instances by difficulty, mix 3:4:3 (DESIGN.md §4).
+"""RL data for GRPO: sample the SFT student, bucket instances by difficulty, mix 3:4:3 (docs/distill.md).
 
 Each instance is answered ``samples`` times (8, temperature 0.7) with tools executed inline; a
 sample succeeds when the ground truth is in the top ``success_at`` of its repaired ranking
@@ -175,7 +175,7 @@ class RLDataConfig:
 
 def rl_instances(trajectories: Sequence[Any], ablation: str | None = None) -> list[SampledInstance]:
     """One instance per task with a ground truth (its first recorded run supplies the prompt)."""
-    from starrec.distill.chain import trajectory_messages
+    from starrec.distill.student_prompt import trajectory_messages
 
     seen: dict[str, SampledInstance] = {}
     for trajectory in trajectories:

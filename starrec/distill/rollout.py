@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from starrec.distill.chain import TOOL_NAMES, parse_tool_call_body, tool_response_block
-from starrec.llm.textproto import TOOL_CALL_CLOSE
+from starrec.distill.chain import parse_tool_call_body, tool_response_block
+from starrec.llm.toolcall_syntax import TOOL_CALL_CLOSE
 from starrec.tools.base import EvidenceSource
 
 
@@ -204,4 +204,4 @@ def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]], max_prompt_l
     return list(ids)[-max_prompt_length:]
 
 
-__all__ = ["TOOL_NAMES", "Rollout", "ToolExecutor", "ToolStats", "chat_prompt_ids", "generate_rollouts"]
+__all__ = ["Rollout", "ToolExecutor", "ToolStats", "chat_prompt_ids", "generate_rollouts"]

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from starrec.distill.chain import serialise_trajectory, trajectory_messages
+from starrec.contract.runs_file import load_trajectories
+from starrec.contract.trajectory import Trajectory
+from starrec.distill.chain import serialise_trajectory
 from starrec.distill.config import StarSFTConfig, resolve_model
-from starrec.distill.filtering import FilterReport, load_trajectories, outcome_filter
-from starrec.distill.trajectory import Trajectory
+from starrec.distill.filtering import FilterReport, outcome_filter
+from starrec.distill.student_prompt import trajectory_messages
 
 _TOOL_RESPONSE_SPAN = re.compile(r"\n?<tool_response>.*?</tool_response>\n?", re.DOTALL)
 

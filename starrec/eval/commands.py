@@ -13,21 +13,19 @@ from starrec.eval.methods import METHOD_FACTORIES
 METRIC_COLUMNS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5")
 
 
-def parse_option(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as int, float, bool or string, in that order."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise typer.BadParameter(f"--option expects key=value, got {text!r}")
-    value: Any = raw
-    for convert in (int, float):
-        try:
-            value = convert(raw)
-            break
-        except ValueError:
-            continue
-    if raw.lower() in ("true", "false"):
-        value = raw.lower() == "true"
-    return key.strip(), value
+def parse_options(options: list[str] | None) -> dict[str, str]:
+    """``key=value`` pairs of ``--option`` into a dict, with a clear error for a bad entry.
+
+    Values stay text: each method converts them to its config's field types
+    (:func:`starrec.eval.methods.config_with_overrides`).
+    """
+    parsed: dict[str, str] = {}
+    for text in options or []:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected key=value, got {text!r}", param_hint="--option")
+        parsed[key.strip()] = value.strip()
+    return parsed
 
 
 def metric_cells(report: dict[str, Any]) -> list[str]:
@@ -100,7 +98,7 @@ def eval_command(
     from starrec.eval.harness import evaluate
     from starrec.eval.methods import MethodOptions, make_method
 
-    extra = dict(parse_option(text) for text in option or [])
+    extra = parse_options(option)
     options = MethodOptions(seed=seed, data_dir=data, llm=llm, model=model, base_url=base_url,
                             concurrency=concurrency, samples=samples, extra=extra)
     try:

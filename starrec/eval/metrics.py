@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from starrec.contract.trajectory import HIT_KS, hit_at_k
+
 
 def _validate(rankings: Sequence[Sequence[str]], ground_truths: Sequence[str], k: int) -> None:
     if len(rankings) != len(ground_truths):
@@ -24,7 +26,7 @@ def hit_rate_at_k(rankings: Sequence[Sequence[str]], ground_truths: Sequence[str
     _validate(rankings, ground_truths, k)
     if not rankings:
         return 0.0
-    hits = sum(truth in list(ranking)[:k] for ranking, truth in zip(rankings, ground_truths, strict=True))
+    hits = sum(hit_at_k(ranking, truth, k) for ranking, truth in zip(rankings, ground_truths, strict=True))
     return hits / len(rankings)
 
 
@@ -75,7 +77,7 @@ def per_task_scores(
     scores: dict[str, list[float]] = {name: [] for name in ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5")}
     for ranking, truth in zip(rankings, ground_truths, strict=True):
         position = rank_of(ranking, truth)
-        hits = [float(position is not None and position <= k) for k in (1, 3, 5)]
+        hits = [float(hit_at_k(ranking, truth, k)) for k in HIT_KS]
         scores["hr@1"].append(hits[0])
         scores["hr@3"].append(hits[1])
         scores["hr@5"].append(hits[2])

@@ -49,3 +49,20 @@ class Recommender(ABC):
         contribution. Methods without a prior return ``{}``.
         """
         return {}
+
+
+class BatchRecommender(Recommender):
+    """A method that ranks requests in batches (LLM agents run them concurrently).
+
+    Subclasses implement :meth:`rank_batch`; :meth:`rank` is a batch of one whose failure is raised.
+    """
+
+    @abstractmethod
+    def rank_batch(self, requests: Sequence[RankRequest]) -> list[Sequence[str] | BaseException]:
+        """Rank many requests; an exception is returned in place so one failure never sinks the batch."""
+
+    def rank(self, request: RankRequest) -> Sequence[str]:
+        result = self.rank_batch([request])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result

@@ -8,18 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-ABLATION_HELP = "Switch one component off: no_tools | no_planner | no_reflector."
+from starrec.contract.ablations import ABLATION_CHOICES
+from starrec.eval.commands import parse_options
 
-
-def parse_options(options: list[str] | None) -> dict[str, str]:
-    """``key=value`` pairs of ``--option`` into a dict, with a clear error for a bad entry."""
-    parsed: dict[str, str] = {}
-    for text in options or []:
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"expected key=value, got {text!r}", param_hint="--option")
-        parsed[key.strip()] = value.strip()
-    return parsed
+ABLATION_HELP = f"Switch one component off: {ABLATION_CHOICES}."
 
 
 def build_context(
@@ -50,56 +42,6 @@ def build_context(
     return context
 
 
-def print_summary(console: Any, summary: Any, title: str) -> None:
-    """HR table, repair/invalid rates and per-agent cost of a batch."""
-    from rich.table import Table
-
-    data = summary.as_dict()
-    table = Table(title=title)
-    for column in (
-        "runs",
-        "errors",
-        "HR@1",
-        "HR@3",
-        "HR@5",
-        "HR_avg (ok runs)",
-        "repaired rankings",
-        "LLM calls/run",
-        "tokens/run",
-        "s/run",
-    ):
-        table.add_column(column, justify="right")
-    metric = [f"{data.get(key, float('nan')):.3f}" for key in ("hr@1", "hr@3", "hr@5", "hr_avg")]
-    runs = max(data["runs"], 1)
-    table.add_row(
-        str(data["runs"]),
-        str(data["errors"]),
-        *metric,
-        f"{data['repaired_runs']} ({data['repaired_runs'] / runs:.0%})",
-        f"{data['llm_calls_per_run']:.1f}",
-        f"{data['tokens_per_run']:.0f}",
-        f"{data['seconds_per_run']:.2f}",
-    )
-    console.print(table)
-    agents = Table(title="per agent (mean per run)")
-    for column in ("node", "executions", "LLM calls", "tool calls", "tokens", "seconds"):
-        agents.add_column(column, justify="right" if column != "node" else "left")
-    for node, row in data["per_agent"].items():
-        agents.add_row(
-            node,
-            f"{row['runs']:.2f}",
-            f"{row['llm_calls']:.2f}",
-            f"{row['tool_calls']:.2f}",
-            f"{row['tokens']:.0f}",
-            f"{row['seconds']:.2f}",
-        )
-    console.print(agents)
-    if data["repairs"]:
-        console.print(
-            "repairs and retries: " + ", ".join(f"{k}={v}" for k, v in sorted(data["repairs"].items()))
-        )
-
-
 def teach_command(
     data: Annotated[Path, typer.Option(help="Dataset directory (AgentSociety layout).")],
     tasks: Annotated[Path, typer.Option(help="Task folder (tasks/ + groundtruth/).")],
@@ -125,6 +67,7 @@ def teach_command(
     """
     from rich.console import Console
 
+    from starrec.graphs.display import print_summary
     from starrec.graphs.teach import RunFolderBusyError, teach
 
     if passes < 1:
@@ -180,8 +123,8 @@ def show_command(
     """Print one recorded MARS trajectory (steps, tool calls with Cypher, repairs)."""
     from rich.console import Console
 
+    from starrec.contract.runs_file import RunsFile
     from starrec.graphs.display import print_trajectory
-    from starrec.graphs.recording import RunsFile
 
     runs_file = RunsFile(runs)
     records = runs_file.records()
@@ -193,7 +136,7 @@ def show_command(
     if as_json:
         typer.echo(json.dumps(chosen[0], indent=2, ensure_ascii=False))
         return
-    from starrec.distill.trajectory import Trajectory
+    from starrec.contract.trajectory import Trajectory
 
     print_trajectory(Console(), Trajectory.model_validate(chosen[0]))
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from starrec.distill.trajectory import AGENT_NODES
+from starrec.contract.ablations import ABLATION_SWITCHES, check_ablation
 from starrec.llm.redact import redact_value
-
-Ablation = Literal["no_tools", "no_planner", "no_reflector"]
-ABLATIONS: tuple[str, ...] = ("no_tools", "no_planner", "no_reflector")
 
 
 @dataclass(kw_only=True)
@@ -158,14 +155,10 @@ class Context:
 
     def with_ablation(self, ablation: str | None) -> Context:
         """A copy with one ablation switched off (``no_tools``, ``no_planner``, ``no_reflector``)."""
-        if ablation is None:
+        known = check_ablation(ablation)
+        if known is None:
             return Context(**asdict(self))
-        if ablation not in ABLATIONS:
-            raise ValueError(f"unknown ablation {ablation!r}; choose one of: {', '.join(ABLATIONS)}")
-        switch = {"no_tools": "use_tools", "no_planner": "use_planner", "no_reflector": "use_reflector"}[
-            ablation
-        ]
-        return Context(**{**asdict(self), switch: False})
+        return Context(**{**asdict(self), ABLATION_SWITCHES[known]: False})
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
@@ -186,5 +179,3 @@ class Context:
     def help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
-
-FIXED_AGENT_ORDER: tuple[str, ...] = AGENT_NODES

@@ -32,13 +32,14 @@ because oversubscribed threads were 5x slower on a shared machine (measured)."""
 def demo_tasks(data_dir: Path, n: int, seed: int) -> Path:
     """Classic tasks for the demo (built once per (n, seed), then reused)."""
     from starrec.data.agentsociety import load_dataset
-    from starrec.data.scenarios import build_tasks, dataset_fingerprint
+    from starrec.data.scenarios import build_tasks, data_files_fingerprint
     from starrec.data.tasks import write_tasks
 
     target = get_settings().cache_dir / "demo" / f"tasks-classic-n{n}-seed{seed}"
     if (target / "manifest.json").exists():
         return target
-    built = build_tasks(load_dataset(data_dir), "classic", n, seed, fingerprint=dataset_fingerprint(data_dir))
+    fingerprint = data_files_fingerprint(data_dir)
+    built = build_tasks(load_dataset(data_dir), "classic", n, seed, fingerprint=fingerprint)
     write_tasks(built.tasks, target, built.manifest)
     return target
 
@@ -74,11 +75,10 @@ def run_demo(
     console: Console | None = None,
 ) -> dict:
     """Run the demo and return ``{"mars": summary dict, "random": report, "pop": report}``."""
+    from starrec.contract.runs_file import RunsFile
+    from starrec.contract.trajectory import Trajectory
     from starrec.data import fetch_movielens_100k
-    from starrec.distill.trajectory import Trajectory
-    from starrec.graphs.commands import print_summary
-    from starrec.graphs.display import print_trajectory
-    from starrec.graphs.recording import RunsFile
+    from starrec.graphs.display import print_summary, print_trajectory
     from starrec.graphs.teach import teach
 
     console = console or Console()

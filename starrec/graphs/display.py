@@ -1,4 +1,4 @@
-"""Printing a recorded trajectory for people (``starrec demo``, ``starrec trajectory``)."""
+"""Printing runs for people: a recorded trajectory, a batch summary, node progress (teach, demo)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from rich.console import Console
 from rich.panel import Panel
+from rich.table import Table
 from rich.tree import Tree
 
-from starrec.distill.trajectory import Trajectory
-from starrec.graphs.recording import NODE_NAMES
+from starrec.contract.roster import ROSTER, Roster
+from starrec.contract.trajectory import Trajectory
 
 MAX_TEXT = 600
 
@@ -60,13 +61,62 @@ def print_trajectory(console: Console, trajectory: Trajectory) -> None:
     console.print(Panel(tree, title="MARS trajectory", expand=False))
 
 
+def print_summary(console: Any, summary: Any, title: str) -> None:
+    """HR table, repair/invalid rates and per-agent cost of a batch."""
+    data = summary.as_dict()
+    table = Table(title=title)
+    for column in (
+        "runs",
+        "errors",
+        "HR@1",
+        "HR@3",
+        "HR@5",
+        "HR_avg (ok runs)",
+        "repaired rankings",
+        "LLM calls/run",
+        "tokens/run",
+        "s/run",
+    ):
+        table.add_column(column, justify="right")
+    metric = [f"{data.get(key, float('nan')):.3f}" for key in ("hr@1", "hr@3", "hr@5", "hr_avg")]
+    runs = max(data["runs"], 1)
+    table.add_row(
+        str(data["runs"]),
+        str(data["errors"]),
+        *metric,
+        f"{data['repaired_runs']} ({data['repaired_runs'] / runs:.0%})",
+        f"{data['llm_calls_per_run']:.1f}",
+        f"{data['tokens_per_run']:.0f}",
+        f"{data['seconds_per_run']:.2f}",
+    )
+    console.print(table)
+    agents = Table(title="per agent (mean per run)")
+    for column in ("node", "executions", "LLM calls", "tool calls", "tokens", "seconds"):
+        agents.add_column(column, justify="right" if column != "node" else "left")
+    for node, row in data["per_agent"].items():
+        agents.add_row(
+            node,
+            f"{row['runs']:.2f}",
+            f"{row['llm_calls']:.2f}",
+            f"{row['tool_calls']:.2f}",
+            f"{row['tokens']:.0f}",
+            f"{row['seconds']:.2f}",
+        )
+    console.print(agents)
+    if data["repairs"]:
+        console.print(
+            "repairs and retries: " + ", ".join(f"{k}={v}" for k, v in sorted(data["repairs"].items()))
+        )
+
+
 class NodeProgress(BaseCallbackHandler):
     """Prints a line as each graph node finishes (a slow local model shows it is making progress)."""
 
     run_inline = True
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, roster: Roster = ROSTER) -> None:
         self.console = console
+        self.node_names = roster.node_names
         self._nodes: dict[UUID, tuple[str, str, float]] = {}
 
     def on_chain_start(
@@ -79,7 +129,7 @@ class NodeProgress(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         name = kwargs.get("name")
-        if name in NODE_NAMES and (metadata or {}).get("langgraph_node") == name:
+        if name in self.node_names and (metadata or {}).get("langgraph_node") == name:
             task = inputs.get("task_id", "") if isinstance(inputs, dict) else getattr(inputs, "task_id", "")
             self._nodes[run_id] = (str(task), name, time.perf_counter())
 

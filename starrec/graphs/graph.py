@@ -15,22 +15,16 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer, RetryPolicy
 
-from starrec.distill.trajectory import AGENT_NODES
+from starrec.contract.roster import ABSTRACTOR, PLANNER, RANKER, REFLECTOR, ROSTER, Roster
 from starrec.graphs.context import Context
 from starrec.graphs.nodes import MarsNodes
 from starrec.graphs.resources import Resources
-from starrec.graphs.routing import (
-    PLANNER,
-    RANKER,
-    REFLECTOR,
-    route_after_abstractor,
-    route_after_reflector,
-    route_to_next_agent,
-)
+from starrec.graphs.routing import Routes
 from starrec.graphs.state import InputState, State
 from starrec.tools.base import EvidenceSource
 
 GRAPH_NAME = "mars"
+
 
 def is_transient(error: Exception) -> bool:
     """Failures worth another attempt: timeouts, refused or reset connections, 429 and 5xx answers.
@@ -56,11 +50,12 @@ def is_transient(error: Exception) -> bool:
 LLM_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, backoff_factor=2.0, retry_on=is_transient)
 
 
-def recursion_limit(context: Context | None = None) -> int:
-    """Supersteps one run can need: abstractor, planner, 4 agents, reflector, ranker, plus per
-    correction round up to 4 agents and a reflector; doubled as a safety margin."""
+def recursion_limit(context: Context | None = None, roster: Roster = ROSTER) -> int:
+    """Supersteps one run can need: abstractor, planner, every agent, reflector, ranker, plus per
+    correction round every agent again and a reflector; doubled as a safety margin."""
     rounds = (context or Context()).max_correction_rounds
-    return 2 * (8 + 5 * rounds) + 2
+    agents = len(roster.agents)
+    return 2 * (agents + 4 + (agents + 1) * rounds) + 2
 
 
 def build_mars_graph(
@@ -70,34 +65,37 @@ def build_mars_graph(
     evidence: EvidenceSource | None = None,
     checkpointer: Checkpointer = None,
     name: str = GRAPH_NAME,
+    roster: Roster = ROSTER,
 ) -> CompiledStateGraph:
     """Compile the MARS graph.
 
     ``chat_model``/``evidence`` override what the run context would build lazily (``llm`` spec,
     ``data_dir``). ``context`` only sets the default recursion limit; pass the run's context to
-    ``invoke(..., context=...)``.
+    ``invoke(..., context=...)``. ``roster`` lists the execution agents (default: the house four).
     """
-    nodes = MarsNodes(Resources(chat_model=chat_model, evidence=evidence))
+    nodes = MarsNodes(Resources(chat_model=chat_model, evidence=evidence), roster)
+    routes = Routes(roster)
+    agents = roster.names
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)
-    builder.add_node("abstractor", nodes.abstractor, retry_policy=LLM_RETRY)
+    builder.add_node(ABSTRACTOR, nodes.abstractor, retry_policy=LLM_RETRY)
     builder.add_node(PLANNER, nodes.planner, retry_policy=LLM_RETRY)
-    for agent in AGENT_NODES:
+    for agent in agents:
         builder.add_node(agent, nodes.agent_node(agent), retry_policy=LLM_RETRY)
     builder.add_node(REFLECTOR, nodes.reflector, retry_policy=LLM_RETRY)
     builder.add_node(RANKER, nodes.ranker, retry_policy=LLM_RETRY)
 
-    after_planning = [*AGENT_NODES, REFLECTOR, RANKER]
-    builder.add_edge(START, "abstractor")
-    builder.add_conditional_edges("abstractor", route_after_abstractor, [PLANNER, *after_planning])
-    builder.add_conditional_edges(PLANNER, route_to_next_agent, after_planning)
-    for agent in AGENT_NODES:
+    after_planning = [*agents, REFLECTOR, RANKER]
+    builder.add_edge(START, ABSTRACTOR)
+    builder.add_conditional_edges(ABSTRACTOR, routes.after_abstractor, [PLANNER, *after_planning])
+    builder.add_conditional_edges(PLANNER, routes.to_next_agent, after_planning)
+    for agent in agents:
         builder.add_conditional_edges(
-            agent, route_to_next_agent, [node for node in after_planning if node != agent]
+            agent, routes.to_next_agent, [node for node in after_planning if node != agent]
         )
-    builder.add_conditional_edges(REFLECTOR, route_after_reflector, [*AGENT_NODES, RANKER])
+    builder.add_conditional_edges(REFLECTOR, routes.after_reflector, [*agents, RANKER])
     builder.add_edge(RANKER, END)
     compiled = builder.compile(checkpointer=checkpointer, name=name)
-    return compiled.with_config(recursion_limit=recursion_limit(context))
+    return compiled.with_config(recursion_limit=recursion_limit(context, roster))
 
 
 def final_output(state: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The graph's nodes: each turns the state into one agent call and a small state update.
 
-Every node also returns ``last_step`` (its structured output, thinking and counted repairs), which
-the trajectory recorder reads from the node's output, so a trajectory never depends on parsing logs.
+Every node also reports its step (structured output, thinking, counted repairs) to the trajectory
+recorder as a LangChain custom event (:data:`~starrec.graphs.recording.STEP_EVENT`), so a
+trajectory never depends on parsing logs and the graph state carries no recorder side channel.
 """
 
 from __future__ import annotations
@@ -10,17 +11,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from langchain_core.callbacks import adispatch_custom_event
 from langgraph.runtime import Runtime
 
-from starrec.agents import (
-    historical_interest,
-    interest_divergence,
-    recent_interest,
-    user_profile,
-)
 from starrec.agents.abstractor import abstract
 from starrec.agents.analyst import analyse
-from starrec.agents.base import AgentEnv, Counters, UserView
+from starrec.agents.env import AgentEnv, Counters
 from starrec.agents.planner import plan
 from starrec.agents.ranker import (
     candidate_prior,
@@ -32,18 +28,13 @@ from starrec.agents.ranker import (
     order_by_score,
 )
 from starrec.agents.reflector import reflect
+from starrec.contract.roster import ROSTER, Roster
+from starrec.data.user_view import UserView
 from starrec.graphs.context import Context
+from starrec.graphs.recording import STEP_EVENT
 from starrec.graphs.resources import Resources
 from starrec.graphs.routing import context_of, planned_agents
 from starrec.graphs.state import State
-
-AGENT_FOCUS: dict[str, Callable[[UserView], str]] = {
-    user_profile.NAME: user_profile.focus,
-    historical_interest.NAME: historical_interest.focus,
-    recent_interest.NAME: recent_interest.focus,
-    interest_divergence.NAME: interest_divergence.focus,
-}
-"""Execution agent -> its digest of the data; the role itself lives in ``agents/prompts/<name>.md``."""
 
 
 def view_of(state: State, env: AgentEnv) -> UserView:
@@ -56,7 +47,7 @@ def view_of(state: State, env: AgentEnv) -> UserView:
     )
 
 
-def step_update(
+async def step_update(
     node: str,
     state: State,
     counters: Counters,
@@ -64,22 +55,20 @@ def step_update(
     thinking: str = "",
     warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The bookkeeping part of every node's update."""
-    all_warnings = [*(warnings or []), *counters.warnings]
-    return {
+    """The bookkeeping part of every node's update; the step itself is reported to the recorder."""
+    report = {
+        "node": node,
+        "round": state.round,
+        "output": output,
+        "thinking": thinking,
         "repairs": dict(counters.repairs),
-        "warnings": [f"{node}: {text}" for text in all_warnings],
-        "last_step": {
-            "node": node,
-            "round": state.round,
-            "output": output,
-            "thinking": thinking,
-            "repairs": dict(counters.repairs),
-            "llm_calls": counters.llm_calls,
-            "tool_calls": counters.tool_calls,
-            "tool_errors": counters.tool_errors,
-        },
+        "llm_calls": counters.llm_calls,
+        "tool_calls": counters.tool_calls,
+        "tool_errors": counters.tool_errors,
     }
+    await adispatch_custom_event(STEP_EVENT, report)
+    all_warnings = [*(warnings or []), *counters.warnings]
+    return {"repairs": dict(counters.repairs), "warnings": [f"{node}: {text}" for text in all_warnings]}
 
 
 def validate_input(state: State) -> None:
@@ -94,10 +83,11 @@ def validate_input(state: State) -> None:
 
 
 class MarsNodes:
-    """Node functions bound to the graph's :class:`Resources`."""
+    """Node functions bound to the graph's :class:`Resources` and agent roster."""
 
-    def __init__(self, resources: Resources) -> None:
+    def __init__(self, resources: Resources, roster: Roster = ROSTER) -> None:
         self.resources = resources
+        self.roster = roster
 
     async def abstractor(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         """Chunk + fuse the history into the hybrid input (long-term summary + last chunk)."""
@@ -115,22 +105,24 @@ class MarsNodes:
         return {
             "summary": result.summary,
             "recent": result.recent,
-            **step_update("abstractor", state, counters, output, warnings=warnings),
+            **await step_update("abstractor", state, counters, output, warnings=warnings),
         }
 
     async def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         context = context_of(runtime)
         env, warnings = self.resources.env(context, state.domain, with_tools=False)
         counters = Counters()
-        result = await plan(env, view_of(state, env), counters)
+        result = await plan(env, view_of(state, env), counters, self.roster)
         return {
             "plan": result.agents,
-            **step_update("planner", state, counters, {"agents": result.agents}, result.thinking, warnings),
+            **await step_update(
+                "planner", state, counters, {"agents": result.agents}, result.thinking, warnings
+            ),
         }
 
     def agent_node(self, name: str) -> Callable[[State, Runtime[Context]], Awaitable[dict[str, Any]]]:
-        """The node for execution agent ``name`` (first pass and correction rounds)."""
-        focus = AGENT_FOCUS[name]
+        """The node for execution agent ``name`` of the roster (first pass and correction rounds)."""
+        agent = self.roster.agent(name)
 
         async def run_agent(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             context = context_of(runtime)
@@ -138,16 +130,14 @@ class MarsNodes:
             counters = Counters()
             correction = state.corrections.get(name) if state.round > 0 else None
             view = view_of(state, env)
-            result = await analyse(
-                env, name, view, counters, focus(view), correction, state.analyses.get(name)
-            )
+            result = await analyse(env, agent, view, counters, correction, state.analyses.get(name))
             output = {"conclusions": result.conclusions, "evidence_ids": result.evidence_ids}
             if correction:
                 output["correction"] = correction
             return {
                 "analyses": {name: {**output, "thinking": result.thinking}},
                 "done": [*state.done, name],
-                **step_update(name, state, counters, output, result.thinking, warnings),
+                **await step_update(name, state, counters, output, result.thinking, warnings),
             }
 
         run_agent.__name__ = name
@@ -159,7 +149,9 @@ class MarsNodes:
         env, warnings = self.resources.env(context, state.domain, with_tools=False)
         counters = Counters()
         executed = {
-            agent: state.analyses[agent] for agent in planned_agents(state) if agent in state.analyses
+            agent: state.analyses[agent]
+            for agent in planned_agents(state, self.roster.names)
+            if agent in state.analyses
         }
         result = await reflect(env, view_of(state, env), executed, counters)
         issues = [issue.model_dump() for issue in result.issues]
@@ -177,7 +169,8 @@ class MarsNodes:
         elif result.verdict == "fail":
             update.update(corrections={}, correction_bound_reached=True)
             counters.count("correction_bound_reached")
-        return {**update, **step_update("reflector", state, counters, output, result.thinking, warnings)}
+        report = await step_update("reflector", state, counters, output, result.thinking, warnings)
+        return {**update, **report}
 
     async def ranker(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         """LLM ranking grounded in the candidate-CF prior, fused by ``ranker_fusion``."""
@@ -239,7 +232,7 @@ class MarsNodes:
             "llm_ranking": llm_order,
             "cf_ranking": cf_order,
             "ranking": final,
-            **step_update("ranker", state, counters, output, thinking, warnings),
+            **await step_update("ranker", state, counters, output, thinking, warnings),
         }
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
+from starrec.contract.trajectory import Trajectory
 from starrec.data.schema import Dataset, RankRequest
-from starrec.distill.trajectory import Trajectory
-from starrec.eval.methods import MethodOptions
-from starrec.eval.recommender import Recommender
+from starrec.eval.methods import MethodOptions, config_with_overrides
+from starrec.eval.recommender import BatchRecommender
 from starrec.graphs.context import Context
 from starrec.graphs.graph import build_mars_graph
 from starrec.graphs.runner import RunJob, run_batch, summarise_runs
@@ -30,7 +30,7 @@ def evidence_for_training_view(train: Dataset) -> EvidenceSource:
     return open_dataset_toolkit(train)
 
 
-class MarsRecommender(Recommender):
+class MarsRecommender(BatchRecommender):
     """Ranks with the MARS graph; keeps every trajectory of the last batch for inspection."""
 
     name = "mars"
@@ -56,12 +56,6 @@ class MarsRecommender(Recommender):
         self.train = train
         if self.evidence is None and self.context.use_tools:
             self.evidence = evidence_for_training_view(train)
-
-    def rank(self, request: RankRequest) -> Sequence[str]:
-        result = self.rank_batch([request])[0]
-        if isinstance(result, BaseException):
-            raise result
-        return result
 
     def rank_batch(self, requests: Sequence[RankRequest]) -> list[Sequence[str] | BaseException]:
         if self.train is None:
@@ -109,36 +103,16 @@ class MarsRecommender(Recommender):
 
 def context_from_options(options: MethodOptions) -> Context:
     """A :class:`Context` from method options: ``--llm/--model/--base-url`` + ``--option key=value``."""
-    fields = Context.help()
-    values: dict[str, Any] = {}
-    for key, raw in options.extra.items():
-        if key not in fields:
-            raise ValueError(f"unknown MARS option {key!r}; valid: {', '.join(sorted(fields))}")
-        values[key] = _coerce(key, raw)
     llm = options.llm or "local"
     if options.model and ":" not in llm:
         llm = f"{llm}:{options.model}"
-    values.setdefault("llm", llm)
-    if options.base_url:
-        values.setdefault("base_url", options.base_url)
-    values.setdefault("seed", options.seed)
-    if options.data_dir is not None:
-        values.setdefault("data_dir", str(options.data_dir))
-    return Context(**values)
-
-
-def _coerce(key: str, raw: Any) -> Any:
-    default = getattr(Context(), key)
-    if not isinstance(raw, str) or isinstance(default, str) or default is None:
-        return raw
-    if isinstance(default, bool):
-        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"MARS option {key} expects true/false, got {raw!r}")
-        return raw.lower() in ("true", "1", "yes")
-    try:
-        return type(default)(raw)
-    except ValueError as error:
-        raise ValueError(f"MARS option {key} expects {type(default).__name__}, got {raw!r}") from error
+    base = Context(
+        llm=llm,
+        base_url=options.base_url or None,
+        seed=options.seed,
+        data_dir=str(options.data_dir) if options.data_dir is not None else None,
+    )
+    return config_with_overrides(base, options.extra, label="MARS")
 
 
 def make_mars(options: MethodOptions) -> MarsRecommender:

@@ -14,7 +14,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
 
-from starrec.agents.base import AgentEnv
+from starrec.agents.env import AgentEnv
 from starrec.graphs.context import Context
 from starrec.llm.structured import llm_capabilities
 from starrec.tools.base import EvidenceSource

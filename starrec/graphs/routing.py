@@ -1,15 +1,23 @@
-"""Named, pure routing functions: which node runs next, from the state and the context alone."""
+"""Named, pure routing functions: which node runs next, from the state, the context and the roster alone.
+
+Agent node names come from the roster, so the routers' return types are ``Literal`` for the fixed
+nodes and :data:`AgentName` for the agents.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
 from langgraph.runtime import Runtime
 
-from starrec.graphs.context import FIXED_AGENT_ORDER, Context
+from starrec.contract.roster import ROSTER, Roster
+from starrec.graphs.context import Context
 from starrec.graphs.state import State
 
-PLANNER = "planner"
-REFLECTOR = "reflector"
-RANKER = "ranker"
+AgentName = str
+"""An execution agent of the graph's roster (its names are data, not a ``Literal``)."""
 
 
 def context_of(runtime: Runtime[Context]) -> Context:
@@ -17,42 +25,52 @@ def context_of(runtime: Runtime[Context]) -> Context:
     return runtime.context if runtime.context is not None else Context()
 
 
-def planned_agents(state: State) -> list[str]:
-    """The agents of the current round: the plan on round 0, the flagged agents in a correction round."""
+def planned_agents(state: State, fixed_order: Sequence[str]) -> list[str]:
+    """The agents of the current round: the plan (or ``fixed_order`` without a planner) on round 0,
+    the flagged agents in a correction round."""
     if state.round > 0:
-        return [agent for agent in (state.plan or FIXED_AGENT_ORDER) if agent in state.corrections]
-    return list(state.plan or FIXED_AGENT_ORDER)
+        return [agent for agent in (state.plan or fixed_order) if agent in state.corrections]
+    return list(state.plan or fixed_order)
 
 
-def next_agent(state: State) -> str | None:
+def next_agent(state: State, fixed_order: Sequence[str]) -> AgentName | None:
     """The first agent of the current round that has not run yet."""
-    remaining = [agent for agent in planned_agents(state) if agent not in state.done]
+    remaining = [agent for agent in planned_agents(state, fixed_order) if agent not in state.done]
     return remaining[0] if remaining else None
 
 
-def after_agents(state: State, context: Context) -> str:
+def after_agents(state: State, context: Context) -> Literal["reflector", "ranker"]:
     """Where a finished round goes: reflect (first pass, or more rounds allowed) or rank."""
     if not context.use_reflector:
-        return RANKER
+        return "ranker"
     if state.round > 0 and state.round >= context.max_correction_rounds:
         # The last allowed correction round ran: its output goes straight to ranking.
-        return RANKER
-    return REFLECTOR
+        return "ranker"
+    return "reflector"
 
 
-def route_after_abstractor(state: State, runtime: Runtime[Context]) -> str:
-    if context_of(runtime).use_planner:
-        return PLANNER
-    return next_agent(state) or after_agents(state, context_of(runtime))
+@dataclass(frozen=True)
+class Routes:
+    """The graph's three routers, bound to its roster (the agent order used when the planner is off)."""
 
+    roster: Roster = ROSTER
 
-def route_to_next_agent(state: State, runtime: Runtime[Context]) -> str:
-    """After the planner or an agent: the next planned agent, else reflection/ranking."""
-    return next_agent(state) or after_agents(state, context_of(runtime))
+    def after_abstractor(
+        self, state: State, runtime: Runtime[Context]
+    ) -> Literal["planner", "reflector", "ranker"] | AgentName:
+        if context_of(runtime).use_planner:
+            return "planner"
+        return next_agent(state, self.roster.names) or after_agents(state, context_of(runtime))
 
+    def to_next_agent(
+        self, state: State, runtime: Runtime[Context]
+    ) -> Literal["reflector", "ranker"] | AgentName:
+        """After the planner or an agent: the next planned agent, else reflection/ranking."""
+        return next_agent(state, self.roster.names) or after_agents(state, context_of(runtime))
 
-def route_after_reflector(state: State, runtime: Runtime[Context]) -> str:
-    """Pass (or no rounds left) -> ranker; fail -> the first flagged agent of the new round."""
-    if state.reflection.get("verdict") == "fail" and state.corrections:
-        return next_agent(state) or RANKER
-    return RANKER
+    def after_reflector(self, state: State, runtime: Runtime[Context]) -> Literal["ranker"] | AgentName:
+        """Pass (or no rounds left) -> ranker; fail -> the first flagged agent of the new round."""
+        if state.reflection.get("verdict") == "fail" and state.corrections:
+            return next_agent(state, self.roster.names) or "ranker"
+        return "ranker"
+

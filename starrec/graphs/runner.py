@@ -18,12 +18,12 @@ from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
 
+from starrec.contract.trajectory import Trajectory, hit_flags
 from starrec.data.schema import Dataset, RankRequest
-from starrec.distill.trajectory import Trajectory
 from starrec.eval.metrics import summarize
 from starrec.graphs.context import Context
 from starrec.graphs.graph import recursion_limit
-from starrec.graphs.recording import TrajectoryRecorder, hit_flags
+from starrec.graphs.recording import TrajectoryRecorder
 from starrec.graphs.state import input_from_request
 
 

@@ -7,32 +7,13 @@ Studio, checkpointed by an embedding app and written to ``runs.jsonl`` unchanged
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import ConfigDict
-from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
 
 from starrec.data.schema import Dataset, RankRequest
-
-
-class HistoryEntry(TypedDict, total=False):
-    """One past behaviour as the agents see it."""
-
-    item_id: str
-    title: str
-    categories: list[str]
-    stars: float | None
-    date: str
-    review: str
-
-
-class Candidate(TypedDict, total=False):
-    id: str
-    title: str
-    categories: list[str]
+from starrec.data.user_view import Candidate, HistoryEntry, candidate_entries, history_entries
 
 
 def merge_dicts(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
@@ -99,36 +80,6 @@ class State(InputState):
     repairs: Annotated[dict[str, int], add_counts] = field(default_factory=dict)
     """Counted repairs and retries over the whole run (json_retry, fallback, hallucinated, ...)."""
     warnings: Annotated[list[str], operator.add] = field(default_factory=list)
-    last_step: dict[str, Any] = field(default_factory=dict)
-    """What the node that just ran reports for the trajectory (output, thinking, repairs)."""
-
-
-def _date(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d")
-
-
-def history_entries(request: RankRequest, dataset: Dataset, review_chars: int = 160) -> list[HistoryEntry]:
-    """The request's history as agent-readable entries (titles and categories from the dataset)."""
-    entries: list[HistoryEntry] = []
-    for event in request.history:
-        entry: HistoryEntry = {
-            "item_id": event.item_id,
-            "title": dataset.item_title(event.item_id),
-            "categories": dataset.item_categories(event.item_id)[:4],
-            "stars": event.stars,
-            "date": _date(event.timestamp),
-        }
-        if event.text:
-            entry["review"] = event.text[:review_chars]
-        entries.append(entry)
-    return entries
-
-
-def candidate_entries(candidates: Sequence[str], dataset: Dataset) -> list[Candidate]:
-    return [
-        {"id": item, "title": dataset.item_title(item), "categories": dataset.item_categories(item)[:4]}
-        for item in candidates
-    ]
 
 
 def input_from_request(request: RankRequest, dataset: Dataset) -> dict[str, Any]:

@@ -18,11 +18,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from starrec.distill.trajectory import Trajectory
+from starrec.contract.runs_file import RunsFile
+from starrec.contract.trajectory import Trajectory
 from starrec.graphs.context import Context
 from starrec.graphs.display import NodeProgress
 from starrec.graphs.graph import build_mars_graph
-from starrec.graphs.recording import RunsFile, run_line
 from starrec.graphs.runner import BatchSummary, RunJob, latest_runs, run_batch, summarise_runs
 
 LOCK_NAME = "teach.lock"
@@ -167,7 +167,7 @@ def _teach(
 
         def record(trajectory: Trajectory) -> None:
             nonlocal errors
-            runs.append(run_line(trajectory))
+            runs.append(trajectory.to_line())
             errors += trajectory.error is not None
             bar.update(tracker, advance=1, errors=errors)
 

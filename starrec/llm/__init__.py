@@ -1,7 +1,8 @@
 """The LLM layer shared by MARS, distillation and serving.
 
 * :func:`make_chat_model` / :class:`LLMSpec`: the ``openai``, ``local`` and ``scripted`` backends.
-* :mod:`starrec.llm.textproto`: THE ``<tool_call>`` / JSON / id text protocols.
+* the text protocols, one module each: :mod:`~starrec.llm.toolcall_syntax` (``<tool_call>``),
+  :mod:`~starrec.llm.json_repair` (tolerant JSON), :mod:`~starrec.llm.candidate_ids` (ids in text).
 * :func:`llm_capabilities`: whether a model does native tool calling and structured output.
 * :class:`LLMUsageCallback`: calls, tokens, seconds and repairs per graph node.
 

@@ -26,7 +26,7 @@ from pydantic import Field, PrivateAttr
 
 from starrec.llm.messages import ai_message_from_text, to_chat_turns, tool_names
 from starrec.llm.structured import RepairLog, TextProtocolMixin
-from starrec.llm.textproto import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from starrec.llm.toolcall_syntax import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 
 @dataclass

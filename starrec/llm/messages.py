@@ -22,7 +22,7 @@ from langchain_core.messages import (
 from langchain_core.prompt_values import PromptValue
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from starrec.llm.textproto import (
+from starrec.llm.toolcall_syntax import (
     describe_tools,
     format_tool_call,
     format_tool_response,
@@ -42,8 +42,8 @@ def as_messages(model_input: Any) -> list[BaseMessage]:
     return list(convert_to_messages(model_input))
 
 
-def message_text(message: BaseMessage) -> str:
-    """The text of a message whose content may be a list of content blocks."""
+def join_text_blocks(message: BaseMessage) -> str:
+    """The message's string content, or its ``type == "text"`` blocks joined (other blocks dropped)."""
     if isinstance(message.content, str):
         return message.content
     parts = []
@@ -53,6 +53,18 @@ def message_text(message: BaseMessage) -> str:
         elif isinstance(block, Mapping) and block.get("type") == "text":
             parts.append(str(block.get("text", "")))
     return "".join(parts)
+
+
+def flatten_content(message: BaseMessage) -> str:
+    """Every part of the message's content as text: strings, any block's ``"text"``, ``str()`` of the rest.
+
+    The agents read answers this way (a block of any type that carries text counts); contrast
+    :func:`join_text_blocks`, which keeps only text blocks.
+    """
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
 
 
 def openai_tools(tools: Sequence[Any]) -> list[dict[str, Any]]:
@@ -87,7 +99,7 @@ def to_chat_turns(
     """
     turns: list[dict[str, str]] = []
     for message in messages:
-        text = message_text(message)
+        text = join_text_blocks(message)
         if isinstance(message, SystemMessage):
             turns.append({"role": "system", "content": text})
         elif isinstance(message, AIMessage):
@@ -192,7 +204,7 @@ def approximate_token_count(text: str) -> int:
 
 def message_to_record(message: BaseMessage) -> dict[str, Any]:
     """A JSON-friendly ``{"role", "content"[, "tool_calls"]}`` for logs and recordings."""
-    record: dict[str, Any] = {"role": message.type, "content": message_text(message)}
+    record: dict[str, Any] = {"role": message.type, "content": join_text_blocks(message)}
     if isinstance(message, AIMessage) and message.tool_calls:
         record["tool_calls"] = [{"name": call["name"], "args": call["args"]} for call in message.tool_calls]
     if isinstance(message, ToolMessage):

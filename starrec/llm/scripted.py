@@ -35,7 +35,7 @@ from pydantic import Field, PrivateAttr
 from starrec.llm.messages import (
     ai_message_from_text,
     approximate_token_count,
-    message_text,
+    join_text_blocks,
     message_to_record,
     tool_names,
 )
@@ -63,7 +63,7 @@ class ScriptedCall:
 
     @property
     def prompt(self) -> str:
-        return "\n".join(message_text(message) for message in self.messages)
+        return "\n".join(join_text_blocks(message) for message in self.messages)
 
 
 def _run_metadata(
@@ -135,7 +135,7 @@ class ScriptedChatModel(TextProtocolMixin, BaseChatModel):
         for tag in tags:
             if tag in self.responses:
                 return tag
-        prompt = "\n".join(message_text(message) for message in messages)
+        prompt = "\n".join(join_text_blocks(message) for message in messages)
         for key in sorted(self.responses, key=len, reverse=True):
             if key != "*" and key in prompt:
                 return key
@@ -242,8 +242,8 @@ class ScriptedChatModel(TextProtocolMixin, BaseChatModel):
 def _with_usage(message: AIMessage, messages: list[BaseMessage], model_name: str) -> AIMessage:
     if message.usage_metadata:
         return message
-    prompt_tokens = sum(approximate_token_count(message_text(item)) for item in messages)
-    completion_tokens = approximate_token_count(message_text(message)) + sum(
+    prompt_tokens = sum(approximate_token_count(join_text_blocks(item)) for item in messages)
+    completion_tokens = approximate_token_count(join_text_blocks(message)) + sum(
         approximate_token_count(json.dumps(call["args"])) + 1 for call in message.tool_calls
     )
     message.usage_metadata = {

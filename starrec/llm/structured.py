@@ -1,7 +1,7 @@
 """Structured output by prompting for JSON: the path for models without constrained decoding.
 
 ``with_json_output(model, Schema)`` returns a runnable that asks for a JSON object shaped like the
-schema, recovers it with :func:`starrec.llm.textproto.extract_json_with_repairs`, validates it with
+schema, recovers it with :func:`starrec.llm.json_repair.extract_json_with_repairs`, validates it with
 pydantic, and on failure retries once with the error shown to the model. Every repair, retry and
 failure is counted in a :class:`RepairLog` and announced as a ``starrec.repair`` custom callback event
 (so trajectory recorders see it per node); nothing is silently dropped.
@@ -23,8 +23,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import BaseModel, ValidationError
 
-from starrec.llm.messages import as_messages, message_text, openai_tools
-from starrec.llm.textproto import JSONExtractionError, extract_json_with_repairs
+from starrec.llm.json_repair import JSONExtractionError, extract_json_with_repairs
+from starrec.llm.messages import as_messages, join_text_blocks, openai_tools
 
 REPAIR_EVENT = "starrec.repair"
 """Name of the custom callback event fired for every repair/retry/failure (data: kind, detail, schema)."""
@@ -162,7 +162,7 @@ def json_instructions(schema: type[BaseModel] | Mapping[str, Any], *, include_sc
 def with_json_instructions(messages: list[BaseMessage], instructions: str) -> list[BaseMessage]:
     """Messages with ``instructions`` appended to the system turn (or a new one)."""
     if messages and isinstance(messages[0], SystemMessage):
-        merged = SystemMessage(content=f"{message_text(messages[0])}\n\n{instructions}")
+        merged = SystemMessage(content=f"{join_text_blocks(messages[0])}\n\n{instructions}")
         return [merged, *messages[1:]]
     return [SystemMessage(content=instructions), *messages]
 
@@ -203,7 +203,7 @@ class _Attempt:
 
 
 def _parse_attempt(schema: Any, raw: AIMessage) -> _Attempt:
-    text = message_text(raw)
+    text = join_text_blocks(raw)
     try:
         extraction = extract_json_with_repairs(text, expect=dict if _wants_object(schema) else None)
         return _Attempt(raw, validate_structured(schema, extraction.value), None, extraction.repairs)
@@ -247,7 +247,7 @@ class JSONOutputParser:
             }
         if attempt.error is not None:
             raise StructuredOutputError(
-                schema_name(self.schema), attempts, attempt.error, message_text(attempt.raw)
+                schema_name(self.schema), attempts, attempt.error, join_text_blocks(attempt.raw)
             )
         return attempt.parsed
 
@@ -269,7 +269,7 @@ class JSONOutputParser:
                 dispatch_custom_event(REPAIR_EVENT, self._record(kind, detail, config), config=config)
             if attempt.error is None:
                 break
-            messages = retry_messages(messages, message_text(raw), attempt.error)
+            messages = retry_messages(messages, join_text_blocks(raw), attempt.error)
         return self._result(attempt, attempt_index + 1, repairs)
 
     async def ainvoke(self, model_input: Any, config: RunnableConfig | None = None) -> Any:
@@ -283,7 +283,7 @@ class JSONOutputParser:
                 await adispatch_custom_event(REPAIR_EVENT, self._record(kind, detail, config), config=config)
             if attempt.error is None:
                 break
-            messages = retry_messages(messages, message_text(raw), attempt.error)
+            messages = retry_messages(messages, join_text_blocks(raw), attempt.error)
         return self._result(attempt, attempt_index + 1, repairs)
 
 

@@ -24,12 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from starrec.contract.trajectory import ToolCallRecord
 from starrec.distill.chain import parse_chain, parse_tool_call_body, tool_response_block
 from starrec.distill.rollout import ToolExecutor
-from starrec.distill.trajectory import ToolCallRecord
 from starrec.eval.fusion import agreement_fusion
 from starrec.eval.repair import RankingRepair, repair_ranking
-from starrec.llm.textproto import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
+from starrec.llm.toolcall_syntax import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
 from starrec.serving.backends import GenerationBackend, Message
 from starrec.tools.base import EvidenceSource
 

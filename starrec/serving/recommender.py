@@ -3,11 +3,10 @@
 ``starrec eval --method star --model DIR`` (in-process transformers, or ``--option backend=vllm``
 to launch a vLLM server for the run) or ``--base-url URL`` (any OpenAI-compatible endpoint already
 serving the student). Each request is answered as the student was trained: the teacher's hybrid
-input (long-term summary from the long-sequence abstractor + the last chunk verbatim + candidates,
-:func:`starrec.graphs.recording.student_prompt`), rendered by
-:func:`starrec.distill.chain.build_student_messages`, then the single-pass loop of
-:mod:`starrec.serving.loop`. The abstractor runs on the same served model, and its calls are
-counted apart from the chain's.
+input (long-term summary from the long-sequence abstractor + the last chunk verbatim + candidates)
+rendered by :mod:`starrec.distill.student_prompt` (the module the teacher's recorder uses), then
+the single-pass loop of :mod:`starrec.serving.loop`. The abstractor runs on the same served model,
+and its calls are counted apart from the chain's.
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ from langchain_core.callbacks import get_usage_metadata_callback
 from langchain_core.language_models import BaseChatModel
 
 from starrec.data.schema import Dataset, RankRequest
-from starrec.eval.methods import MethodOptions
-from starrec.eval.recommender import Recommender
+from starrec.eval.methods import MethodOptions, config_with_overrides
+from starrec.eval.recommender import BatchRecommender
 from starrec.serving.backends import GenerationBackend, Message
 from starrec.serving.loop import StarLoop, StarLoopConfig, StarResult
 from starrec.tools.base import EvidenceSource
@@ -76,38 +75,26 @@ class StarOptions:
     )
 
 
-def _coerce(name: str, raw: Any, default: Any) -> Any:
-    if not isinstance(raw, str) or isinstance(default, str):
-        return raw
-    if isinstance(default, bool):
-        if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
-            raise ValueError(f"STAR option {name} expects true/false, got {raw!r}")
-        return raw.lower() in {"true", "1", "yes"}
-    try:
-        return type(default)(raw)
-    except ValueError as error:
-        raise ValueError(f"STAR option {name} expects {type(default).__name__}, got {raw!r}") from error
-
-
 def split_options(options: MethodOptions) -> tuple[StarOptions, StarLoopConfig]:
     """``MethodOptions`` -> (serving options, loop config); unknown ``--option`` keys are an error."""
-    star_fields = {f.name: f for f in dataclasses.fields(StarOptions)}
-    loop_fields = {f.name: f for f in dataclasses.fields(StarLoopConfig)}
-    star_values: dict[str, Any] = {}
-    loop_values: dict[str, Any] = {"samples": options.samples, "seed": options.seed}
-    defaults_star, defaults_loop = StarOptions(), StarLoopConfig()
+    star_fields = {f.name for f in dataclasses.fields(StarOptions)}
+    loop_fields = {f.name for f in dataclasses.fields(StarLoopConfig)}
+    star_extra: dict[str, Any] = {}
+    loop_extra: dict[str, Any] = {}
     for key, raw in options.extra.items():
         if key in star_fields:
-            star_values[key] = _coerce(key, raw, getattr(defaults_star, key))
+            star_extra[key] = raw
         elif key in loop_fields:
-            loop_values[key] = _coerce(key, raw, getattr(defaults_loop, key))
+            loop_extra[key] = raw
         else:
-            valid = sorted({*star_fields, *loop_fields} - {"samples", "seed"})
-            raise ValueError(f"unknown STAR option {key!r}; valid: {', '.join(valid)}")
-    return StarOptions(**star_values), StarLoopConfig(**loop_values)
+            valid = sorted((star_fields | loop_fields) - {"samples", "seed"})
+            raise ValueError(f"unknown STAR option {key!r}; valid options: {', '.join(valid)}")
+    star = config_with_overrides(StarOptions(), star_extra, label="STAR")
+    loop = StarLoopConfig(samples=options.samples, seed=options.seed)
+    return star, config_with_overrides(loop, loop_extra, label="STAR")
 
 
-class StarRecommender(Recommender):
+class StarRecommender(BatchRecommender):
     """Ranks with a distilled STAR student: abstractor preprocessing + one tool-using generation pass."""
 
     name = "star"
@@ -146,9 +133,8 @@ class StarRecommender(Recommender):
     def messages_for(self, request: RankRequest) -> list[Message]:
         """The student prompt for one request (same dict the teacher recorded in ``Trajectory.prompt``)."""
         from starrec.agents.abstractor import split_history
-        from starrec.distill.chain import build_student_messages
-        from starrec.graphs.recording import student_prompt
-        from starrec.graphs.state import candidate_entries, history_entries
+        from starrec.data.user_view import history_entries
+        from starrec.distill.student_prompt import request_messages
 
         train = self._train()
         history = history_entries(request, train)
@@ -157,14 +143,11 @@ class StarRecommender(Recommender):
         else:
             _, _, recent = split_history(history, self.options.chunk_size, self.options.max_history)
             summary = ""
-        prompt = student_prompt(summary, recent, candidate_entries(request.candidates, train))
-        return build_student_messages(
-            prompt, request.candidates, domain=train.domain, user_id=request.user_id
-        )
+        return request_messages(request, train, summary, recent)
 
     def _abstract(self, history: list[Any], domain: str) -> tuple[str, list[Any]]:
         from starrec.agents.abstractor import abstract
-        from starrec.agents.base import AgentEnv, Counters
+        from starrec.agents.env import AgentEnv, Counters
 
         assert self.summary_model is not None
         counters = Counters()
@@ -185,12 +168,6 @@ class StarRecommender(Recommender):
         if self.train is None:
             raise RuntimeError("StarRecommender.fit(train) must run before ranking")
         return self.train
-
-    def rank(self, request: RankRequest) -> Sequence[str]:
-        result = self.rank_batch([request])[0]
-        if isinstance(result, BaseException):
-            raise result
-        return result
 
     def answer(self, request: RankRequest) -> StarResult:
         """Abstractor + k chains for one request; the result is kept in :attr:`results`."""

@@ -31,7 +31,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from starrec.tools.base import CFResult, EvidenceSource, Neighbour, QueryTrace
+from starrec.contract.trajectory import QueryTrace
+from starrec.tools.base import CFResult, EvidenceSource, Neighbour
 
 # Imported on first use so `starrec --help` (which loads starrec.tools.commands) stays fast.
 _LAZY = {

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, Field
 
+from starrec.contract.tool_names import AgentToolName
+from starrec.contract.trajectory import QueryTrace
+
 if TYPE_CHECKING:
     from starrec.tools.candidate_cf import CandidateCFResult
-
-
-class QueryTrace(BaseModel):
-    """One Cypher query a tool ran, kept for inspection and for trajectories."""
-
-    name: str = Field(description="Name of the .cypher file the query was loaded from.")
-    cypher: str = Field(description="The query text exactly as sent.")
-    params: dict[str, Any] = Field(default_factory=dict)
-    row_count: int = 0
-    seconds: float = 0.0
-    engine: Literal["cypher", "index"] = Field(
-        default="cypher",
-        description="cypher: the backend ran it; index: answered from the in-memory index of the same graph "
-        "(tested equal to the Cypher answer).",
-    )
 
 
 class Neighbour(BaseModel):
@@ -37,7 +25,7 @@ class Neighbour(BaseModel):
 class CFResult(BaseModel):
     """What a CF tool returns: verbalised evidence plus the structured neighbours behind it."""
 
-    tool: Literal["item_cf", "user_cf"]
+    tool: AgentToolName
     anchor: str = Field(description="The item id (item_cf) or user id (user_cf) asked about.")
     found: bool = Field(description="False when the anchor is not in the graph; evidence then says so.")
     evidence: str = Field(description="Natural-language evidence (named categories with representative ids).")

@@ -35,8 +35,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from starrec.contract.trajectory import QueryTrace
 from starrec.data.schema import Dataset
-from starrec.tools.base import QueryTrace
 from starrec.tools.oracle import SparseCFIndex
 from starrec.tools.queries import load_query
 from starrec.tools.store import GraphStore

@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
-from starrec.tools.base import CFResult, Neighbour, QueryTrace
+from starrec.contract.tool_names import ITEM_CF, USER_CF, AgentToolName
+from starrec.contract.trajectory import QueryTrace
+from starrec.tools.base import CFResult, Neighbour
 from starrec.tools.candidate_cf import CandidateCF, CandidateCFConfig, CandidateCFResult, CandidateEngine
 from starrec.tools.oracle import SparseCFIndex
 from starrec.tools.queries import load_query
@@ -36,7 +38,7 @@ from starrec.tools.verbalise import (
     not_in_graph_message,
 )
 
-TOOL_OF_KIND: dict[EvidenceKind, Literal["item_cf", "user_cf"]] = {"item": "item_cf", "user": "user_cf"}
+TOOL_OF_KIND: dict[EvidenceKind, AgentToolName] = {"item": ITEM_CF, "user": USER_CF}
 
 
 class Verbaliser(Protocol):
@@ -110,7 +112,7 @@ def item_request(
 ) -> EvidenceRequest:
     own = meta.get(anchor)
     return EvidenceRequest(
-        "item_cf",
+        ITEM_CF,
         anchor,
         own.title if own else anchor,
         own.facets if own else (),
@@ -124,7 +126,7 @@ def user_request(
 ) -> EvidenceRequest:
     facets = tuple(facet for item in history if item in meta for facet in meta[item].facets)
     return EvidenceRequest(
-        "user_cf", anchor, anchor, facets, _infos(rows, meta), history_size=len(history), noun=noun
+        USER_CF, anchor, anchor, facets, _infos(rows, meta), history_size=len(history), noun=noun
     )
 
 

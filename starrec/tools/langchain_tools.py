@@ -10,6 +10,7 @@ from __future__ import annotations
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
+from starrec.contract.tool_names import CANDIDATE_CF, ITEM_CF, USER_CF
 from starrec.tools.base import CFResult, EvidenceSource
 from starrec.tools.candidate_cf import CandidateCFResult
 
@@ -83,21 +84,21 @@ def make_cf_tools(source: EvidenceSource) -> list[BaseTool]:
     return [
         StructuredTool.from_function(
             func=item_cf,
-            name="item_cf",
+            name=ITEM_CF,
             description=ITEM_CF_DESCRIPTION,
             args_schema=ItemCFArgs,
             response_format="content_and_artifact",
         ),
         StructuredTool.from_function(
             func=user_cf,
-            name="user_cf",
+            name=USER_CF,
             description=USER_CF_DESCRIPTION,
             args_schema=UserCFArgs,
             response_format="content_and_artifact",
         ),
         StructuredTool.from_function(
             func=candidate_cf,
-            name="candidate_cf",
+            name=CANDIDATE_CF,
             description=CANDIDATE_CF_DESCRIPTION,
             args_schema=CandidateCFArgs,
             response_format="content_and_artifact",

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from starrec.contract.trajectory import QueryTrace
 from starrec.data.schema import Dataset
 from starrec.tools.adhoc import ensure_read_only
-from starrec.tools.base import QueryTrace
 from starrec.tools.queries import load_query
 
 EvidenceKind = Literal["item", "user"]

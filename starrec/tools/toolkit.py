@@ -42,7 +42,7 @@ def tasks_fingerprint(tasks: Iterable[Task] | None) -> str:
     return hashlib.sha256(json.dumps(hidden).encode("utf-8")).hexdigest()[:16]
 
 
-def data_fingerprint(data_dir: Path) -> str:
+def data_dir_stat_fingerprint(data_dir: Path) -> str:
     """Hash of the data folder's location and its files' sizes and modification times."""
     entries: list[Any] = [str(data_dir.resolve())]
     for path in sorted(data_dir.rglob("*")):
@@ -161,7 +161,7 @@ def build_ladybug_graph(
 
 def graph_fingerprint(data_dir: Path, tasks: Iterable[Task] | None) -> str:
     """What a graph was built from: format version, data folder and hidden tasks."""
-    return f"v{GRAPH_FORMAT_VERSION}-{data_fingerprint(data_dir)}-{tasks_fingerprint(tasks)}"
+    return f"v{GRAPH_FORMAT_VERSION}-{data_dir_stat_fingerprint(data_dir)}-{tasks_fingerprint(tasks)}"
 
 
 def default_graph_path(data_dir: Path, tasks: Iterable[Task] | None) -> tuple[Path, str]:
@@ -211,7 +211,7 @@ def open_toolkit(
     )
 
 
-def dataset_fingerprint(dataset: Dataset) -> str:
+def in_memory_graph_fingerprint(dataset: Dataset) -> str:
     """Content hash of an in-memory dataset's interactions and item ids (plus the format version)."""
     digest = hashlib.sha256(f"v{GRAPH_FORMAT_VERSION}\n{dataset.domain}\n".encode())
     for event in dataset.interactions:
@@ -235,7 +235,7 @@ def open_dataset_toolkit(
     The caller passes the leakage-free view itself; it is cached by content under
     ``<cache_dir>/graphs/<name>-v<format>-mem-<hash>.lbdb`` and shared within the process.
     """
-    fingerprint = dataset_fingerprint(dataset)
+    fingerprint = in_memory_graph_fingerprint(dataset)
     default_path = get_settings().cache_dir / "graphs" / f"{dataset.name or 'data'}-{fingerprint}.lbdb"
     db_path = Path(path) if path is not None else default_path
     return _open_ladybug(

@@ -1,4 +1,4 @@
-"""Turn CF neighbour lists into natural-language evidence (DESIGN.md section 3).
+"""Turn CF neighbour lists into natural-language evidence (what the agents read, see docs/tools.md).
 
 Evidence = named categories, each with a one-line explanation of what unites it and up to five
 representative ids with titles. :class:`MetadataVerbaliser` is the deterministic default (it
@@ -14,7 +14,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+
+from starrec.contract.tool_names import ITEM_CF, USER_CF, AgentToolName
 
 MAX_REPRESENTATIVES = 5
 MAX_GROUPS = 4
@@ -35,7 +36,7 @@ class NeighbourInfo:
 class EvidenceRequest:
     """Everything needed to verbalise one anchor's neighbours."""
 
-    tool: Literal["item_cf", "user_cf"]
+    tool: AgentToolName
     anchor: str
     anchor_title: str
     anchor_facets: tuple[str, ...]
@@ -78,7 +79,7 @@ def facet_parts(facet: str) -> tuple[str, str]:
 
 
 def not_in_graph_message(tool: str, anchor: str) -> str:
-    what = "item" if tool == "item_cf" else "user"
+    what = "item" if tool == ITEM_CF else "user"
     return (
         f"{what.capitalize()} {anchor!r} is not in graph: it has no training interactions, so there is no "
         f"collaborative evidence for it. Rely on metadata and the user history instead."
@@ -86,7 +87,7 @@ def not_in_graph_message(tool: str, anchor: str) -> str:
 
 
 def no_neighbours_message(request: EvidenceRequest) -> str:
-    if request.tool == "item_cf":
+    if request.tool == ITEM_CF:
         return (
             f'Item-CF for {request.noun} {request.anchor} "{request.anchor_title}": no other '
             f"{plural(request.noun, 2)} share a user with it, so there is no co-interaction signal."
@@ -101,7 +102,7 @@ def no_neighbours_message(request: EvidenceRequest) -> str:
 def _header(request: EvidenceRequest, group_count: int) -> str:
     count = len(request.neighbours)
     things = plural(request.noun, count)
-    if request.tool == "item_cf":
+    if request.tool == ITEM_CF:
         return (
             f'Item-CF for {request.noun} {request.anchor} "{request.anchor_title}": '
             f"the {count} {things} most often "
@@ -172,7 +173,7 @@ class MetadataVerbaliser:
     ) -> EvidenceGroup:
         kind, label = facet_parts(facet)
         things = plural(request.noun, 2)
-        if request.tool == "item_cf":
+        if request.tool == ITEM_CF:
             link = (
                 f"it shares the {kind} {label} with the anchor"
                 if facet in context
@@ -252,7 +253,7 @@ def parse_llm_groups(text: str, request: EvidenceRequest, max_groups: int = MAX_
 def llm_prompt(request: EvidenceRequest) -> str:
     """The clustering instruction for one anchor (paper: named categories, one line each, <= 5 ids)."""
     things = plural(request.noun, 2)
-    if request.tool == "item_cf":
+    if request.tool == ITEM_CF:
         task = (
             f'Users who interacted with the {request.noun} {request.anchor} "{request.anchor_title}" also '
             f"interacted with these {things} (id | title | facets | number of shared users):"
@@ -270,7 +271,7 @@ def llm_prompt(request: EvidenceRequest) -> str:
         f"{n.id} | {n.title} | {', '.join(facet_parts(f)[1] for f in n.facets) or '-'} | {n.shared}"
         for n in request.neighbours
     )
-    relation = " and how it relates to the user's history" if request.tool == "user_cf" else ""
+    relation = " and how it relates to the user's history" if request.tool == USER_CF else ""
     # A concrete line in the right shape: small models copy formats far better than they follow them.
     first = request.neighbours[:2]
     shared_facets = set(first[0].facets).intersection(*(n.facets for n in first[1:])) if first else set()

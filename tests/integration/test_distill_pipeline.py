@@ -11,8 +11,10 @@ from distill_fixtures import record_scripted_runs
 from typer.testing import CliRunner
 
 from starrec.cli import app
-from starrec.distill.chain import AGENT_TAGS, parse_chain, serialise_trajectory
-from starrec.distill.filtering import load_trajectories, outcome_filter
+from starrec.contract.roster import AGENT_TAGS
+from starrec.contract.runs_file import load_trajectories
+from starrec.distill.chain import parse_chain, serialise_trajectory
+from starrec.distill.filtering import outcome_filter
 from starrec.distill.rewards import format_reward, ranking_tier, tiered_outcome_reward
 
 USERS = ("u1", "u2", "u4", "u5", "u7", "u8")

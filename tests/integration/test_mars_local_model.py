@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from starrec.contract.runs_file import RunsFile
 from starrec.data.agentsociety import load_dataset
 from starrec.data.scenarios import build_tasks
 from starrec.data.tasks import write_tasks
 from starrec.graphs.context import Context
 from starrec.graphs.demo import DEMO_KNOBS
-from starrec.graphs.recording import RunsFile
 from starrec.graphs.teach import teach
 
 

@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 from mars_fixtures import FakeEvidence, build_movie_dataset, default_script, make_task
 
+from starrec.contract.runs_file import RunsFile, load_runs_dataset, load_trajectories, trajectory_from_row
 from starrec.data.agentsociety import write_dataset
 from starrec.data.tasks import read_tasks, write_tasks
-from starrec.distill.filtering import load_trajectories
 from starrec.eval.harness import build_requests
 from starrec.graphs.context import Context
-from starrec.graphs.recording import RunsFile, load_runs_dataset, trajectory_from_row
 from starrec.graphs.teach import teach
 from starrec.llm.scripted import ScriptedChatModel
 

@@ -7,12 +7,12 @@ import pytest
 from baselines_fixtures import planted_clusters, requests_for
 
 from starrec.baselines.bpr import make_bpr
-from starrec.baselines.interactions import InteractionIndex, config_with_overrides
+from starrec.baselines.interactions import InteractionIndex
 from starrec.baselines.itemknn import make_itemknn
 from starrec.baselines.lightgcn import make_lightgcn
 from starrec.baselines.training import draw_uniform_negatives
 from starrec.data.schema import Dataset, Interaction, RankRequest, Task
-from starrec.eval.methods import MethodOptions, make_method
+from starrec.eval.methods import MethodOptions, config_with_overrides, make_method
 from starrec.eval.metrics import hit_rate_at_k
 from starrec.eval.recommender import Recommender
 

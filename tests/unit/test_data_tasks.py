@@ -15,7 +15,7 @@ from starrec.data.scenarios import (
     SCENARIOS,
     ScenarioConfig,
     build_tasks,
-    dataset_fingerprint,
+    data_files_fingerprint,
     majority_category,
 )
 from starrec.data.schema import Dataset, Task
@@ -222,8 +222,8 @@ def test_ground_truth_position_is_shuffled_in_files(ml100k: Dataset) -> None:
 
 
 def test_manifest_and_fingerprint(ml100k_dir: Path, ml100k: Dataset) -> None:
-    fingerprint = dataset_fingerprint(ml100k_dir)
-    assert len(fingerprint) == 64 and fingerprint == dataset_fingerprint(ml100k_dir)
+    fingerprint = data_files_fingerprint(ml100k_dir)
+    assert len(fingerprint) == 64 and fingerprint == data_files_fingerprint(ml100k_dir)
     manifest = build_tasks(ml100k, "cold_item", 5, seed=2, negatives="popularity",
                            fingerprint=fingerprint).manifest
     assert manifest["scenario"] == "cold_item" and manifest["seed"] == 2

@@ -7,19 +7,17 @@ import json
 import pytest
 from distill_fixtures import make_trajectory
 
+from starrec.contract.roster import AGENT_TAGS
 from starrec.distill.chain import (
     CORRECTION,
     PLAN,
     RECOMMEND,
     REFLECTION,
-    build_student_messages,
     parse_chain,
     parse_ranking,
     serialise_trajectory,
-    star_system_prompt,
-    trajectory_messages,
 )
-from starrec.distill.trajectory import AGENT_TAGS
+from starrec.distill.student_prompt import build_student_messages, star_system_prompt, trajectory_messages
 
 
 def test_round_trip_recovers_phases_tool_calls_and_ranking() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from distill_fixtures import make_trajectory
 
-from starrec.distill.filtering import load_trajectories, outcome_filter, run_ablation
+from starrec.contract.runs_file import load_trajectories
+from starrec.distill.filtering import outcome_filter, run_ablation
 
 
 def runs() -> list:

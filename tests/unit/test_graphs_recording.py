@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from starrec.graphs.recording import RunsFile
+from starrec.contract.runs_file import RunsFile
 
 
 def _write_two_runs(path: Path) -> RunsFile:

@@ -20,7 +20,7 @@ from starrec.llm.scripted import (
     ScriptExhaustedError,
     load_recording,
 )
-from starrec.llm.textproto import format_tool_call
+from starrec.llm.toolcall_syntax import format_tool_call
 
 
 @tool

@@ -11,7 +11,8 @@ import pytest
 from langchain_core.messages import AIMessage
 from mars_fixtures import FakeEvidence, analysis, build_movie_dataset, default_script, make_request, make_task
 
-from starrec.distill.trajectory import AGENT_NODES, Trajectory
+from starrec.contract.roster import AGENT_NODES
+from starrec.contract.trajectory import Trajectory
 from starrec.graphs.context import Context
 from starrec.graphs.graph import build_mars_graph, graph, recursion_limit
 from starrec.graphs.recording import TrajectoryRecorder

@@ -33,8 +33,8 @@ def test_options_become_a_typed_context() -> None:
     ("extra", "message"),
     [
         ({"colour": "red"}, "unknown MARS option 'colour'"),
-        ({"use_tools": "maybe"}, "expects true/false"),
-        ({"chunk_size": "ten"}, "expects int"),
+        ({"use_tools": "maybe"}, "MARS option use_tools='maybe' is not a valid bool"),
+        ({"chunk_size": "ten"}, "MARS option chunk_size='ten' is not a valid int"),
         ({"ranker_fusion": "borda"}, "ranker_fusion must be 'agreement', 'rrf' or 'llm'"),
     ],
 )

@@ -12,7 +12,7 @@ from starrec.data.schema import Dataset, Task
 from starrec.eval.harness import evaluate
 from starrec.eval.methods import MethodOptions, make_method
 from starrec.llm.scripted import ScriptedChatModel
-from starrec.llm.textproto import format_tool_call
+from starrec.llm.toolcall_syntax import format_tool_call
 from starrec.serving.backends import OpenAIBackend
 from starrec.serving.loop import StarLoopConfig
 from starrec.serving.recommender import StarOptions, StarRecommender, split_options
@@ -83,7 +83,7 @@ def test_options_are_typed_and_unknown_ones_rejected() -> None:
     assert (loop.samples, loop.seed, loop.max_tool_calls) == (4, 3, 3) and star.use_tools is False
     with pytest.raises(ValueError, match="unknown STAR option 'beam'"):
         split_options(MethodOptions(extra={"beam": "2"}))
-    with pytest.raises(ValueError, match="expects true/false"):
+    with pytest.raises(ValueError, match="STAR option use_tools='maybe' is not a valid bool"):
         split_options(MethodOptions(extra={"use_tools": "maybe"}))
 
 

@@ -48,7 +48,8 @@ def half_built(path: Path) -> None:
 
 def test_a_cached_store_without_a_complete_manifest_is_rebuilt(tmp_path: Path) -> None:
     dataset = build_movie_dataset()
-    path = (tmp_path / "cache" / "graphs" / f"{dataset.name}-{toolkit.dataset_fingerprint(dataset)}.lbdb")
+    fingerprint = toolkit.in_memory_graph_fingerprint(dataset)
+    path = tmp_path / "cache" / "graphs" / f"{dataset.name}-{fingerprint}.lbdb"
     path.parent.mkdir(parents=True)
     half_built(path)
     with pytest.warns(UserWarning, match="interrupted build"):

@@ -1,32 +1,46 @@
-"""The recorded-run schema: written by MARS (one JSON line per run), read by distillation.
+"""The recorded-run schema: written by MARS (one JSON line per run), read by distillation and serving.
 
 One :class:`Trajectory` per (task, pass). The graph's recording callback fills it; the
-serialiser in :mod:`starrec.distill` turns it into the tagged chain of thought.
+serialiser in :mod:`starrec.distill.chain` turns it into the tagged chain of thought. Old
+``runs.jsonl`` files must keep loading: fields are only ever added, with defaults.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from starrec.tools.base import QueryTrace
+HIT_KS: tuple[int, ...] = (1, 3, 5)
+"""The cut-offs every run is scored at (``hit@1``, ``hit@3``, ``hit@5``; AgentRecBench's HR@k)."""
 
-AGENT_NODES: tuple[str, ...] = (
-    "user_profile",
-    "historical_interest",
-    "recent_interest",
-    "interest_divergence",
-)
-"""The four execution agents, in the fixed order used when the planner is off."""
 
-AGENT_TAGS: dict[str, str] = {
-    "user_profile": "user_profile",
-    "historical_interest": "historical_analysis",
-    "recent_interest": "recent_analysis",
-    "interest_divergence": "divergence_analysis",
-}
-"""Agent node name -> its tag in the serialised chain of thought."""
+def hit_at_k(ranking: Sequence[str], ground_truth: str | None, k: int) -> bool:
+    """The ground truth is among the first ``k`` of ``ranking`` (False without a ground truth)."""
+    return ground_truth is not None and ground_truth in list(ranking)[:k]
+
+
+def hit_flags(ranking: Sequence[str], ground_truth: str | None) -> dict[str, bool]:
+    """``{"hit@1": ..., "hit@3": ..., "hit@5": ...}``; empty when there is no ground truth."""
+    if ground_truth is None:
+        return {}
+    return {f"hit@{k}": hit_at_k(ranking, ground_truth, k) for k in HIT_KS}
+
+
+class QueryTrace(BaseModel):
+    """One Cypher query a tool ran, kept for inspection and for trajectories."""
+
+    name: str = Field(description="Name of the .cypher file the query was loaded from.")
+    cypher: str = Field(description="The query text exactly as sent.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    row_count: int = 0
+    seconds: float = 0.0
+    engine: Literal["cypher", "index"] = Field(
+        default="cypher",
+        description="cypher: the backend ran it; index: answered from the in-memory index of the same graph "
+        "(tested equal to the Cypher answer).",
+    )
 
 
 class ToolCallRecord(BaseModel):
@@ -103,3 +117,4 @@ class Trajectory(BaseModel):
         line = self.model_dump(by_alias=True, mode="json")
         line.update({key: bool(value) for key, value in self.hits.items()})
         return line
+

@@ -1,4 +1,4 @@
-"""The shared text protocols: tool calls, tolerant JSON extraction, ids in free text."""
+"""The shared text protocols: tool-call syntax, tolerant JSON extraction, candidate ids in free text."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import json
 
 import pytest
 
-from starrec.llm.textproto import (
+from starrec.llm.candidate_ids import extract_ids
+from starrec.llm.json_repair import JSONExtractionError, extract_json, extract_json_with_repairs
+from starrec.llm.toolcall_syntax import (
     TOOL_CALL_CLOSE,
-    JSONExtractionError,
     describe_tools,
-    extract_ids,
-    extract_json,
-    extract_json_with_repairs,
     format_tool_call,
     format_tool_response,
     parse_tool_calls,
