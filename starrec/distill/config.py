@@ -3,14 +3,19 @@
 Defaults mirror the paper (Qwen3-8B, bf16, long contexts; docs/distill.md); :meth:`cpu_overrides`
 lists what changes on a machine without a GPU, and ``to_trl`` builds the TRL config the
 trainers take. Both configs are written next to the checkpoints (``star_config.json``).
+
+The TRL configs are derived, not copied: every field whose name is a field of TRL's
+``SFTConfig``/``GRPOConfig`` is passed through by name, and every other field must be listed in
+``STAR_ONLY``, so a field TRL renames or drops fails loudly instead of drifting.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from starrec.contract.ablations import ABLATION_CHOICES, check_ablation
 
@@ -46,6 +51,21 @@ class _Config:
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}; known: {sorted(known)}")
         return replace(self, **{key: value for key, value in updates.items() if value is not None})  # type: ignore[type-var]
+
+    STAR_ONLY: ClassVar[frozenset[str]] = frozenset()
+    """Fields STAR uses itself (data selection, rollouts); every other field is a TRL field."""
+
+    def trl_fields(self, trl_class: type) -> dict[str, Any]:
+        """This config's values for the fields TRL's ``trl_class`` has, by name."""
+        theirs = {item.name for item in dataclasses.fields(trl_class)}
+        ours = {item.name for item in fields(self)}  # type: ignore[arg-type]
+        stray = ours - theirs - self.STAR_ONLY
+        if stray:
+            raise TypeError(
+                f"{type(self).__name__} fields {sorted(stray)} are not {trl_class.__name__} fields (TRL "
+                f"renamed or dropped them?) and not listed in STAR_ONLY; update starrec/distill/config.py"
+            )
+        return {name: getattr(self, name) for name in sorted(ours & theirs)}
 
     def save(self, directory: Path) -> Path:
         path = directory / "star_config.json"
@@ -91,6 +111,8 @@ class StarSFTConfig(_Config):
     logging_steps: int = field(default=1, metadata={"help": "Log loss every N steps."})
     seed: int = field(default=0, metadata={"help": "Seed for data order, initialisation (tiny) and dropout."})
 
+    STAR_ONLY: ClassVar[frozenset[str]] = frozenset({"model", "top_k", "ablation", "mask_tool_responses"})
+
     def cpu_overrides(self) -> dict[str, Any]:
         return {"use_cpu": True, "bf16": False, "gradient_accumulation_steps": 1, "max_length": 4096}
 
@@ -99,18 +121,7 @@ class StarSFTConfig(_Config):
 
         return SFTConfig(
             output_dir=str(output_dir),
-            learning_rate=self.learning_rate,
-            num_train_epochs=self.num_train_epochs,
-            max_steps=self.max_steps,
-            per_device_train_batch_size=self.per_device_train_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
-            lr_scheduler_type=self.lr_scheduler_type,
-            warmup_steps=self.warmup_steps,
-            max_length=self.max_length,
-            bf16=self.bf16,
-            use_cpu=self.use_cpu,
-            logging_steps=self.logging_steps,
-            seed=self.seed,
+            **self.trl_fields(SFTConfig),
             save_strategy="no",
             report_to="none",
             activation_checkpointing=False,
@@ -177,29 +188,21 @@ class StarGRPOConfig(_Config):
                 f"num_generations ({self.num_generations}) so every group is complete in a step"
             )
 
+    STAR_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"ablation", "max_prompt_length", "max_tool_calls", "tool_k"}
+    )
+
     def to_trl(self, output_dir: Path) -> Any:
         from trl import GRPOConfig
 
+        passed = self.trl_fields(GRPOConfig)
+        passed["save_steps"] = self.save_steps or 500  # 0 here means: only the final checkpoint
         return GRPOConfig(
             output_dir=str(output_dir),
-            learning_rate=self.learning_rate,
-            beta=self.beta,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            num_generations=self.num_generations,
-            per_device_train_batch_size=self.per_device_train_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
-            num_train_epochs=self.num_train_epochs,
-            max_steps=self.max_steps,
-            max_completion_length=self.max_completion_length,
-            bf16=self.bf16,
-            use_cpu=self.use_cpu,
+            **passed,
             use_vllm=False,
             activation_checkpointing=False,
-            logging_steps=self.logging_steps,
             save_strategy="steps" if self.save_steps else "no",
-            save_steps=self.save_steps or 500,
-            seed=self.seed,
             report_to="none",
             dataloader_num_workers=0,
         )

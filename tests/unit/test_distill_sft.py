@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,3 +74,25 @@ def test_configs_mirror_the_paper_with_cpu_overrides() -> None:
         StarSFTConfig(ablation="no_ranker")
     trl_config = cpu.to_trl(__import__("pathlib").Path("/tmp/star-sft-config-test"))
     assert (trl_config.learning_rate, trl_config.use_cpu, trl_config.report_to) == (1e-5, True, [])
+
+
+def test_trl_configs_are_derived_by_field_name_and_a_stray_field_fails_loudly(tmp_path: Path) -> None:
+    import dataclasses
+
+    from trl import GRPOConfig, SFTConfig
+
+    sft, grpo = StarSFTConfig().for_device(cpu=True), StarGRPOConfig().for_device(cpu=True)
+    sft_trl, grpo_trl = sft.to_trl(tmp_path / "s"), grpo.to_trl(tmp_path / "g")
+    for ours, theirs, trl_class in ((sft, sft_trl, SFTConfig), (grpo, grpo_trl, GRPOConfig)):
+        shared = {f.name for f in dataclasses.fields(ours)} & {f.name for f in dataclasses.fields(trl_class)}
+        assert len(shared) >= 10
+        for name in shared - {"save_steps"}:
+            assert getattr(theirs, name) == getattr(ours, name), name
+    assert (grpo_trl.beta, grpo_trl.num_generations, grpo_trl.use_vllm) == (0.001, 4, False)
+
+    @dataclasses.dataclass
+    class Drifted(StarSFTConfig):
+        max_seq_length: int = 512  # a name TRL dropped
+
+    with pytest.raises(TypeError, match=r"\['max_seq_length'\] are not SFTConfig fields"):
+        Drifted().to_trl(tmp_path / "d")
