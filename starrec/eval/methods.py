@@ -56,8 +56,26 @@ def make_method(name: str, options: MethodOptions | None = None) -> Recommender:
     if name not in METHOD_FACTORIES:
         raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHOD_FACTORIES)}")
     module_name, _, factory_name = METHOD_FACTORIES[name].partition(":")
-    factory = getattr(importlib.import_module(module_name), factory_name)
-    return factory(options or MethodOptions())
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+        return factory(options or MethodOptions())
+    except ModuleNotFoundError as error:
+        extra = OPTIONAL_MODULES.get((error.name or "").split(".")[0])
+        if extra is None:
+            raise
+        raise ValueError(
+            f"method {name!r} needs {error.name}, which this install lacks: pip install 'starrec[{extra}]'"
+        ) from error
+
+
+OPTIONAL_MODULES: dict[str, str] = {
+    "torch": "baselines",
+    "transformers": "local",
+    "gguf": "local",
+    "trl": "train",
+    "datasets": "train",
+}
+"""Modules the core install leaves out -> the extra that brings them."""
 
 
 ConfigT = TypeVar("ConfigT")

@@ -16,17 +16,26 @@ from langchain_core.language_models import BaseChatModel
 
 from starrec.config import Settings, get_settings
 
-Backend = Literal["openai", "local", "scripted"]
-BACKENDS: tuple[str, ...] = ("openai", "local", "scripted")
+Backend = Literal["openai", "local", "scripted", "langchain"]
+BACKENDS: tuple[str, ...] = ("openai", "local", "scripted", "langchain")
+"""``langchain`` is any provider LangChain's ``init_chat_model`` knows (``anthropic:…``, ``ollama:…``)."""
 _LOCAL_KEY = "not-needed"  # local OpenAI-compatible servers accept any non-empty key
 
 
 @dataclass
 class LLMSpec:
-    """Everything needed to build a chat model for one of the three backends."""
+    """Everything needed to build a chat model for one of the backends."""
 
     backend: Backend = field(
-        default="local", metadata={"help": "openai (any OpenAI-compatible endpoint) | local | scripted."}
+        default="local",
+        metadata={
+            "help": "openai (any OpenAI-compatible endpoint) | local | scripted | langchain (any provider of "
+            "LangChain's init_chat_model; specs like 'anthropic:MODEL' or 'ollama:MODEL' select it)."
+        },
+    )
+    provider: str | None = field(
+        default=None,
+        metadata={"help": "langchain backend: init_chat_model's provider (anthropic, ollama, ...)."},
     )
     model: str = field(
         default="smollm2",
@@ -117,10 +126,17 @@ class LLMSpec:
     def parse(cls, text: str, settings: Settings | None = None, **overrides: Any) -> LLMSpec:
         """``"local"``, ``"local:/path/to/model"``, ``"openai:deepseek-chat"``, ``"scripted:rec.jsonl"``."""
         backend, _, rest = text.strip().partition(":")
-        if backend not in BACKENDS:
-            raise ValueError(
-                f"LLM spec {text!r} must start with one of {', '.join(BACKENDS)} (openai:MODEL...)."
-            )
+        if backend not in BACKENDS or backend == "langchain":
+            provider = rest.partition(":")[0] if backend == "langchain" else backend
+            model = rest.partition(":")[2] if backend == "langchain" else rest
+            plain = provider.replace("_", "").replace("-", "")
+            if not provider or not model or not plain.isalnum():
+                raise ValueError(
+                    f"LLM spec {text!r}: use openai:MODEL, local[:DIR], scripted[:FILE], or PROVIDER:MODEL "
+                    "for any LangChain provider (anthropic:claude-..., ollama:llama3, ...)."
+                )
+            chosen = {"backend": "langchain", "provider": provider, "model": model}
+            return cls.from_settings(settings, **chosen, **overrides)
         parsed: dict[str, Any] = {"backend": backend}
         if backend == "scripted" and rest:
             parsed["script"] = rest
@@ -145,8 +161,38 @@ def make_chat_model(spec: LLMSpec | str | None = None, **overrides: Any) -> Base
         spec = LLMSpec.parse(spec, **overrides)
     elif overrides:
         spec = dataclasses.replace(spec, **overrides)
-    builders = {"openai": _openai_model, "local": _local_model, "scripted": _scripted_model}
+    builders = {
+        "openai": _openai_model,
+        "local": _local_model,
+        "scripted": _scripted_model,
+        "langchain": _langchain_model,
+    }
     return builders[spec.backend](spec)
+
+
+def _langchain_model(spec: LLMSpec) -> BaseChatModel:
+    """Any provider LangChain supports, through ``init_chat_model`` (its package must be installed)."""
+    try:
+        from langchain.chat_models import init_chat_model
+    except ImportError as error:
+        raise ValueError(
+            f"--llm {spec.provider}:{spec.model} uses LangChain's init_chat_model: "
+            "pip install 'starrec[providers]' and the provider's package (e.g. langchain-anthropic)"
+        ) from error
+    kwargs: dict[str, Any] = {"temperature": spec.temperature, "max_tokens": spec.max_tokens,
+                              "timeout": spec.timeout_s, "max_retries": spec.max_retries}  # fmt: skip
+    if spec.base_url:
+        kwargs["base_url"] = spec.base_url
+    if spec.api_key:
+        kwargs["api_key"] = spec.api_key
+    if spec.requests_per_second is not None:
+        from langchain_core.rate_limiters import InMemoryRateLimiter
+
+        kwargs["rate_limiter"] = InMemoryRateLimiter(requests_per_second=spec.requests_per_second)
+    try:
+        return init_chat_model(spec.model, model_provider=spec.provider, **kwargs)
+    except ImportError as error:
+        raise ValueError(f"--llm {spec.provider}:{spec.model}: {error}") from error
 
 
 def _openai_model(spec: LLMSpec) -> BaseChatModel:

@@ -82,9 +82,35 @@ def test_invalid_specs_are_rejected(kwargs: dict, message: str) -> None:
         LLMSpec(**kwargs)
 
 
-def test_unknown_backend_in_a_spec_string() -> None:
-    with pytest.raises(ValueError, match="must start with one of openai, local, scripted"):
-        LLMSpec.parse("ollama:llama3")
+def test_a_malformed_spec_string_says_what_is_accepted() -> None:
+    for text in ("ollama", "anthropic:", "bad provider!:m"):
+        with pytest.raises(ValueError, match="PROVIDER:MODEL for any LangChain provider"):
+            LLMSpec.parse(text)
+
+
+def test_any_langchain_provider_goes_through_init_chat_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import langchain.chat_models
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    calls: list[tuple[str, dict]] = []
+
+    def fake_init(model: str, **kwargs: object) -> GenericFakeChatModel:
+        calls.append((model, kwargs))
+        return GenericFakeChatModel(messages=iter(["hello"]))
+
+    monkeypatch.setattr(langchain.chat_models, "init_chat_model", fake_init)
+    spec = LLMSpec.parse("anthropic:claude-sonnet-4", temperature=0.3, max_tokens=99)
+    assert (spec.backend, spec.provider, spec.model) == ("langchain", "anthropic", "claude-sonnet-4")
+    model = make_chat_model(spec)
+    assert model.invoke("hi").content == "hello"
+    [(name, kwargs)] = calls
+    assert name == "claude-sonnet-4" and kwargs["model_provider"] == "anthropic"
+    assert (kwargs["temperature"], kwargs["max_tokens"]) == (0.3, 99)
+
+
+def test_a_provider_whose_package_is_missing_names_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"anthropic:claude-x: .*langchain-anthropic|langchain_anthropic"):
+        make_chat_model("anthropic:claude-x")
 
 
 def test_openai_backend_needs_a_key_or_a_local_endpoint() -> None:
