@@ -276,7 +276,7 @@ def _summary_table(summary: dict[str, object]) -> object:
         "user / item records": f"{summary['user_records']} / {summary['item_records']}",
         "first / last": f"{summary['first']} / {summary['last']}",
         "duplicate rows (kept once)": summary["duplicates"], "invalid rows dropped": summary["invalid"],
-        "seconds": summary["seconds"],
+        "seconds to read": summary["read_seconds"],
     }
     for key, value in rows.items():
         table.add_row(key, str(value))

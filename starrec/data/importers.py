@@ -105,7 +105,8 @@ class ImportSummary:
     items_without_record: int = 0
     """Interacted items the items table does not list (0 without an items table)."""
     users_without_record: int = 0
-    seconds: float = 0.0
+    read_seconds: float = 0.0
+    """Time spent reading and mapping the tables (not writing)."""
     dest: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -353,7 +354,7 @@ def assemble(
         users_without_record=sum(key not in user_records for key in dataset.by_user) if users else 0,
         **counts,
     )
-    summary.seconds = round(time.perf_counter() - started, 3)
+    summary.read_seconds = round(time.perf_counter() - started, 3)
     return Imported(dataset, summary)
 
 
