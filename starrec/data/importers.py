@@ -205,9 +205,10 @@ def _interaction(row: dict[str, Any], table: Table, line: int, columns: ColumnMa
     item = _id(row[columns.item], table, line, columns.item, "item id")
     timestamp = parse_time_as(row[columns.time], columns.time_format, table.where, line, columns.time)
     stars = None
-    if columns.rating is not None and row[columns.rating] not in (None, ""):
+    rating = None if columns.rating is None else row[columns.rating]
+    if rating is not None and not (isinstance(rating, str) and not rating.strip()):  # empty: no rating
         try:
-            stars = parse_stars(row[columns.rating], table.where, line, columns.rating)
+            stars = parse_stars(rating, table.where, line, columns.rating)
         except DataFormatError as error:
             raise table.error(f"{error.reason}; fix the value, leave the cell empty for no rating, or map "
                               "another column with --rating-col", line=line, field=columns.rating) from error

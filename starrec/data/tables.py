@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import csv
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from starrec.data.agentsociety import DataFormatError, decode_utf8
 
@@ -28,7 +29,7 @@ CSV_FIELD_LIMIT = 2**31 - 1
 """Long review texts exceed the ``csv`` module's default 128 KiB field limit."""
 
 
-class Table:
+class Table(ABC):
     """One source table: where it is (for messages), its columns, and its rows."""
 
     where: Path
@@ -41,8 +42,9 @@ class Table:
     read: int = 0
     """Progress so far, in the unit of :attr:`size`."""
 
+    @abstractmethod
     def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        raise NotImplementedError
+        """``(line, {column: value})`` for each non-blank row, header excluded."""
 
     def metadata(self, column: str, value: Any, line: int) -> Any:
         """A metadata cell as a JSON value (CSV cells stay strings)."""
@@ -124,7 +126,7 @@ class DelimitedTable(Table):
                 raise self.error(f"malformed CSV ({error}); check the quoting",
                                  line=reader.line_num) from error
 
-    def _lines(self, handle: Any) -> Iterator[str]:
+    def _lines(self, handle: BinaryIO) -> Iterator[str]:
         for number, raw in enumerate(handle, start=1):
             self.read += len(raw)
             text = decode_utf8(raw, self.path, number)
