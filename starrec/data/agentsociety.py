@@ -22,6 +22,8 @@ from starrec.data.schema import Dataset, Interaction
 ITEM_FILE = "item.json"
 USER_FILE = "user.json"
 REVIEW_FILE = "review.json"
+META_FILE = "dataset.json"
+"""Optional: the dataset's ``name`` and ``domain`` (written by ``starrec data import``), a JSON object."""
 
 ITEM_ID_FIELDS = ("item_id", "parent_asin", "asin", "book_id", "business_id")
 """Item id aliases, most specific first (Amazon reviews carry both ``parent_asin`` and ``asin``)."""
@@ -54,6 +56,8 @@ class DataFormatError(ValueError):
         where = f"{path}:{line}" if line is not None else str(path)
         what = f" field {field!r}:" if field else ""
         super().__init__(f"{where}:{what} {message}")
+        self.reason = message
+        """The message without the location, so a caller can add a hint and re-raise."""
         self.path = path
         self.line = line
         self.field = field
@@ -156,7 +160,7 @@ def parse_time(value: Any, path: Path, line: int, field: str) -> float:
         except OverflowError:  # an integer with hundreds of digits
             seconds = math.inf
         seconds = seconds / 1000.0 if seconds > MILLISECONDS_THRESHOLD else seconds
-        return _checked_time(seconds, value, path, line, field)
+        return checked_time(seconds, value, path, line, field)
     if not isinstance(value, str):
         raise DataFormatError(path, f"time must be a number or a date string, got {type(value).__name__}",
                               line=line, field=field)
@@ -177,10 +181,11 @@ def parse_time(value: Any, path: Path, line: int, field: str) -> float:
         seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     except (OverflowError, ValueError):  # a time zone pushing year 1 or 9999 out of range
         seconds = math.inf
-    return _checked_time(seconds, value, path, line, field)
+    return checked_time(seconds, value, path, line, field)
 
 
-def _checked_time(seconds: float, value: Any, path: Path, line: int, field: str) -> float:
+def checked_time(seconds: float, value: Any, path: Path, line: int, field: str) -> float:
+    """``seconds`` if it is finite and within years 1-9999, else an error quoting ``value``."""
     if not math.isfinite(seconds):
         raise DataFormatError(path, f"time {value!r} is not a finite date; fix or drop the record",
                               line=line, field=field)
@@ -286,7 +291,29 @@ def load_dataset(path: Path, domain: str | None = None) -> Dataset:
     interactions = _unique_reviews(review_path)
     if domain is not None and domain not in (*DOMAINS, "item"):
         raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
-    return Dataset(users, items, interactions, domain=domain or infer_domain(items), name=path.name)
+    declared = read_dataset_meta(path)
+    return Dataset(users, items, interactions, domain=domain or declared.get("domain") or infer_domain(items),
+                   name=declared.get("name") or path.name)
+
+
+def read_dataset_meta(path: Path) -> dict[str, Any]:
+    """The ``name`` and ``domain`` declared in ``dataset.json`` ({} without the file)."""
+    meta_path = Path(path) / META_FILE
+    if not meta_path.is_file():
+        return {}
+    try:
+        meta = json.loads(decode_utf8(meta_path.read_bytes(), meta_path))
+    except json.JSONDecodeError as error:
+        raise DataFormatError(meta_path, f"malformed JSON ({error.msg} at column {error.colno})",
+                              line=error.lineno) from error
+    if not isinstance(meta, dict):
+        raise DataFormatError(meta_path, f"expected a JSON object, got {type(meta).__name__}")
+    if meta.get("domain") is not None and meta["domain"] not in (*DOMAINS, "item"):
+        raise DataFormatError(meta_path, f"unknown domain {meta['domain']!r}; use one of "
+                              f"{', '.join((*DOMAINS, 'item'))}", field="domain")
+    if meta.get("name") is not None and not isinstance(meta["name"], str):
+        raise DataFormatError(meta_path, "name must be a string", field="name")
+    return {key: meta[key] for key in ("name", "domain") if meta.get(key)}
 
 
 def _json_number(value: float) -> int | float:

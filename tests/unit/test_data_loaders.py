@@ -198,3 +198,17 @@ def test_cli_fetch_is_idempotent_and_info_prints(ml100k_dir: Path) -> None:
     assert info.exit_code == 0 and "movie" in info.output and "1997-09-20" in info.output
     unknown = runner.invoke(app, ["data", "fetch", "movielens-1m", "--dest", str(ml100k_dir)])
     assert unknown.exit_code != 0 and "unknown dataset" in unknown.output
+
+
+def test_dataset_json_declares_name_and_domain(tiny_dataset: Dataset, tmp_path: Path) -> None:
+    dest = write_dataset(tiny_dataset, tmp_path / "folder")
+    assert (load_dataset(dest).name, load_dataset(dest).domain) == ("folder", "movie")  # inferred from genres
+    (dest / "dataset.json").write_text(json.dumps({"name": "mine", "domain": "book"}))
+    assert (load_dataset(dest).name, load_dataset(dest).domain) == ("mine", "book")
+    assert load_dataset(dest, domain="product").domain == "product"  # the argument still wins
+    (dest / "dataset.json").write_text(json.dumps({"domain": "films"}))
+    with pytest.raises(DataFormatError, match=r"dataset\.json: field 'domain': unknown domain 'films'"):
+        load_dataset(dest)
+    (dest / "dataset.json").write_text("{oops")
+    with pytest.raises(DataFormatError, match=r"dataset\.json:1: malformed JSON"):
+        load_dataset(dest)
