@@ -177,8 +177,13 @@ def parse_time(value: Any, path: Path, line: int, field: str) -> float:
         except ValueError as error:
             raise DataFormatError(path, f"unparsable date {value!r}; expected unix seconds/ms or one of "
                                   f"{', '.join(DATE_FORMATS)}", line=line, field=field) from error
+    return utc_seconds(parsed, value, path, line, field)
+
+
+def utc_seconds(moment: datetime, value: Any, path: Path, line: int, field: str) -> float:
+    """Seconds since the epoch of ``moment`` (naive = UTC), checked like every other time."""
     try:
-        seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+        seconds = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     except (OverflowError, ValueError):  # a time zone pushing year 1 or 9999 out of range
         seconds = math.inf
     return checked_time(seconds, value, path, line, field)

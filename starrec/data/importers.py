@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from starrec.data.agentsociety import (
     infer_domain,
     parse_stars,
     parse_time,
+    utc_seconds,
     write_dataset,
 )
 from starrec.data.schema import Dataset, Interaction
@@ -131,7 +132,7 @@ def parse_time_as(value: Any, time_format: str, where: Path, line: int, field: s
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
     if isinstance(value, datetime):
-        return _utc_seconds(value, value, where, line, field)
+        return utc_seconds(value, value, where, line, field)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataFormatError(where, "empty time; every interaction needs one (fill it in or drop the row)",
                               line=line, field=field)
@@ -165,15 +166,7 @@ def parse_time_as(value: Any, time_format: str, where: Path, line: int, field: s
         expected = "an ISO 8601 date (e.g. 2020-01-02T03:04:05Z)" if time_format == "iso" else time_format
         raise DataFormatError(where, f"time {value!r} does not match {expected!r}; fix the value or "
                               "--time-format", line=line, field=field) from error
-    return _utc_seconds(parsed, value, where, line, field)
-
-
-def _utc_seconds(moment: datetime, value: Any, where: Path, line: int, field: str) -> float:
-    try:
-        seconds = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-    except (OverflowError, ValueError):  # a time zone pushing year 1 or 9999 out of range
-        seconds = math.inf
-    return checked_time(seconds, value, where, line, field)
+    return utc_seconds(parsed, value, where, line, field)
 
 
 def _id(value: Any, table: Table, line: int, column: str, what: str) -> str:
