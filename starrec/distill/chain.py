@@ -313,12 +313,20 @@ def parse_chain(text: str, candidates: Sequence[str] | None = None, roster: Rost
     return chain
 
 
+_TOOL_TEXT = re.compile(r"<(tool_call|tool_response)>.*?(</\1>|\Z)", re.DOTALL)
+
+
 def partial_ranking(body: str, candidates: Sequence[str]) -> list[str]:
     """The candidate ids of a ``<recommend>`` cut off by the token budget, in order.
 
-    A trailing token the budget may have cut (``"c1`` of ``"c12"``) is not trusted.
+    Tool calls and responses inside the phase are not the student's list, and neither is the
+    thinking before it: the ids are read from the last ``[`` on. A trailing token the budget may
+    have cut (``"c1`` of ``"c12"``) is not trusted.
     """
-    cut = re.sub(r"[^\s\"',\[\]]+$", "", body)
+    own = _TOOL_TEXT.sub(" ", body)
+    if "[" in own:
+        own = own[own.rindex("[") :]
+    cut = re.sub(r"[^\s\"',\[\]]+\Z", "", own)
     return extract_ids(cut, candidates)
 
 

@@ -46,7 +46,8 @@ class ToolExecutor:
             return f"error: {call.error}", False
         if not self._tools:
             return "error: tools are disabled in this setting", False
-        arguments = {"k": self.k, **call.arguments}
+        # candidate_cf shows every candidate unless asked otherwise, as the teacher's tool does.
+        arguments = {"k": self.k, **call.arguments} if call.name in ("item_cf", "user_cf") else call.arguments
         try:
             return str(self._tools[call.name].invoke(arguments)), True
         except ValidationError as error:

@@ -10,9 +10,11 @@
 4. ``weight = max_weight * (m / n) * trust``.
 5. Borda points are ``(n - position) / n``. The LLM's points come from its order (repaired,
    missing ids appended in prior order). The prior's points are the mean of its Borda points and,
-   when scores are given, the candidate's score divided by the best score, so the LLM can swap
-   candidates the evidence barely separates but not ones it clearly separates. The final order
-   sorts by ``(1 - weight) * prior + weight * llm``, ties in prior order.
+   when scores are given, the candidate's score divided by the best score. Candidates are ordered
+   by ``(1 - weight) * prior + weight * llm``, ties in prior order, **within runs of near-ties**:
+   with scores, neighbours in the prior whose normalised scores differ by at most ``near_tie``
+   (default 0.1 of the best score) form one run, and runs keep their prior order, so the LLM can
+   swap candidates the evidence barely separates and never ones it clearly separates.
 
 So an echo of the candidates as shown (they are shown in prior order) reproduces the prior; prose
 with no ids, hallucinated or duplicated ids, and random permutations get (almost) no weight; an
@@ -21,6 +23,7 @@ LLM whose order agrees with the evidence beyond chance may reorder near-ties of 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +32,8 @@ from starrec.eval.repair import repair_ranking
 
 DEFAULT_MAX_WEIGHT = 0.5
 DEFAULT_Z = 1.645
+DEFAULT_NEAR_TIE = 0.1
+"""Largest gap between neighbouring normalised prior scores that the LLM may reorder across."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +97,17 @@ def agreement_fusion(
     prior_scores: Mapping[str, float] | None = None,
     max_weight: float = DEFAULT_MAX_WEIGHT,
     z: float = DEFAULT_Z,
+    near_tie: float = DEFAULT_NEAR_TIE,
 ) -> FusionResult:
     """Fuse ``llm_ranking`` (raw, may be invalid) into ``prior`` (a full order of the candidates).
 
-    ``prior_scores``: the prior's scores (higher is better), which make its points reflect how far
-    apart the evidence puts two candidates.
+    ``prior_scores``: the prior's scores (higher is better); they decide which candidates the
+    evidence separates clearly (never reordered) and weigh the prior's points.
     """
     if not 0.0 <= max_weight <= 1.0:
         raise ValueError(f"max_weight must be in [0, 1], got {max_weight}")
+    if len(set(prior)) != len(prior):
+        raise ValueError("agreement_fusion: the prior repeats a candidate; pass each candidate once")
     n = len(prior)
     if n == 0:
         return FusionResult([], 0.0, 0, 0.0, 1.0)
@@ -112,18 +120,34 @@ def agreement_fusion(
     repaired, _ = repair_ranking(valid, prior, fallback=prior)
     prior_points = {item: (n - index) / n for index, item in enumerate(prior)}
     best = max((prior_scores or {}).values(), default=0.0)
+    normalised: dict[str, float] | None = None
     if prior_scores is not None and best > 0:
-        prior_points = {
-            item: 0.5 * points + 0.5 * max(prior_scores.get(item, 0.0), 0.0) / best
-            for item, points in prior_points.items()
-        }
+        normalised = {item: max(prior_scores.get(item, 0.0), 0.0) / best for item in prior}
+        prior_points = {item: 0.5 * points + 0.5 * normalised[item] for item, points in prior_points.items()}
     llm_points = {item: (n - index) / n for index, item in enumerate(repaired)}
     position = {item: index for index, item in enumerate(prior)}
-    fused = sorted(
-        prior,
-        key=lambda item: (
-            -((1.0 - weight) * prior_points[item] + weight * llm_points[item]),
-            position[item],
-        ),
-    )
+
+    def fused_key(item: str) -> tuple[float, int]:
+        return (-((1.0 - weight) * prior_points[item] + weight * llm_points[item]), position[item])
+
+    fused: list[str] = []
+    for run in near_tie_runs(prior, normalised, near_tie):
+        fused.extend(sorted(run, key=fused_key))
     return FusionResult(fused, weight, m, tau, threshold)
+
+
+def near_tie_runs(
+    prior: Sequence[str], normalised: Mapping[str, float] | None, near_tie: float
+) -> list[list[str]]:
+    """The prior cut wherever neighbours' normalised scores differ by more than ``near_tie``.
+
+    Without scores the whole prior is one run (Borda points alone then bound the LLM's moves).
+    """
+    if normalised is None or not prior:
+        return [list(prior)]
+    runs: list[list[str]] = [[prior[0]]]
+    for previous, item in itertools.pairwise(prior):
+        if normalised[previous] - normalised[item] > near_tie:
+            runs.append([])
+        runs[-1].append(item)
+    return runs

@@ -249,8 +249,10 @@ def evaluate(
     contribution = llm_contribution(outcomes, priors)
     if contribution is not None:
         paired = [o for o in outcomes if o.error is None and priors.get(o.task.task_id)]
+        prior_outcomes = [TaskOutcome(o.task, priors[o.task.task_id]) for o in paired]
         report["prior"] = {
             "n_tasks": len(paired),
+            "ci95": intervals(prior_outcomes),
             **summarize(
                 [priors[o.task.task_id] for o in paired], [o.task.ground_truth or "" for o in paired]
             ),

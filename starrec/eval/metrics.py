@@ -101,7 +101,12 @@ def bootstrap_interval(
     if data.size == 0:
         return (0.0, 0.0)
     rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    # Resampled in chunks so memory stays ~a few MB whatever the task count.
+    chunk = max(1, 2_000_000 // data.size)
+    means = np.concatenate([
+        data[rng.integers(0, data.size, size=(min(chunk, resamples - start), data.size))].mean(axis=1)
+        for start in range(0, resamples, chunk)
+    ])
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return (float(low), float(high))

@@ -51,11 +51,16 @@ class MarsRecommender(BatchRecommender):
         self.timeout_s = timeout_s
         self.train: Dataset | None = None
         self.trajectories: list[Trajectory] = []
+        self._evidence_from_fit = False
 
     def fit(self, train: Dataset) -> None:
+        """Bind to a training view; evidence built here is rebuilt for each view (a new fit means new
+        hidden answers), and the runs of an earlier fit are dropped."""
         self.train = train
-        if self.evidence is None and self.context.use_tools:
-            self.evidence = evidence_for_training_view(train)
+        self.trajectories = []
+        if self._evidence_from_fit or (self.evidence is None and self.context.use_tools):
+            self.evidence = evidence_for_training_view(train) if self.context.use_tools else None
+            self._evidence_from_fit = self.evidence is not None
 
     def rank_batch(self, requests: Sequence[RankRequest]) -> list[Sequence[str] | BaseException]:
         if self.train is None:

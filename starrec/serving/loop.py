@@ -310,12 +310,16 @@ class StarLoop:
         )  # fmt: skip
 
     def answer(
-        self, messages: list[Message], candidates: Sequence[str], prior: Sequence[str] | None = None
+        self,
+        messages: list[Message],
+        candidates: Sequence[str],
+        prior: Sequence[str] | None = None,
+        prior_scores: dict[str, float] | None = None,
     ) -> StarResult:
         """All samples of one task, sequentially (use :meth:`finish` after running samples elsewhere)."""
         started = time.perf_counter()
         chains = [self.run_sample(messages, candidates, t, s, prior) for t, s in self.sample_settings()]
-        return self.finish(chains, candidates, time.perf_counter() - started, prior)
+        return self.finish(chains, candidates, time.perf_counter() - started, prior, prior_scores)
 
     def finish(
         self,

@@ -119,6 +119,7 @@ class StarRecommender(BatchRecommender):
         self.loop: StarLoop | None = None
         self.results: dict[str, StarResult] = {}
         """Task id -> the chains behind its ranking (inspection, benchmarks)."""
+        self._evidence_from_fit = False
         self.abstractor = {"llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
         self._closers: list[Callable[[], Any]] = []
 
@@ -126,8 +127,12 @@ class StarRecommender(BatchRecommender):
         from starrec.graphs.recommender import evidence_for_training_view
 
         self.train = train
-        if self.evidence is None and (self.options.use_tools or self.options.prior):
-            self.evidence = evidence_for_training_view(train)
+        self.results = {}
+        wanted = self.options.use_tools or self.options.prior
+        if self._evidence_from_fit or (self.evidence is None and wanted):
+            # Built from this training view: a later fit (other tasks, other hidden answers) rebuilds it.
+            self.evidence = evidence_for_training_view(train) if wanted else None
+            self._evidence_from_fit = self.evidence is not None
         self.loop = StarLoop(self.backend, self.evidence if self.options.use_tools else None, self.config)
 
     def messages_for(self, request: RankRequest) -> list[Message]:

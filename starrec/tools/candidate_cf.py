@@ -12,7 +12,9 @@ Signals (``U(i)`` = the users who interacted with item ``i`` in the leakage-free
 
   over the user's ``window`` most recent distinct history items ``a_0`` (newest), ``a_1``, ...
   A candidate is never paired with itself. With the defaults (window 10, decay 0.8) this is the
-  ``itemknn`` baseline's score.
+  ``itemknn`` baseline's formula; two details differ: among history items with the same timestamp
+  the later one in the history counts as newer, and a candidate already in the history gets no
+  self-similarity.
 - **User-CF**: how many of the user's ``similar_users`` nearest users (most distinct history
   items shared; ties by user id) chose the candidate.
 - **Popularity**: ``|U(c)|``.
@@ -161,7 +163,7 @@ def evidence_line(
     if entry.co_chosen:
         co = f"co-chosen with {len(entry.co_chosen)} of your last {window} {noun}s ({', '.join(shown)}{more})"
     else:
-        co = f"co-chosen with none of your last {window} {noun}s"
+        co = f"co-chosen with none of your last {window} {noun}s" if window else "no history to compare with"
     return (
         f"{co}; chosen by {entry.user_cf} of your {neighbours} nearest users; "
         f"{entry.popularity} users overall (score {entry.item_cf:.3f})"
@@ -265,8 +267,7 @@ class CandidateCF:
                 popularity=answers.popularity.get(item, 0),
                 line="",
             )
-            entry.line = evidence_line(entry, len(anchors) or self.config.window, answers.neighbours,
-                                       titles, self.noun)  # fmt: skip
+            entry.line = evidence_line(entry, len(anchors), answers.neighbours, titles, self.noun)
             entries.append(entry)
         return CandidateCFResult(
             user=user_id,

@@ -350,7 +350,8 @@ class EvidenceStore:
             meta = self.store.item_meta([anchor, *(item for item, _ in rows)])
             request = item_request(anchor, rows, meta, self.noun)
         else:
-            history = [str(row["item"]) for row in self.store.user_history(anchor)]
+            # Distinct items, as the evidence builder counts them (repeat interactions count once).
+            history = list(dict.fromkeys(str(row["item"]) for row in self.store.user_history(anchor)))
             meta = self.store.item_meta([*history, *(item for item, _ in rows)])
             request = user_request(anchor, history, rows, meta, self.noun)
         result = MetadataVerbaliser().verbalise(request)

@@ -71,3 +71,16 @@ def test_weight_is_bounded_and_checked() -> None:
     assert agreement_fusion(list(PRIOR), PRIOR, max_weight=0.0).weight == 0.0
     with pytest.raises(ValueError, match="max_weight"):
         agreement_fusion(PRIOR, PRIOR, max_weight=1.5)
+
+
+def test_a_clearly_separated_top_candidate_is_never_demoted() -> None:
+    scores = {item: (1.0 if item == "c0" else 0.2) for item in PRIOR}
+    demoting = [*PRIOR[1:], "c0"]  # agrees with the prior everywhere else, so tau is high
+    result = agreement_fusion(demoting, PRIOR, prior_scores=scores)
+    assert result.weight > 0.3
+    assert result.ranking[0] == "c0"
+
+
+def test_a_prior_with_repeats_is_refused() -> None:
+    with pytest.raises(ValueError, match="repeats a candidate"):
+        agreement_fusion(["a"], ["b", "a", "a"])

@@ -78,3 +78,22 @@ def test_fit_builds_ladybug_evidence_from_the_training_view(
     assert list((tmp_path / "graphs").glob("*.lbdb"))
     ranker = next(s for s in method.trajectories[0].steps if s.node == "ranker")
     assert ranker.output["cf_ranking"] and ranker.output["cf_queries"]
+
+
+def test_a_second_fit_rebuilds_its_evidence_and_forgets_old_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from starrec.graphs import recommender as module
+    from starrec.graphs.context import Context
+    from starrec.graphs.recommender import MarsRecommender
+
+    built: list[object] = []
+    monkeypatch.setattr(module, "evidence_for_training_view", lambda train: built.append(train) or train)
+    mars = MarsRecommender(Context())
+    first, second = object(), object()
+    mars.fit(first)  # type: ignore[arg-type]
+    mars.trajectories.append("old run")  # type: ignore[arg-type]
+    mars.fit(second)  # type: ignore[arg-type]
+    assert built == [first, second] and mars.evidence is second and mars.trajectories == []
+    given = MarsRecommender(Context(), evidence="mine")  # type: ignore[arg-type]
+    given.fit(first)  # type: ignore[arg-type]
+    given.fit(second)  # type: ignore[arg-type]
+    assert given.evidence == "mine"

@@ -335,3 +335,15 @@ def test_completions_mode_renders_the_chat_template(evidence: RecordingEvidence)
             "</tool_call>" + tool_response_block("fans of i7 also liked c3") in server.requests[1]["prompt"]
         )
         assert result.ranking[:2] == ["c3", "c1"]
+
+
+def test_a_cut_off_recommend_reads_the_list_not_the_thinking_or_tool_text() -> None:
+    from starrec.distill.chain import partial_ranking
+
+    candidates = ["172", "50", "3", "31"]
+    body = 'I put 50 above 172 because 31 is old.\n["172", "50", "3'
+    assert partial_ranking(body, candidates) == ["172", "50"]
+    tool_text = '<tool_call>{"name": "candidate_cf"}</tool_call><tool_response>- [31] x\n- [3] y'
+    assert partial_ranking(tool_text + '</tool_response>\n["50", "172"', candidates) == ["50", "172"]
+    assert partial_ranking(tool_text + '</tool_response>\n["50", "17', candidates) == ["50"]
+    assert partial_ranking('["3", "31"\n', candidates) == ["3", "31"]
