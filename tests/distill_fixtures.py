@@ -191,7 +191,9 @@ def record_scripted_runs(
         data,
         root / "tasks",
         root / "runs",
-        Context(chunk_size=3, **context),
+        # The raw LLM order, so the scripted ranker alone decides which runs hit (the fixture's
+        # small graph ranks the truth first, and agreement fusion would keep it there).
+        Context(chunk_size=3, **{"ranker_fusion": "llm", **context}),
         chat_model=model,
         evidence=FakeEvidence(dataset),
         passes=passes,
