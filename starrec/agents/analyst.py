@@ -7,10 +7,11 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from starrec.agents.env import AgentEnv, Counters
-from starrec.agents.structured_answer import ask
+from starrec.agents.structured_answer import Constraint, ask
 from starrec.agents.templates import render
 from starrec.contract.roster import AgentSpec
 from starrec.data.user_view import UserView
+from starrec.llm.constraints import answer_schema
 
 MAX_CONCLUSIONS = 6
 
@@ -30,6 +31,20 @@ class Analysis(BaseModel):
         if isinstance(value, list):
             return [v if isinstance(v, str) else str(v) for v in value]
         return value
+
+
+def analysis_constraint(view: UserView) -> Constraint:
+    """Conclusions bounded in number and length; evidence ids and tool anchors from this user's view."""
+    known = [str(entry.get("item_id", entry.get("id", ""))) for entry in (*view.recent, *view.candidates)]
+    known = [item for item in known if item]
+    return Constraint(
+        answer_schema(
+            Analysis,
+            enums={"evidence_ids": known or ["none"]},
+            lengths={"conclusions": (1, MAX_CONCLUSIONS), "evidence_ids": (0, MAX_CONCLUSIONS)},
+        ),
+        tool_arguments={"user_id": [view.user_id], **({"item_id": known} if known else {})},
+    )
 
 
 def fallback_analysis(text: str) -> Analysis:
@@ -53,14 +68,17 @@ async def analyse(
     """
     system = render(agent.template, env.words)
     focus = agent.focus(view)
-    user = view.history_text() + (f"\n\n{focus}" if focus else "")
+    user = focus or "Analyse the history above."
     if correction:
         earlier = "\n".join(f"- {c}" for c in (previous or {}).get("conclusions", [])) or "- (none)"
         user += (
             f"\n\nYour previous conclusions:\n{earlier}\n\nA reviewer asked you to revise them: "
             f"{correction}\nGive corrected conclusions."
         )
-    output, _ = await ask(env, system, user, Analysis, fallback_analysis, counters)
+    output, _ = await ask(
+        env, system, user, Analysis, fallback_analysis, counters,
+        shared=view.history_text(), constraint=lambda: analysis_constraint(view),
+    )  # fmt: skip
     if len(output.conclusions) > MAX_CONCLUSIONS:
         counters.count("conclusions_truncated")
         output = output.model_copy(update={"conclusions": output.conclusions[:MAX_CONCLUSIONS]})

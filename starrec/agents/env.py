@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
@@ -38,6 +38,9 @@ class AgentEnv:
     tool_protocol: Literal["native", "text"] = "text"
     tool_choice: Literal["auto", "required"] = "auto"
     structured: Literal["native", "json"] = "json"
+    forced_call_model: Any = None
+    """Text protocol, ``tool_choice="required"``: a model constrained to write one tool call's JSON
+    (its first turn is then a valid call by construction); None = ask ``model`` and parse."""
 
     @property
     def words(self) -> dict[str, str]:

@@ -7,10 +7,11 @@ from string import Template
 from pydantic import BaseModel, Field, field_validator
 
 from starrec.agents.env import AgentEnv, Counters
-from starrec.agents.structured_answer import ask
+from starrec.agents.structured_answer import Constraint, ask
 from starrec.agents.templates import render
 from starrec.contract.roster import ROSTER, Roster
 from starrec.data.user_view import UserView
+from starrec.llm.constraints import answer_schema
 
 NUMBER_WORDS = ("none", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
@@ -54,8 +55,12 @@ async def plan(env: AgentEnv, view: UserView, counters: Counters, roster: Roster
         analysts=analyst_list(roster, env.words),
         analyst_count=NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else str(count),
     )
-    user = f"{view.history_text()}\n\nCandidates to rank later: {len(view.candidates)} {env.words['items']}."
+    user = f"Candidates to rank later: {len(view.candidates)} {env.words['items']}. Plan the analyses."
     output, _ = await ask(
-        env, system, user, Plan, lambda _text: Plan(thinking="", agents=list(roster.names)), counters
-    )
+        env, system, user, Plan, lambda _text: Plan(thinking="", agents=list(roster.names)), counters,
+        shared=view.history_text(),
+        constraint=lambda: Constraint(
+            answer_schema(Plan, enums={"agents": roster.names}, lengths={"agents": (1, count)})
+        ),
+    )  # fmt: skip
     return Plan(thinking=output.thinking, agents=sanitise_plan(output.agents, counters, roster))

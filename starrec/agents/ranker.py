@@ -25,17 +25,20 @@ from pydantic import BaseModel, Field, field_validator
 
 from starrec.agents.analyst import format_analyses
 from starrec.agents.env import AgentEnv, Counters
-from starrec.agents.structured_answer import ask
+from starrec.agents.structured_answer import Constraint, ask
 from starrec.agents.templates import render
 from starrec.contract.trajectory import QueryTrace
 from starrec.data.user_view import UserView, format_entry
 from starrec.eval.fusion import FusionResult, agreement_fusion
 from starrec.eval.repair import RankingRepair, repair_ranking
 from starrec.llm.candidate_ids import extract_ids
+from starrec.llm.constraints import answer_schema
 from starrec.tools.base import EvidenceSource
 from starrec.tools.candidate_cf import CandidateCFResult
 
 CF_HINT_SIZE = 5
+RANKER_THINKING_CHARS = 200
+"""The ranker's constrained thinking is short: its token budget belongs to the 20 ids."""
 
 
 class Ranking(BaseModel):
@@ -146,7 +149,7 @@ async def llm_ranking(
     shown = candidates_text(view, order or candidates, notes or {})
     system = render("ranker", env.words)
     user = (
-        f"{view.history_text()}\n\nAnalysts' conclusions:\n{format_analyses(analyses)}\n\n"
+        f"Analysts' conclusions:\n{format_analyses(analyses)}\n\n"
         + (f"{hint}\n\n" if hint else "")
         + f"Candidates ({len(candidates)}, strongest collaborative evidence first):\n{shown}\n\n"
         + f"Rank all {len(candidates)} ids."
@@ -159,6 +162,15 @@ async def llm_ranking(
         Ranking,
         lambda text: Ranking(ranking=extract_ids(text, candidates)),
         counters,
+        shared=view.history_text(),
+        constraint=lambda: Constraint(
+            answer_schema(
+                Ranking,
+                enums={"ranking": candidates},
+                lengths={"ranking": (len(candidates), len(candidates))},
+                max_text_chars=RANKER_THINKING_CHARS,
+            )
+        ),
     )
     return output.ranking, output.thinking
 

@@ -8,9 +8,10 @@ from pydantic import BaseModel, Field, field_validator
 
 from starrec.agents.analyst import format_analyses
 from starrec.agents.env import AgentEnv, Counters
-from starrec.agents.structured_answer import ask
+from starrec.agents.structured_answer import Constraint, ask
 from starrec.agents.templates import render
 from starrec.data.user_view import UserView
+from starrec.llm.constraints import answer_schema
 
 
 class Issue(BaseModel):
@@ -53,9 +54,16 @@ async def reflect(
 ) -> Reflection:
     system = render("reflector", env.words)
     user = (
-        f"{view.history_text()}\n\nAnalysts' conclusions:\n{format_analyses(analyses)}\n\n"
+        f"Analysts' conclusions:\n{format_analyses(analyses)}\n\n"
         f"Candidates to rank:\n{view.candidates_text()}"
     )
+    executed = list(analyses) or ["none"]
     # Unusable answer: pass (the ranker still runs on what exists; the fallback is counted).
-    output, _ = await ask(env, system, user, Reflection, lambda _text: Reflection(verdict="pass"), counters)
+    output, _ = await ask(
+        env, system, user, Reflection, lambda _text: Reflection(verdict="pass"), counters,
+        shared=view.history_text(),
+        constraint=lambda: Constraint(answer_schema(
+            Reflection, enums={"issues.agent": executed}, lengths={"issues": (0, len(executed))}
+        )),
+    )  # fmt: skip
     return sanitise_reflection(output, list(analyses), counters)

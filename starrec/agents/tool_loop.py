@@ -20,7 +20,13 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from starrec.agents.env import AgentEnv, Counters
 from starrec.contract.tool_names import ITEM_CF
 from starrec.llm.messages import flatten_content
-from starrec.llm.toolcall_syntax import TOOL_CALL_CLOSE, describe_tools, format_tool_call, parse_tool_calls
+from starrec.llm.toolcall_syntax import (
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    describe_tools,
+    format_tool_call,
+    parse_tool_calls,
+)
 
 
 def _tool_instructions(tools: Sequence[BaseTool], budget: int) -> str:
@@ -83,7 +89,11 @@ async def tool_loop(
     budget = env.max_tool_calls if tools else 0
     native = env.tool_protocol == "native" and bool(tools)
     bound = env.model.bind_tools(list(tools.values())) if native else env.model
-    forced = env.model.bind_tools(list(tools.values()), tool_choice="required") if native else env.model
+    forced = (
+        env.model.bind_tools(list(tools.values()), tool_choice="required")
+        if native
+        else (env.forced_call_model or env.model)
+    )
     if tools and not native:
         instructions = _tool_instructions(env.tools, budget)
         messages[0] = SystemMessage(content=flatten_content(messages[0]) + instructions)
@@ -92,13 +102,15 @@ async def tool_loop(
         allow_tools = budget > 0
         if not allow_tools and tools and not answer_when_spent:
             return None
-        model = (
-            (forced if first_turn and env.tool_choice == "required" else bound) if allow_tools else env.model
-        )
+        forcing = first_turn and allow_tools and env.tool_choice == "required"
+        model = (forced if forcing else bound) if allow_tools else env.model
         # One call per turn: generation stops at the closing tag (the parser accepts the unclosed call).
         response = await invoke_model(
             model.bind(stop=[TOOL_CALL_CLOSE]) if allow_tools else model, messages, counters
         )
+        if forcing and not native and env.forced_call_model is not None:
+            # The constrained model wrote the call's JSON only: give it the protocol's tags.
+            response = AIMessage(content=f"{TOOL_CALL_OPEN}{flatten_content(response)}{TOOL_CALL_CLOSE}")
         first_turn = False
         messages.append(response)
         calls = _tool_calls(response, native, counters)

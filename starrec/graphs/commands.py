@@ -52,6 +52,13 @@ def teach_command(
     model: Annotated[str | None, typer.Option(help="Model name or directory for the backend.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (openai backend).")] = None,
     passes: Annotated[int, typer.Option(help="Runs per task (for outcome filtering).")] = 1,
+    sample_temperature: Annotated[
+        float,
+        typer.Option(
+            help="With --passes K > 1: every pass samples at this temperature, seed = --option "
+            "seed + pass (one pass runs the context's own temperature, 0 = greedy)."
+        ),
+    ] = 0.7,
     concurrency: Annotated[int, typer.Option(help="Runs in flight at once.")] = 1,
     limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
     ablation: Annotated[str | None, typer.Option(help=ABLATION_HELP)] = None,
@@ -68,11 +75,15 @@ def teach_command(
     from rich.console import Console
 
     from starrec.graphs.display import print_summary
-    from starrec.graphs.teach import RunFolderBusyError, teach
+    from starrec.graphs.teach import RunFolderBusyError, pass_contexts, teach
 
     if passes < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--passes")
     context = build_context(llm, model, base_url, seed, ablation, fusion, parse_options(option), data, tasks)
+    try:
+        pass_contexts(context, passes, sample_temperature)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--sample-temperature") from None
     console = Console()
     try:
         summary = teach(
@@ -86,6 +97,7 @@ def teach_command(
             seed=seed,
             timeout_s=timeout,
             console=console,
+            sample_temperature=sample_temperature,
         )
     except RunFolderBusyError as error:
         typer.echo(f"error: {error}", err=True)

@@ -134,6 +134,19 @@ class Context:
     )
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0 = greedy)."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling backends."})
+    constrained_decoding: Literal["none", "vllm"] = field(
+        default="none",
+        metadata={
+            "help": "'vllm' when base_url is a vLLM server: planner, reflector and ranker answers are "
+            "constrained by JSON schemas with enums (agent names, candidate ids) and tool calls by a "
+            "structural tag; 'none' = prompt, repair and count."
+        },
+    )
+
+    def for_pass(self, pass_: int, sample_temperature: float) -> Context:
+        """The context of pass ``pass_`` of a multi-pass teach: sampled at ``sample_temperature`` with
+        seed ``seed + pass_``, so K passes are K different samples, not K copies of one greedy run."""
+        return Context(**{**asdict(self), "temperature": sample_temperature, "seed": self.seed + pass_})
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
@@ -178,4 +191,3 @@ class Context:
     @classmethod
     def help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in fields(cls)}
-

@@ -34,6 +34,8 @@ class RunJob:
     request: RankRequest
     pass_: int = 0
     ground_truth: str | None = None
+    context: Context | None = None
+    """This run's own context (a sampled pass of ``teach``); None = the batch's."""
 
 
 async def run_mars(
@@ -47,6 +49,7 @@ async def run_mars(
     callbacks: Sequence[Any] = (),
 ) -> Trajectory:
     """Run the graph on one request and return its trajectory; never raises for a failed run."""
+    context = job.context or context
     recorder = TrajectoryRecorder()
     started = time.perf_counter()
     state: dict[str, Any] | None = None

@@ -65,12 +65,34 @@ def finished_runs(records: list[dict[str, Any]]) -> set[tuple[str, int]]:
     return {key for key, ok in latest.items() if ok}
 
 
+DEFAULT_SAMPLE_TEMPERATURE = 0.7
+"""Temperature of every pass when ``teach`` runs K > 1 passes (the paper samples at 0.7)."""
+
+
+def pass_contexts(context: Context, passes: int, sample_temperature: float) -> list[Context]:
+    """One context per pass: one pass runs ``context`` as given; K > 1 passes are K samples
+    (``sample_temperature``, seed ``context.seed + pass``), so outcome filtering and the RL buckets
+    see different trajectories instead of K copies of one greedy run."""
+    if passes == 1:
+        return [context]
+    if sample_temperature <= 0:
+        raise ValueError(
+            f"--sample-temperature {sample_temperature:g}: K > 1 passes must sample (> 0), else every pass "
+            "repeats the same run"
+        )
+    return [context.for_pass(pass_, sample_temperature) for pass_ in range(passes)]
+
+
 def plan_jobs(
-    tasks: list[Any], requests: list[Any], passes: int, finished: set[tuple[str, int]]
+    tasks: list[Any],
+    requests: list[Any],
+    passes: int,
+    finished: set[tuple[str, int]],
+    contexts: list[Context] | None = None,
 ) -> list[RunJob]:
     """Every (task, pass) not yet recorded, pass-major so pass 0 of every task comes first."""
     return [
-        RunJob(request, pass_, task.ground_truth)
+        RunJob(request, pass_, task.ground_truth, contexts[pass_] if contexts else None)
         for pass_ in range(passes)
         for task, request in zip(tasks, requests, strict=True)
         if (task.task_id, pass_) not in finished
@@ -92,6 +114,7 @@ def teach(
     chat_model: Any = None,
     evidence: Any = None,
     show_nodes: bool = False,
+    sample_temperature: float = DEFAULT_SAMPLE_TEMPERATURE,
 ) -> BatchSummary:
     """Record MARS runs; re-running skips runs that finished without error. Returns the summary of all runs.
 
@@ -101,7 +124,7 @@ def teach(
         return _teach(
             data, tasks_dir, out, context, passes=passes, concurrency=concurrency, limit=limit, seed=seed,
             timeout_s=timeout_s, console=console, chat_model=chat_model, evidence=evidence,
-            show_nodes=show_nodes,
+            show_nodes=show_nodes, sample_temperature=sample_temperature,
         )  # fmt: skip
 
 
@@ -120,12 +143,14 @@ def _teach(
     chat_model: Any,
     evidence: Any,
     show_nodes: bool,
+    sample_temperature: float,
 ) -> BatchSummary:
     from starrec.data.agentsociety import load_dataset
     from starrec.data.tasks import read_tasks, warn_unknown_ids
     from starrec.eval.harness import build_requests
 
     console = console or Console(stderr=True)
+    contexts = pass_contexts(context, passes, sample_temperature)
     all_tasks = read_tasks(tasks_dir)
     if not all_tasks:
         raise ValueError(f"no tasks in {tasks_dir}")
@@ -144,10 +169,11 @@ def _teach(
     if runs.repair_torn_tail():
         console.print(f"[yellow]{runs.path}: cut a torn last line (a killed run); it will be redone[/yellow]")
     records = runs.records()
-    jobs = plan_jobs(tasks, requests, passes, finished_runs(records))
+    finished = finished_runs(records)
+    jobs = plan_jobs(tasks, requests, passes, finished, contexts)
     skipped = len(tasks) * passes - len(jobs)
     retried = len({(str(r["task_id"]), int(r.get("pass", 0))) for r in records if r.get("error")}
-                  - finished_runs(records))  # fmt: skip
+                  - finished)  # fmt: skip
     if skipped or retried:
         console.print(
             f"resuming: {skipped} finished run(s) in {runs.path} are kept, {len(jobs)} to do"

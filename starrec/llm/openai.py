@@ -34,6 +34,7 @@ from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
 from pydantic import Field, PrivateAttr, model_validator
 
+from starrec.llm.constraints import ConstrainedDecoding
 from starrec.llm.structured import REPAIR_EVENT, RepairLog, with_json_output
 
 StructuredMethod = Literal["json_schema", "function_calling", "json_mode", "text"]
@@ -99,6 +100,11 @@ class EndpointChatModel(ChatOpenAI):
     )
     supports_tool_calling: bool = Field(default=True, description="The endpoint returns native tool calls.")
     supports_structured_output: bool = True
+    constrained_decoding: ConstrainedDecoding = Field(
+        default="none",
+        description="vllm: the server takes vLLM's structured_outputs field (JSON schemas with enums, "
+        "structural tags), so agents' answers and tool calls are valid by construction.",
+    )
 
     _thread_slots: threading.BoundedSemaphore | None = PrivateAttr(default=None)
     _loop_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = PrivateAttr(

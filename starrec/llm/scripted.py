@@ -94,6 +94,10 @@ class ScriptedChatModel(TextProtocolMixin, BaseChatModel):
     supports_tool_calling: bool = Field(default=True, description="bind_tools gives AIMessage.tool_calls.")
     supports_structured_output: bool = True
     structured_method: str = "text"
+    constrained_decoding: str = Field(
+        default="none",
+        description="'vllm' makes MARS send vLLM structured_outputs (recorded in each call's kwargs).",
+    )
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _calls: list[ScriptedCall] = PrivateAttr(default_factory=list)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from langchain_core.language_models import BaseChatModel
 
 from starrec.config import Settings, get_settings
+from starrec.llm.constraints import CONSTRAINED_DECODING
 
 Backend = Literal["openai", "local", "scripted", "langchain"]
 BACKENDS: tuple[str, ...] = ("openai", "local", "scripted", "langchain")
@@ -82,6 +83,14 @@ class LLMSpec:
     supports_structured_output: bool = field(
         default=True, metadata={"help": "False makes agents prompt for JSON and repair it themselves."}
     )
+    constrained_decoding: str = field(
+        default="none",
+        metadata={
+            "help": "openai backend: 'vllm' when the endpoint is a vLLM server (starrec serve): answers are "
+            "constrained with its structured_outputs field (enums of candidate ids and agent names, "
+            "tool-call structural tags) instead of repaired; 'none' otherwise."
+        },
+    )
     dtype: str = field(default="bfloat16", metadata={"help": "Local backend weights dtype."})
     threads: int | None = field(
         default=None, metadata={"help": "Local backend torch threads (None = default)."}
@@ -101,6 +110,10 @@ class LLMSpec:
         valid_methods = ("json_schema", "function_calling", "json_mode", "text")
         if self.structured_method not in valid_methods:
             raise ValueError(f"structured_method {self.structured_method!r} is not one of {valid_methods}.")
+        if self.constrained_decoding not in CONSTRAINED_DECODING:
+            raise ValueError(
+                f"constrained_decoding {self.constrained_decoding!r} is not one of {CONSTRAINED_DECODING}."
+            )
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}.")
         if self.requests_per_second is not None and self.requests_per_second <= 0:
@@ -225,6 +238,7 @@ def _openai_model(spec: LLMSpec) -> BaseChatModel:
         structured_method=spec.structured_method,
         supports_tool_calling=spec.supports_tool_calling,
         supports_structured_output=spec.supports_structured_output,
+        constrained_decoding=spec.constrained_decoding,
         **optional,
     )
 

@@ -87,7 +87,7 @@ def test_a_sixth_agent_runs_through_the_graph_the_serialiser_and_the_parser(rost
     assert "Use all five when unsure." in planner_prompt
     (call,) = [call for call in model.calls if call.key == "price_sensitivity"]
     system_prompt = call.messages[0].content
-    assert system_prompt.startswith("You are the price-sensitivity analyst of a movie recommender.")
+    assert "Your role:\nYou are the price-sensitivity analyst of a movie recommender." in system_prompt
     assert "recent items are rated." in call.prompt  # its focus, after the shared view of the user
     assert state["analyses"]["price_sensitivity"]["conclusions"] == ["buys mid-priced films"]
     step = next(step for step in trajectory.steps if step.node == "price_sensitivity")
