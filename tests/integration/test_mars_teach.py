@@ -197,3 +197,19 @@ def test_teach_exit_codes(folders: dict[str, Any], monkeypatch: pytest.MonkeyPat
         assert result.exit_code == code, result.output
     assert "2 of 4 run(s) errored" in result.output
     assert CliRunner().invoke(app, [*args, "--passes", "0"]).exit_code == 2
+
+
+def test_passes_are_samples_with_their_own_seed_and_temperature(folders: dict[str, Any]) -> None:
+    do_teach(folders, scripted(), passes=3, sample_temperature=0.9, limit=1)
+    settings = {r["pass"]: r["settings"] for r in RunsFile(folders["out"]).records()}
+    assert {p: (s["temperature"], s["seed"]) for p, s in settings.items()} == {0: (0.9, 0), 1: (0.9, 1), 2: (0.9, 2)}
+
+
+def test_one_pass_keeps_the_context_and_greedy_multi_pass_is_refused(folders: dict[str, Any]) -> None:
+    from starrec.graphs.teach import pass_contexts
+
+    context = Context(temperature=0.0, seed=5)
+    assert pass_contexts(context, 1, 0.7) == [context]
+    with pytest.raises(ValueError, match="must sample"):
+        pass_contexts(context, 2, 0.0)
+    assert [c.seed for c in pass_contexts(context, 2, 0.7)] == [5, 6]
