@@ -134,6 +134,14 @@ class Context:
     )
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0 = greedy)."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling backends."})
+    llm_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "SQLite file of the persistent LLM call cache (starrec.llm.cache): a rerun of the same "
+            "requests (model, messages, temperature, seed, max tokens, stop, tools, output schema) is "
+            "answered from it. None = off. Ignored when the graph was built with an explicit chat model."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:

@@ -44,6 +44,7 @@ class Resources:
             context.seed,
             context.llm_threads,
             context.requests_per_second,
+            context.llm_cache,
         )
         with self._lock:
             if key not in self._models:
@@ -56,6 +57,7 @@ class Resources:
                     temperature=context.temperature,
                     seed=context.seed,
                     threads=context.llm_threads,
+                    cache=context.llm_cache,
                     **(
                         {"requests_per_second": context.requests_per_second}
                         if context.requests_per_second is not None

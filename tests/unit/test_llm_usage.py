@@ -92,7 +92,9 @@ def test_identify_model_reads_what_langchain_hands_the_callbacks() -> None:
     assert identity == ModelIdentity("gpt-4o-mini", base_url="https://api.openai.com/v1")
     assert identity.price == Price(0.15, 0.60)
     served = EndpointChatModel(model="teacher", api_key="x", base_url="http://127.0.0.1:8000/v1")
-    assert identify_model(dumpd(served), served._get_invocation_params(), served._get_ls_params()).price == FREE
+    assert (
+        identify_model(dumpd(served), served._get_invocation_params(), served._get_ls_params()).price == FREE
+    )
     scripted = ScriptedChatModel(responses=["x"])
     local = identify_model(None, scripted._get_invocation_params(), scripted._get_ls_params())
     assert local.local and local.price == FREE
