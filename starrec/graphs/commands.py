@@ -21,6 +21,11 @@ SHARD_HELP = (
     "--out and join them with `starrec merge-runs`."
 )
 
+STORE_HELP = (
+    "Where the CF tools read the graph: ladybug (a file built on this machine) or neo4j (NEO4J_URI, e.g. a "
+    "cluster's neo4j:// routing address; load it once first with `starrec graph build --store neo4j`)."
+)
+
 
 def parse_shard(text: str | None) -> Any:
     """``--shard I/N`` as a :class:`~starrec.graphs.teach.Shard` (a usage error when malformed)."""
@@ -82,6 +87,7 @@ def teach_command(
     option: Annotated[list[str] | None, typer.Option(help="Context knob key=value (repeatable).")] = None,
     llm_cache: Annotated[Path | None, typer.Option(help=LLM_CACHE_HELP)] = None,
     shard: Annotated[str | None, typer.Option(help=SHARD_HELP)] = None,
+    store: Annotated[str, typer.Option(help=STORE_HELP)] = "ladybug",
 ) -> None:
     """Run MARS over a task folder and record one trajectory per (task, pass) in RUNS/runs.jsonl.
 
@@ -113,6 +119,7 @@ def teach_command(
             timeout_s=timeout,
             console=console,
             shard=chosen_shard,
+            store=store,
         )
     except RunFolderBusyError as error:
         typer.echo(f"error: {error}", err=True)

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -33,6 +33,9 @@ from starrec.graphs.context import Context
 from starrec.graphs.display import NodeProgress
 from starrec.graphs.graph import build_mars_graph
 from starrec.graphs.runner import BatchSummary, RunJob, latest_runs, run_batch, summarise_runs
+
+if TYPE_CHECKING:
+    from starrec.tools.toolkit import StoreName
 
 LOCK_NAME = "teach.lock"
 SHARD_FILE = "shard.json"
@@ -144,9 +147,11 @@ def teach(
     evidence: Any = None,
     show_nodes: bool = False,
     shard: Shard | None = None,
+    store: StoreName = "ladybug",
 ) -> BatchSummary:
     """Record MARS runs; re-running skips runs that finished without error. Returns the summary of all runs
-    (of this shard's tasks when ``shard`` is given; ``limit`` applies before sharding).
+    (of this shard's tasks when ``shard`` is given; ``limit`` applies before sharding). ``store``: where
+    the CF tools read the graph (a Ladybug file per machine, or the ``NEO4J_*`` server).
 
     Raises :class:`RunFolderBusyError` when another ``teach`` is writing ``out``.
     """
@@ -156,7 +161,7 @@ def teach(
         return _teach(
             data, tasks_dir, out, context, passes=passes, concurrency=concurrency, limit=limit, seed=seed,
             timeout_s=timeout_s, console=console, chat_model=chat_model, evidence=evidence,
-            show_nodes=show_nodes, shard=shard,
+            show_nodes=show_nodes, shard=shard, store=store,
         )  # fmt: skip
 
 
@@ -176,6 +181,7 @@ def _teach(
     evidence: Any,
     show_nodes: bool,
     shard: Shard | None,
+    store: StoreName,
 ) -> BatchSummary:
     from starrec.data.agentsociety import load_dataset
     from starrec.data.tasks import read_tasks, warn_unknown_ids
@@ -199,7 +205,7 @@ def _teach(
         from starrec.tools.toolkit import open_toolkit
 
         with console.status("building or opening the interaction graph and its evidence"):
-            evidence = open_toolkit(data, tasks=all_tasks, show_progress=False)
+            evidence = open_toolkit(data, tasks=all_tasks, store=store, show_progress=False)
     runs = RunsFile(out)
     if runs.repair_torn_tail():
         console.print(f"[yellow]{runs.path}: cut a torn last line (a killed run); it will be redone[/yellow]")

@@ -217,3 +217,13 @@ def test_cli_shard_and_cache_flags(folders: dict[str, Any]) -> None:
     assert "--llm-cache" in help_text and "--shard" in help_text
     assert "--llm-cache" in runner.invoke(app, ["eval", "--help"]).output
     assert "--llm-cache" in runner.invoke(app, ["demo", "--help"]).output
+
+
+def test_teach_reads_the_graph_from_neo4j_when_asked(folders: dict[str, Any], monkeypatch) -> None:
+    monkeypatch.setenv("NEO4J_URI", "bolt://127.0.0.1:9")  # nothing listens there
+    result = CliRunner().invoke(
+        app,
+        ["teach", "--data", str(folders["data"]), "--tasks", str(folders["tasks"]),
+         "--out", str(folders["root"] / "neo4j-runs"), "--store", "neo4j"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "error: cannot reach Neo4j at bolt://127.0.0.1:9" in result.output
