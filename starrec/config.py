@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=120.0, description="Per-request timeout for endpoint calls.")
     llm_max_retries: int = Field(default=3, description="Retries with exponential backoff per LLM call.")
     llm_concurrency: int = Field(default=8, description="At most this many LLM requests in flight.")
+    prices: Path | None = Field(
+        default=None,
+        description="JSON price table (the shape of starrec/llm/prices.json) whose models replace or add "
+        "to the packaged list prices.",
+    )
 
     neo4j_uri: str = Field(
         default="bolt://localhost:7687", validation_alias=AliasChoices("STARREC_NEO4J_URI", "NEO4J_URI")

@@ -61,6 +61,15 @@ class LLMCallRecord(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    model: str = Field(default="", description="The model name the call asked for.")
+    cache: Literal["hit", "miss"] | None = Field(
+        default=None, description="hit/miss in the LLM call cache; None = the run had no cache."
+    )
+    cost_usd: float | None = Field(
+        default=None,
+        description="Dollars from the price table (0 for local models and cache hits); None = unknown "
+        "(a hosted model without a price, or a line recorded before costs were).",
+    )
 
 
 class StepRecord(BaseModel):
@@ -107,6 +116,12 @@ class Trajectory(BaseModel):
     llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    llm_cache_hits: int = Field(default=0, description="LLM calls answered from the LLM call cache.")
+    llm_cache_misses: int = Field(default=0, description="LLM calls the cache did not have (then stored).")
+    cost_usd: float | None = Field(
+        default=None,
+        description="Dollars the run's LLM calls cost (sum of the calls'); None = unknown for some call.",
+    )
     settings: dict[str, Any] = Field(
         default_factory=dict, description="Context/ablation settings of the run."
     )

@@ -102,7 +102,7 @@ def train_grpo(
         make_step_logger,
         peak_rss_mb,
         plot_curves,
-        save_student,
+        save_trained,
         write_json,
     )
 
@@ -130,8 +130,9 @@ def train_grpo(
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    save_student(trainer.model, tokenizer, out)
-    config.save(out)
+    writer = save_trained(trainer, out)  # under accelerate launch, only one process writes files
+    if writer:
+        config.save(out)
     result = GRPOResult(
         out=out,
         steps=trainer.state.global_step,
@@ -145,6 +146,8 @@ def train_grpo(
         peak_rss_mb=peak_rss_mb(),
         logs=log.logs,
     )
+    if not writer:
+        return result
     write_json(out / "grpo_metrics.json", {**result.summary(), "logs": log.logs})
     plot_curves(
         {

@@ -107,7 +107,7 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
         make_step_logger,
         peak_rss_mb,
         plot_curves,
-        save_student,
+        save_trained,
         write_json,
     )
 
@@ -119,7 +119,6 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
         )
     rows = sft_rows(kept, config.ablation)
     out.mkdir(parents=True, exist_ok=True)
-    Dataset.from_list(rows).save_to_disk(str(out / "sft_data"))
 
     model_dir = resolve_model(config.model)
     model, tokenizer = load_student(model_dir)
@@ -139,11 +138,15 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
         processing_class=tokenizer,
         callbacks=[make_step_logger(log, console)],
     )
+    writer = trainer.is_world_process_zero()  # under accelerate launch, only one process writes files
+    if writer:
+        Dataset.from_list(rows).save_to_disk(str(out / "sft_data"))
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    save_student(trainer.model, tokenizer, out)
-    config.save(out)
+    save_trained(trainer, out)
+    if writer:
+        config.save(out)
     steps = trainer.state.global_step
     epochs = trainer.state.epoch or 0.0
     result = SFTResult(
@@ -159,7 +162,8 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
         seconds=seconds,
         peak_rss_mb=peak_rss_mb(),
     )
-    write_json(out / "sft_metrics.json", result.summary())
-    if result.losses:
+    if writer:
+        write_json(out / "sft_metrics.json", result.summary())
+    if writer and result.losses:
         plot_curves({"loss": result.losses}, out / "sft_loss.png", f"STAR SFT ({config.model})", "loss")
     return result

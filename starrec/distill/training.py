@@ -37,12 +37,15 @@ def load_student(model_dir: Path, dtype: str = "float32") -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def save_student(model: Any, tokenizer: Any, out: Path) -> Path:
-    """A normal HF folder (safetensors + tokenizer + generation config)."""
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+def save_trained(trainer: Any, out: Path) -> bool:
+    """Write the trained student as a normal HF folder (safetensors + config + tokenizer) into ``out``;
+    True on the process that writes files.
+
+    ``Trainer.save_model`` gathers DeepSpeed ZeRO-3 shards (so every process must call it) and writes
+    from the main process only, which lets the same code run alone or under ``accelerate launch``.
+    """
+    trainer.save_model(str(out))
+    return bool(trainer.is_world_process_zero())
 
 
 @dataclass

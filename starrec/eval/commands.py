@@ -73,7 +73,33 @@ def print_report(report: dict[str, Any], title: str) -> None:
                       "training view: methods fell back (see method stats)[/yellow]")
     if report["method_stats"]:
         console.print("method stats: " + json.dumps(report["method_stats"], default=str))
+    if "cost_usd" in report:
+        console.print(cost_text(report))
     console.print(f"seed={report['seed']} shuffled={report['shuffled']} elapsed={report['elapsed_s']:.1f}s")
+
+
+def cost_text(report: dict[str, Any]) -> str:
+    """``cost $total ($per task/task)``, or why it is unknown (an unpriced hosted model: never shown as 0)."""
+    if report["cost_usd"] is None:
+        return "cost unknown: a hosted model without a price (add it to a table named by STARREC_PRICES)"
+    return f"cost ${report['cost_usd']:.4f} (${report['cost_usd_per_task']:.6f}/task)"
+
+
+def markdown_report(report: dict[str, Any], title: str) -> str:
+    """The report as a Markdown table (metrics with intervals, invalid rankings, cost)."""
+    head = ["method", "tasks", *METRIC_COLUMNS]
+    rows = [[report["method"], str(report["n_tasks"]), *metric_cells(report)]]
+    if "cost_usd" in report:
+        head += ["cost $", "cost $/task"]
+        cost, per_task = report["cost_usd"], report["cost_usd_per_task"]
+        rows[0] += ["unknown", "unknown"] if cost is None else [f"{cost:.4f}", f"{per_task:.6f}"]
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    invalid = ", ".join(f"{key}={value}" for key, value in report["invalid"].items())
+    run = f"seed={report['seed']} shuffled={report['shuffled']} elapsed={report['elapsed_s']:.1f}s"
+    lines += ["", "cells: value [95% bootstrap interval over tasks, seed 0]", "",
+              f"invalid rankings: {invalid}", "", run, ""]  # fmt: skip
+    return "\n".join(lines)
 
 
 def eval_command(
@@ -83,6 +109,9 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="Seed for the candidate shuffle and the method.")] = 0,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N tasks.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report here.")] = None,
+    markdown_out: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the metrics and cost as a Markdown table here.")
+    ] = None,
     option: Annotated[list[str] | None, typer.Option(help="Method knob key=value (repeatable).")] = None,
     llm: Annotated[str | None, typer.Option(help="LLM backend: openai | local | scripted.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name or directory (LLM methods).")] = None,
@@ -91,6 +120,9 @@ def eval_command(
     samples: Annotated[int, typer.Option(help="Best-of-k samples (STAR).")] = 1,
     no_shuffle: Annotated[bool, typer.Option(
         "--no-shuffle", help="Present candidates in file order (ONLY to measure position bias).")] = False,
+    llm_cache: Annotated[Path | None, typer.Option(help=(
+        "SQLite file of the persistent LLM call cache for MARS's chat model (keyed on model, messages and "
+        "sampling parameters). Off by default."))] = None,
 ) -> None:
     """Rank every task with a method and print HR@1/3/5, HR_avg and NDCG@5."""
     from starrec.data.agentsociety import load_dataset
@@ -100,7 +132,8 @@ def eval_command(
 
     extra = parse_options(option)
     options = MethodOptions(seed=seed, data_dir=data, llm=llm, model=model, base_url=base_url,
-                            concurrency=concurrency, samples=samples, extra=extra)
+                            concurrency=concurrency, samples=samples, extra=extra,
+                            llm_cache=str(llm_cache) if llm_cache is not None else None)
     try:
         recommender = make_method(method, options)
     except ValueError as error:
@@ -120,6 +153,9 @@ def eval_command(
         from starrec.llm.redact import redact_value
 
         json_out.write_text(json.dumps(redact_value(report), indent=2, default=str))
+    if markdown_out is not None:
+        markdown_out.parent.mkdir(parents=True, exist_ok=True)
+        markdown_out.write_text(markdown_report(report, f"{method} on {tasks}"), encoding="utf-8")
 
 
 def register(app: typer.Typer) -> None:

@@ -32,7 +32,8 @@ from starrec.llm.redact import redact
 EvalReport = dict[str, Any]
 """``{"method", "n_tasks", "hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "ci95", "invalid", "successful",
 "coverage", "seed", "shuffled", "method_stats", "elapsed_s", "per_task"}`` (+ ``"prior"`` and
-``"llm_contribution"`` for methods that start from a collaborative prior)."""
+``"llm_contribution"`` for methods that start from a collaborative prior, + ``"cost_usd"`` and
+``"cost_usd_per_task"`` for methods that call an LLM; None = unknown, an unpriced hosted model)."""
 
 CI_SEED = 0
 """Bootstrap seed: the same rankings always get the same interval."""
@@ -245,6 +246,10 @@ def evaluate(
         "method_stats": method.stats(),
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
+    if "cost_usd" in report["method_stats"]:
+        cost = report["method_stats"]["cost_usd"]
+        report["cost_usd"] = cost
+        report["cost_usd_per_task"] = None if cost is None else cost / len(outcomes)
     priors = method.prior_orders()
     contribution = llm_contribution(outcomes, priors)
     if contribution is not None:

@@ -47,6 +47,8 @@ class MethodOptions:
     concurrency: int = 4
     samples: int = 1
     """Best-of-k samples (STAR)."""
+    llm_cache: str | None = None
+    """SQLite file of the persistent LLM call cache for the LangChain chat models a method builds."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Method-specific knobs from ``--option key=value`` (e.g. ranker_fusion=rrf, epochs=30)."""
 

@@ -12,6 +12,32 @@ from starrec.contract.ablations import ABLATION_CHOICES
 from starrec.eval.commands import parse_options
 
 ABLATION_HELP = f"Switch one component off: {ABLATION_CHOICES}."
+LLM_CACHE_HELP = (
+    "SQLite file of the persistent LLM call cache: a rerun of the same requests is answered from it "
+    "(keyed on model, messages, temperature, seed, max tokens, stop, tools, output schema). Off by default."
+)
+SHARD_HELP = (
+    "I/N: run only shard I of N (tasks whose SHA-1 of the task id is I mod N); give each shard its own "
+    "--out and join them with `starrec merge-runs`."
+)
+
+STORE_HELP = (
+    "Where the CF tools read the graph: ladybug (a file built on this machine) or neo4j (NEO4J_URI, e.g. a "
+    "cluster's neo4j:// routing address; load it once first with `starrec graph build --store neo4j`)."
+)
+
+
+def parse_shard(text: str | None) -> Any:
+    """``--shard I/N`` as a :class:`~starrec.graphs.teach.Shard` (a usage error when malformed)."""
+    if text is None:
+        return None
+    from starrec.graphs.teach import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        message = str(error).removeprefix(f"--shard {text!r}: ")
+        raise typer.BadParameter(message, param_hint="--shard") from None
 
 
 def build_context(
@@ -66,6 +92,9 @@ def teach_command(
     seed: Annotated[int, typer.Option(help="Candidate shuffle seed (same as starrec eval).")] = 0,
     timeout: Annotated[float | None, typer.Option(help="Seconds allowed per run (None = no limit).")] = None,
     option: Annotated[list[str] | None, typer.Option(help="Context knob key=value (repeatable).")] = None,
+    llm_cache: Annotated[Path | None, typer.Option(help=LLM_CACHE_HELP)] = None,
+    shard: Annotated[str | None, typer.Option(help=SHARD_HELP)] = None,
+    store: Annotated[str, typer.Option(help=STORE_HELP)] = "ladybug",
 ) -> None:
     """Run MARS over a task folder and record one trajectory per (task, pass) in RUNS/runs.jsonl.
 
@@ -79,11 +108,14 @@ def teach_command(
 
     if passes < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--passes")
+    chosen_shard = parse_shard(shard)
     context = build_context(llm, model, base_url, seed, ablation, fusion, parse_options(option), data, tasks)
     try:
         pass_contexts(context, passes, sample_temperature)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--sample-temperature") from None
+    if llm_cache is not None:
+        context.llm_cache = str(llm_cache)
     console = Console()
     try:
         summary = teach(
@@ -98,6 +130,8 @@ def teach_command(
             timeout_s=timeout,
             console=console,
             sample_temperature=sample_temperature,
+            shard=chosen_shard,
+            store=store,
         )
     except RunFolderBusyError as error:
         typer.echo(f"error: {error}", err=True)
@@ -118,13 +152,35 @@ def demo_command(
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (openai backend).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: <cache>/demo).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for tasks and candidate shuffling.")] = 0,
+    llm_cache: Annotated[Path | None, typer.Option(help=LLM_CACHE_HELP)] = None,
 ) -> None:
     """Offline end to end: MovieLens-100k, tasks, graph + evidence, MARS, one trajectory, HR table."""
     from rich.console import Console
 
     from starrec.graphs.demo import run_demo
 
-    run_demo(n=n, llm=llm, model=model, base_url=base_url, out=out, seed=seed, console=Console())
+    run_demo(n=n, llm=llm, model=model, base_url=base_url, out=out, seed=seed, console=Console(),
+             llm_cache=llm_cache)  # fmt: skip
+
+
+def merge_runs_command(
+    sources: Annotated[list[Path], typer.Argument(help="Run folders of `starrec teach --shard I/N`.")],
+    out: Annotated[Path, typer.Option(help="New run folder for the merged RUNS/runs.jsonl.")],
+) -> None:
+    """Join the run folders of the shards of one task set into one run folder (for `starrec distill`)."""
+    from rich.console import Console
+
+    from starrec.graphs.display import print_summary
+    from starrec.graphs.teach import merge_runs
+
+    report = merge_runs(sources, out)
+    console = Console()
+    for source, count in report.lines.items():
+        console.print(f"{source}: {count} line(s)")
+    if report.missing_shards:
+        console.print(f"[yellow]shards {report.missing_shards} of the split were not given: their tasks are "
+                      "missing from the merge[/yellow]")  # fmt: skip
+    print_summary(console, report.summary, f"merged MARS runs in {out}")
 
 
 def show_command(
@@ -157,4 +213,5 @@ def register(app: typer.Typer) -> None:
     """Add this area's commands to the top-level app."""
     app.command("teach")(teach_command)
     app.command("demo")(demo_command)
+    app.command("merge-runs")(merge_runs_command)
     app.command("trajectory")(show_command)

@@ -143,6 +143,15 @@ class Context:
         },
     )
 
+    llm_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "SQLite file of the persistent LLM call cache (starrec.llm.cache): a rerun of the same "
+            "requests (model, messages, temperature, seed, max tokens, stop, tools, output schema) is "
+            "answered from it. None = off. Ignored when the graph was built with an explicit chat model."
+        },
+    )
+
     def for_pass(self, pass_: int, sample_temperature: float) -> Context:
         """The context of pass ``pass_`` of a multi-pass teach: sampled at ``sample_temperature`` with
         seed ``seed + pass_``, so K passes are K different samples, not K copies of one greedy run."""

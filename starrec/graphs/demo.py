@@ -73,6 +73,7 @@ def run_demo(
     out: Path | None = None,
     seed: int = 0,
     console: Console | None = None,
+    llm_cache: Path | None = None,
 ) -> dict:
     """Run the demo and return ``{"mars": summary dict, "random": report, "pop": report}``."""
     from starrec.contract.runs_file import RunsFile
@@ -89,8 +90,9 @@ def run_demo(
     console.print(f"data {data_dir}\ntasks {tasks_dir}")
     spec = llm if (model is None or ":" in llm) else f"{llm}:{model}"
     context = Context(
-        llm=spec, base_url=base_url, data_dir=str(data_dir), tasks_dir=str(tasks_dir), seed=seed, **DEMO_KNOBS
-    )
+        llm=spec, base_url=base_url, data_dir=str(data_dir), tasks_dir=str(tasks_dir), seed=seed,
+        llm_cache=str(llm_cache) if llm_cache is not None else None, **DEMO_KNOBS,
+    )  # fmt: skip
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", spec)
     out = out or settings.cache_dir / "demo" / f"runs-{slug}-n{n}-seed{seed}"
     console.rule(f"2. MARS with {spec} (graph + evidence are built once, then reused)")

@@ -31,6 +31,7 @@ def print_trajectory(console: Console, trajectory: Trajectory) -> None:
         f"[bold]task {trajectory.task_id}[/bold] (pass {trajectory.pass_}) user {trajectory.user_id} "
         f"ground truth {trajectory.ground_truth} | {hits} | {trajectory.seconds:.1f} s, "
         f"{trajectory.llm_calls} LLM calls"
+        + (f", ${trajectory.cost_usd:.4f}" if trajectory.cost_usd else "")
     )
     if trajectory.error:
         tree.add(f"[red]error: {trajectory.error}[/red]")
@@ -107,6 +108,18 @@ def print_summary(console: Any, summary: Any, title: str) -> None:
         console.print(
             "repairs and retries: " + ", ".join(f"{k}={v}" for k, v in sorted(data["repairs"].items()))
         )
+    console.print(cost_line(data))
+
+
+def cost_line(data: dict[str, Any]) -> str:
+    """Money and LLM-cache counts of a batch, one line (unknown cost says why, never shows 0)."""
+    if data["cost_usd"] is None:
+        money = (f"cost unknown: {data['unpriced_runs']} run(s) used a hosted model without a price "
+                 "(add it to STARREC_PRICES)")  # fmt: skip
+    else:
+        money = f"cost ${data['cost_usd']:.4f} (${data['cost_usd_per_run']:.6f}/run)"
+    hits, misses = data["llm_cache_hits"], data["llm_cache_misses"]
+    return money + (f"; LLM cache {hits} hit(s), {misses} miss(es)" if hits or misses else "")
 
 
 class NodeProgress(BaseCallbackHandler):

@@ -102,6 +102,11 @@ class MarsRecommender(BatchRecommender):
                 "llm_calls_per_run",
                 "tokens_per_run",
                 "seconds_per_run",
+                "cost_usd",
+                "cost_usd_per_run",
+                "unpriced_runs",
+                "llm_cache_hits",
+                "llm_cache_misses",
             )
         }
 
@@ -116,6 +121,7 @@ def context_from_options(options: MethodOptions) -> Context:
         base_url=options.base_url or None,
         seed=options.seed,
         data_dir=str(options.data_dir) if options.data_dir is not None else None,
+        llm_cache=options.llm_cache,
     )
     return config_with_overrides(base, options.extra, label="MARS")
 

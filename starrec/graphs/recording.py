@@ -24,10 +24,12 @@ from langchain_core.outputs import LLMResult
 from starrec.contract.roster import ROSTER, Roster
 from starrec.contract.trajectory import LLMCallRecord, StepRecord, ToolCallRecord, Trajectory, hit_flags
 from starrec.distill.student_prompt import task_prompt
+from starrec.llm.cache import CACHE_METADATA_KEY
 from starrec.llm.messages import join_text_blocks, message_to_record
 from starrec.llm.redact import redact, redact_value
 from starrec.llm.structured import REPAIR_EVENT
 from starrec.llm.toolcall_syntax import format_tool_call
+from starrec.llm.usage import ModelIdentity, add_costs, call_cost, identify_model
 from starrec.tools.base import CFResult
 
 STEP_EVENT = "mars_step"
@@ -49,6 +51,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
         self._step_of_run: dict[UUID, StepRecord] = {}
         self._started: dict[UUID, float] = {}
         self._llm: dict[UUID, LLMCallRecord] = {}
+        self._models: dict[UUID, ModelIdentity] = {}
         self._tools: dict[UUID, ToolCallRecord] = {}
         self._lock = threading.Lock()
 
@@ -109,13 +112,17 @@ class TrajectoryRecorder(BaseCallbackHandler):
                 return
             self._step_of_run[run_id] = owner
             record = LLMCallRecord(node=owner.node, messages=[message_to_record(m) for m in messages[0]])
+            identity = identify_model(serialized, kwargs.get("invocation_params"), kwargs.get("metadata"))
+            record.model = identity.model
             owner.llm_calls.append(record)
             self._llm[run_id] = record
+            self._models[run_id] = identity
             self._started[run_id] = time.perf_counter()
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
             record = self._llm.pop(run_id, None)
+            identity = self._models.pop(run_id, ModelIdentity(model=""))
             if record is None:
                 return
             record.seconds = time.perf_counter() - self._started.pop(run_id, time.perf_counter())
@@ -129,16 +136,21 @@ class TrajectoryRecorder(BaseCallbackHandler):
                 usage = message.usage_metadata or {}
                 record.prompt_tokens = int(usage.get("input_tokens", 0))
                 record.completion_tokens = int(usage.get("output_tokens", 0))
+                record.cache = message.response_metadata.get(CACHE_METADATA_KEY)
             elif generation is not None:
                 record.response = generation.text
+            tokens = (record.prompt_tokens, record.completion_tokens)
+            record.cost_usd = call_cost(identity, *tokens, record.cache)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
             record = self._llm.pop(run_id, None)
             self._started.pop(run_id, None)
+            self._models.pop(run_id, None)
             owner = self._step_of_run.get(run_id)
             if record is not None and owner is not None:
                 record.response = redact(f"[error] {type(error).__name__}: {error}")
+                record.cost_usd = 0.0  # a failed request reports no usage and is not billed
                 owner.repairs["llm_error"] = owner.repairs.get("llm_error", 0) + 1
 
     # -- tools ------------------------------------------------------------------------------
@@ -249,6 +261,9 @@ class TrajectoryRecorder(BaseCallbackHandler):
             llm_calls=len(llm_calls),
             prompt_tokens=sum(call.prompt_tokens for call in llm_calls),
             completion_tokens=sum(call.completion_tokens for call in llm_calls),
+            llm_cache_hits=sum(call.cache == "hit" for call in llm_calls),
+            llm_cache_misses=sum(call.cache == "miss" for call in llm_calls),
+            cost_usd=add_costs([call.cost_usd for call in llm_calls]),
             settings=redact_value(dict(settings or {})),
             model=model,
         )

@@ -45,6 +45,7 @@ class Resources:
             context.llm_threads,
             context.requests_per_second,
             context.constrained_decoding,
+            context.llm_cache,
         )
         with self._lock:
             if key not in self._models:
@@ -57,6 +58,7 @@ class Resources:
                     temperature=context.temperature,
                     seed=context.seed,
                     threads=context.llm_threads,
+                    cache=context.llm_cache,
                     **(
                         {"constrained_decoding": context.constrained_decoding}
                         if context.constrained_decoding != "none"

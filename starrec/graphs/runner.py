@@ -25,6 +25,7 @@ from starrec.graphs.context import Context
 from starrec.graphs.graph import recursion_limit
 from starrec.graphs.recording import TrajectoryRecorder
 from starrec.graphs.state import input_from_request
+from starrec.llm.usage import add_costs
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,15 @@ class BatchSummary:
     tokens: float = 0.0
     seconds: float = 0.0
     per_agent: dict[str, dict[str, float]] = field(default_factory=dict)
+    cost_usd: float | None = 0.0
+    """Dollars all runs cost together; None when some run's cost is unknown (unpriced hosted model)."""
+    unpriced_runs: int = 0
+    llm_cache_hits: int = 0
+    llm_cache_misses: int = 0
+
+    @property
+    def cost_usd_per_run(self) -> float | None:
+        return None if self.cost_usd is None else self.cost_usd / max(self.runs, 1)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +151,11 @@ class BatchSummary:
             "tokens_per_run": self.tokens,
             "seconds_per_run": self.seconds,
             "per_agent": self.per_agent,
+            "cost_usd": self.cost_usd,
+            "cost_usd_per_run": self.cost_usd_per_run,
+            "unpriced_runs": self.unpriced_runs,
+            "llm_cache_hits": self.llm_cache_hits,
+            "llm_cache_misses": self.llm_cache_misses,
         }
 
 
@@ -171,6 +186,10 @@ def summarise_runs(trajectories: Sequence[Trajectory]) -> BatchSummary:
         summary.llm_calls = mean(t.llm_calls for t in trajectories)
         summary.tokens = mean(t.prompt_tokens + t.completion_tokens for t in trajectories)
         summary.seconds = mean(t.seconds for t in trajectories)
+    summary.cost_usd = add_costs([t.cost_usd for t in trajectories])
+    summary.unpriced_runs = sum(t.cost_usd is None for t in trajectories)
+    summary.llm_cache_hits = sum(t.llm_cache_hits for t in trajectories)
+    summary.llm_cache_misses = sum(t.llm_cache_misses for t in trajectories)
     agents: dict[str, dict[str, float]] = {}
     for trajectory in trajectories:
         for step in trajectory.steps:

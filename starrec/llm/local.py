@@ -130,7 +130,16 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, "dtype": self.dtype, "temperature": self.temperature}
+        """Everything that changes an answer (LangChain's cache key for this model is built from it)."""
+        return {
+            "model": self.model,
+            "dtype": self.dtype,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "model_stop": self.stop,  # "stop" itself is the call's stop list in the key
+            "seed": self.seed,
+        }
 
     def loaded(self) -> LoadedModel:
         loaded = load_local_model(self.model, self.dtype)

@@ -10,6 +10,9 @@
   ``text``: prompt + repair + retry, for endpoints with neither;
 * capability flags (``supports_tool_calling``, ``supports_structured_output``) that MARS reads to choose
   between LangChain tool calling and the ``<tool_call>`` text protocol;
+* a cache key (``_get_llm_string``) without the transport knobs (concurrency, retries, timeout, rate
+  limit), which never change an answer, so an LLM cache (:mod:`starrec.llm.cache`) still hits when
+  only they change;
 * an HTTP connection pool per event loop (:class:`LoopLocalAsyncClient`): batch runners call
   ``asyncio.run`` once per batch, and a pooled connection from a closed loop would fail the next
   batch's requests with ``RuntimeError: Event loop is closed``.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +32,7 @@ import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.callbacks.manager import ahandle_event
 from langchain_core.language_models import LanguageModelInput
+from langchain_core.load import dumpd
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
@@ -46,6 +51,8 @@ _HOLDS_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("starrec_llm_
 _HTTP_ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "starrec_http_attempts", default=None
 )
+TRANSPORT_FIELDS = frozenset({"concurrency", "max_retries", "request_timeout", "rate_limiter"})
+"""Constructor fields that decide how a request travels, not what it asks: left out of the cache key."""
 CLIENT_RETRY_KEY = "llm_client_retry"
 """Run-stats key for requests the OpenAI client re-sent (timeouts, resets, 429, 5xx)."""
 
@@ -125,6 +132,19 @@ class EndpointChatModel(ChatOpenAI):
     @property
     def repair_counts(self) -> dict[str, int]:
         return self._repairs.snapshot()
+
+    def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
+        """LangChain's cache key (the serialised constructor + the call's parameters) minus
+        :data:`TRANSPORT_FIELDS` and objects without a stable serialisation."""
+        described = dumpd(self)
+        described["kwargs"] = {
+            name: value
+            for name, value in described.get("kwargs", {}).items()
+            if name not in TRANSPORT_FIELDS
+            and not (isinstance(value, dict) and value.get("type") == "not_implemented")
+        }
+        parameters = str(sorted({**kwargs, "stop": stop}.items()))
+        return json.dumps(described, sort_keys=True) + "---" + parameters
 
     def _sync_slots(self) -> threading.BoundedSemaphore:
         with self._slots_lock:

@@ -103,6 +103,14 @@ class LLMSpec:
         metadata={"help": "Scripted backend: a recording (JSON lines) to replay, in call order."},
     )
     latency_s: float = field(default=0.0, metadata={"help": "Scripted backend: seconds each call sleeps."})
+    cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "SQLite file of the persistent LLM call cache (starrec.llm.cache), keyed on model, "
+            "messages and sampling parameters; None = no cache. With temperature > 0 and no seed it "
+            "replays one sample."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -183,6 +191,15 @@ def make_chat_model(spec: LLMSpec | str | None = None, **overrides: Any) -> Base
     return builders[spec.backend](spec)
 
 
+def _cache_option(spec: LLMSpec) -> dict[str, Any]:
+    """``{"cache": the opened cache}`` when the spec asks for one (every backend takes ``cache=``)."""
+    if not spec.cache:
+        return {}
+    from starrec.llm.cache import open_llm_cache
+
+    return {"cache": open_llm_cache(spec.cache)}
+
+
 def _langchain_model(spec: LLMSpec) -> BaseChatModel:
     """Any provider LangChain supports, through ``init_chat_model`` (its package must be installed)."""
     try:
@@ -193,7 +210,8 @@ def _langchain_model(spec: LLMSpec) -> BaseChatModel:
             "pip install 'starrec[providers]' and the provider's package (e.g. langchain-anthropic)"
         ) from error
     kwargs: dict[str, Any] = {"temperature": spec.temperature, "max_tokens": spec.max_tokens,
-                              "timeout": spec.timeout_s, "max_retries": spec.max_retries}  # fmt: skip
+                              "timeout": spec.timeout_s, "max_retries": spec.max_retries,
+                              **_cache_option(spec)}  # fmt: skip
     if spec.base_url:
         kwargs["base_url"] = spec.base_url
     if spec.api_key:
@@ -218,6 +236,7 @@ def _openai_model(spec: LLMSpec) -> BaseChatModel:
             "or point --base-url at a local OpenAI-compatible server."
         )
     optional: dict[str, Any] = {"seed": spec.seed} if spec.seed is not None else {}
+    optional.update(_cache_option(spec))
     if spec.requests_per_second is not None:
         from langchain_core.rate_limiters import InMemoryRateLimiter
 
@@ -255,6 +274,7 @@ def _local_model(spec: LLMSpec) -> BaseChatModel:
         seed=spec.seed,
         supports_tool_calling=spec.supports_tool_calling,
         supports_structured_output=spec.supports_structured_output,
+        **_cache_option(spec),
     )
 
 
@@ -273,4 +293,5 @@ def _scripted_model(spec: LLMSpec) -> BaseChatModel:
         latency_s=spec.latency_s,
         supports_tool_calling=spec.supports_tool_calling,
         supports_structured_output=spec.supports_structured_output,
+        **_cache_option(spec),
     )

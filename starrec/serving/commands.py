@@ -33,6 +33,13 @@ def serve(
     enforce_eager: Annotated[
         bool, typer.Option("--enforce-eager/--no-enforce-eager", help="Skip graph capture (faster start).")
     ] = True,
+    prefix_caching: Annotated[
+        bool,
+        typer.Option(
+            "--prefix-caching/--no-prefix-caching",
+            help="vLLM prefix caching: reuse the KV cache of shared prompt prefixes.",
+        ),
+    ] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for /health.")] = 600.0,
     log: Annotated[Path | None, typer.Option(help="Server log file (default: a temp file).")] = None,
 ) -> None:
@@ -47,7 +54,8 @@ def serve(
         config = VLLMServerConfig(
             model_dir=resolve_model_dir(model_dir), host=host, port=port, python=python,
             served_model_name=served_model_name, max_model_len=max_model_len, dtype=dtype,
-            enforce_eager=enforce_eager, start_timeout_s=timeout, log_path=log,
+            enforce_eager=enforce_eager, enable_prefix_caching=prefix_caching, start_timeout_s=timeout,
+            log_path=log,
         )  # fmt: skip
         server = VLLMServer(config).start()
     except (FileNotFoundError, VLLMServerError) as error:

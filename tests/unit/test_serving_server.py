@@ -30,6 +30,7 @@ parser = argparse.ArgumentParser()
 for flag in ("--model", "--served-model-name", "--host", "--port", "--dtype", "--max-model-len"):
     parser.add_argument(flag)
 parser.add_argument("--enforce-eager", action="store_true")
+parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction)
 args = parser.parse_args()
 print("fake vllm args", vars(args), "kv", os.environ.get("VLLM_CPU_KVCACHE_SPACE"), flush=True)
 if os.environ.get("FAKE_VLLM_FAIL"):
@@ -98,6 +99,13 @@ def test_command_uses_the_module_entry_point_and_flags(model_dir: Path) -> None:
     )
 
 
+def test_prefix_caching_is_on_by_default_and_can_be_switched_off(model_dir: Path) -> None:
+    default = build_vllm_command(VLLMServerConfig(model_dir=model_dir), Path("p"), 1)
+    assert "--enable-prefix-caching" in default and "--no-enable-prefix-caching" not in default
+    off = build_vllm_command(VLLMServerConfig(model_dir=model_dir, enable_prefix_caching=False), Path("p"), 1)
+    assert "--no-enable-prefix-caching" in off and "--enable-prefix-caching" not in off
+
+
 def test_environment_is_offline_and_sizes_the_cpu_kv_cache(model_dir: Path) -> None:
     base = {"PATH": "/bin", "PYTHONPATH": "/training/venv"}
     cpu = build_vllm_env(VLLMServerConfig(model_dir=model_dir, device="cpu", cpu_kvcache_space_gib=3), base)
@@ -124,7 +132,8 @@ def test_server_starts_healthy_and_stops_by_pid(
     while alive(pid) and time.time() < deadline:
         time.sleep(0.1)
     assert not alive(pid)
-    assert "kv 2" in (tmp_path / "vllm.log").read_text()
+    log = (tmp_path / "vllm.log").read_text()
+    assert "kv 2" in log and "'enable_prefix_caching': True" in log
 
 
 def test_failed_start_reports_the_log_tail(fake_vllm_python: Path, model_dir: Path, monkeypatch) -> None:
