@@ -37,7 +37,7 @@ from starrec.tools.base import EvidenceSource
 from starrec.tools.candidate_cf import CandidateCFResult
 
 CF_HINT_SIZE = 5
-RANKER_THINKING_CHARS = 200
+RANKER_THINKING_CHARS = 120
 """The ranker's constrained thinking is short: its token budget belongs to the 20 ids."""
 
 

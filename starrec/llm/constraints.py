@@ -32,7 +32,7 @@ from starrec.llm.toolcall_syntax import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 ConstrainedDecoding = Literal["none", "vllm"]
 CONSTRAINED_DECODING: tuple[str, ...] = ("none", "vllm")
 
-MAX_TEXT_CHARS = 400
+MAX_TEXT_CHARS = 200
 """Longest free-text field a constrained answer may write (keeps small models from rambling)."""
 
 

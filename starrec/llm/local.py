@@ -9,10 +9,12 @@ on CPU a second concurrent generate only slows both down.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -83,6 +85,53 @@ def load_local_model(model: str = "smollm2", dtype: str = "bfloat16") -> LoadedM
         return loaded
 
 
+def grammar_processors(loaded: LoadedModel, extra_body: Mapping[str, Any] | None) -> Any:
+    """xgrammar logits processors for a vLLM-style ``structured_outputs`` request field (None if absent).
+
+    The same request fields :mod:`starrec.llm.constraints` sends a vLLM server, so one agent code path
+    constrains both backends.
+    """
+    outputs = (extra_body or {}).get("structured_outputs")
+    if not outputs:
+        return None
+    from transformers import LogitsProcessorList
+    from xgrammar.contrib.hf import LogitsProcessor
+
+    compiler = _grammar_compiler(loaded)
+    if "json" in outputs:
+        compiled = compiler.compile_json_schema(json.dumps(outputs["json"]), any_whitespace=False)
+    elif "structural_tag" in outputs:
+        import xgrammar as xgr
+
+        tag = outputs["structural_tag"]
+        tag = json.loads(tag) if isinstance(tag, str) else tag
+        items = [
+            xgr.StructuralTagItem(begin=item["begin"], schema=json.dumps(item["schema"]), end=item["end"])
+            for item in tag["structures"]
+        ]
+        compiled = compiler.compile_structural_tag(items, tag["triggers"])
+    else:
+        raise ValueError(
+            f"structured_outputs {sorted(outputs)}: the local backend enforces 'json' and 'structural_tag'"
+        )
+    return LogitsProcessorList([LogitsProcessor(compiled)])
+
+
+_COMPILERS: dict[int, Any] = {}
+
+
+def _grammar_compiler(loaded: LoadedModel) -> Any:
+    """One xgrammar compiler per loaded model (it caches compiled grammars itself)."""
+    key = id(loaded)
+    if key not in _COMPILERS:
+        import xgrammar as xgr
+
+        vocab = int(getattr(loaded.model.config, "vocab_size", 0)) or None
+        info = xgr.TokenizerInfo.from_huggingface(loaded.tokenizer, vocab_size=vocab)
+        _COMPILERS[key] = xgr.GrammarCompiler(info)
+    return _COMPILERS[key]
+
+
 def generation_threads(default: int) -> int:
     """Threads for one generate: ``default`` on an idle machine, 1 when the load average already fills
     the CPUs. Measured here (benchmarks/results/llm.md): under load, 2 OpenMP threads fighting other
@@ -120,6 +169,16 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
     supports_tool_calling: bool = Field(default=True, description="bind_tools works (text protocol inside).")
     supports_structured_output: bool = True
     structured_method: str = "text"
+    constrained_decoding: str = Field(
+        default_factory=lambda: "vllm" if importlib.util.find_spec("xgrammar") else "none",
+        description="'vllm' (when xgrammar is installed): calls may carry vLLM's structured_outputs "
+        "request field (json schema or structural tag), enforced here by an xgrammar logits processor.",
+    )
+    repetition_penalty: float = Field(
+        default=1.15,
+        description="Penalty on repeated tokens in free text (not under a grammar): keeps a small model "
+        "from looping ('120 items, 120 items, ...').",
+    )
 
     _repairs: RepairLog = PrivateAttr(default_factory=RepairLog)
     _seeded: bool = PrivateAttr(default=False)
@@ -139,6 +198,7 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
             "max_new_tokens": self.max_new_tokens,
             "model_stop": self.stop,  # "stop" itself is the call's stop list in the key
             "seed": self.seed,
+            "repetition_penalty": self.repetition_penalty,
         }
 
     def loaded(self) -> LoadedModel:
@@ -157,7 +217,9 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
         turns = to_chat_turns(messages, tools)
         return self.loaded().tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
 
-    def _generation_config(self, tokenizer: Any, options: dict[str, Any], stops: list[str]) -> Any:
+    def _generation_config(
+        self, tokenizer: Any, options: dict[str, Any], stops: list[str], constrained: bool = False
+    ) -> Any:
         from transformers import GenerationConfig
 
         temperature = float(options.get("temperature", self.temperature))
@@ -169,6 +231,8 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
             if tokenizer.pad_token_id is not None
             else tokenizer.eos_token_id,
             stop_strings=stops or None,
+            # Under a grammar the structure repeats by design (quotes, commas between ids).
+            repetition_penalty=1.0 if constrained else self.repetition_penalty,
         )
         if temperature > 0:
             config.temperature = temperature
@@ -192,14 +256,17 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
         prompt = self.render_prompt(messages, tools) + assistant_prefix
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         stops = [text for text in [*(self.stop or []), *(stop or [])] if text]
-        config = self._generation_config(tokenizer, options, stops)
+        processors = grammar_processors(loaded, options.pop("extra_body", None))
+        config = self._generation_config(tokenizer, options, stops, constrained=bool(processors))
         with loaded.lock:
             previous_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads or generation_threads(previous_threads))
             try:
                 started = time.perf_counter()
                 with torch.inference_mode():
-                    output = loaded.model.generate(**inputs, generation_config=config, tokenizer=tokenizer)
+                    output = loaded.model.generate(
+                        **inputs, generation_config=config, tokenizer=tokenizer, logits_processor=processors
+                    )
                 seconds = time.perf_counter() - started
             finally:
                 torch.set_num_threads(previous_threads)

@@ -107,3 +107,25 @@ def test_mars_sends_enum_constraints_and_forced_valid_tool_calls() -> None:
     prefixes = {call.messages[0].content[:200] for node, calls in by_node.items() if node != "abstractor"
                 for call in calls}  # fmt: skip
     assert len(prefixes) == 1
+
+
+def test_local_backend_enforces_the_schema_with_xgrammar() -> None:
+    pytest.importorskip("xgrammar")
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from starrec.llm import make_chat_model
+
+    model = make_chat_model("local:tiny", max_tokens=48)
+    assert model.constrained_decoding == "vllm"
+    schema = answer_schema(
+        Plan,
+        enums={"agents": ["user_profile", "recent_interest"]},
+        lengths={"agents": (1, 2)},
+        max_text_chars=8,
+    )
+    bound = constrained(model, json_schema=schema)
+    assert bound is not None
+    # A random 3M-parameter model writes noise unconstrained; under the grammar it writes a valid plan.
+    answer = json.loads(bound.invoke([SystemMessage("Plan."), HumanMessage("Which analysts?")]).content)
+    assert set(answer) == {"thinking", "agents"} and len(answer["thinking"]) <= 8
+    assert 1 <= len(answer["agents"]) <= 2 and set(answer["agents"]) <= {"user_profile", "recent_interest"}
