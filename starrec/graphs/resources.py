@@ -113,7 +113,10 @@ class Resources:
             protocol = "native" if capabilities.supports_tool_calling else "text"
         structured = context.structured_output
         if structured == "auto":
-            structured = "native" if capabilities.supports_structured_output else "json"
+            # A model whose with_structured_output is itself prompt-and-repair (text method) would repair
+            # twice with two sets of counters; the agents' own JSON path is then the one repair layer.
+            native = capabilities.supports_structured_output and capabilities.structured_method != "text"
+            structured = "native" if native else "json"
         env = AgentEnv(
             model=model,
             tools=tools,
