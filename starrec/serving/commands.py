@@ -29,7 +29,9 @@ def serve(
     ] = None,
     served_model_name: Annotated[str, typer.Option(help="Model name clients send.")] = "star",
     max_model_len: Annotated[int, typer.Option(help="Context length in tokens.")] = 4096,
-    dtype: Annotated[str, typer.Option(help="Weights dtype.")] = "bfloat16",
+    dtype: Annotated[
+        str, typer.Option(help="Weights dtype; auto = bfloat16 on a GPU or a bf16 CPU, else float32.")
+    ] = "auto",
     enforce_eager: Annotated[
         bool, typer.Option("--enforce-eager/--no-enforce-eager", help="Skip graph capture (faster start).")
     ] = True,

