@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from starrec.agents.analyst import format_analyses
 from starrec.agents.env import AgentEnv, Counters
-from starrec.agents.structured_answer import Constraint, ask
+from starrec.agents.structured_answer import RANKING_PRESENCE_PENALTY, Constraint, ask
 from starrec.agents.templates import render
 from starrec.contract.trajectory import QueryTrace
 from starrec.data.user_view import UserView, format_entry
@@ -169,7 +169,8 @@ async def llm_ranking(
                 enums={"ranking": candidates},
                 lengths={"ranking": (len(candidates), len(candidates))},
                 max_text_chars=RANKER_THINKING_CHARS,
-            )
+            ),
+            presence_penalty=RANKING_PRESENCE_PENALTY,
         ),
     )
     return output.ranking, output.thinking

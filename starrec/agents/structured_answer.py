@@ -97,6 +97,10 @@ async def _structured_call(
         return None, str(error)
 
 
+ANSWER_PRESENCE_PENALTY = 0.6
+RANKING_PRESENCE_PENALTY = 1.5
+"""Stronger for the ranker: every id should appear once, and JSON schema cannot say so."""
+
 SHARED_CONTEXT_HEADER = "You are one agent of MARS, a team of agents that recommends to one user."
 
 
@@ -115,6 +119,10 @@ class Constraint:
     """The JSON schema of the answer, enums included."""
     tool_arguments: dict[str, list[str]] = field(default_factory=dict)
     """Tool argument name -> the values valid in this call (for the tool-call structural tag)."""
+    presence_penalty: float = ANSWER_PRESENCE_PENALTY
+    """Sampling penalty on tokens the answer already used. Under a grammar only the free choices
+    feel it (which id next, which word), not the forced JSON punctuation, so a small model stops
+    writing one id twenty times or one conclusion six times."""
 
 
 async def _constrained_ask(
@@ -172,7 +180,9 @@ async def ask(
     started = time.perf_counter()
     if constraint is not None and decoding_of(env.model) != "none":
         built = constraint()
-        answer_model = constrained(env.model, json_schema=built.answer)
+        answer_model = constrained(
+            env.model, json_schema=built.answer, presence_penalty=built.presence_penalty
+        )
         output, text, error = await _constrained_ask(env, messages, schema, built, answer_model, counters)
         if output is not None:
             return output, text

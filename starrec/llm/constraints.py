@@ -196,8 +196,14 @@ def constrained(
     *,
     json_schema: Mapping[str, Any] | None = None,
     structural_tag: Mapping[str, Any] | None = None,
+    presence_penalty: float = 0.0,
 ) -> Runnable | None:
-    """``model`` bound to enforce the constraint, or None when it cannot (callers then repair)."""
+    """``model`` bound to enforce the constraint, or None when it cannot (callers then repair).
+
+    ``presence_penalty`` (OpenAI/vLLM sampling parameter, generated tokens only) is sent when > 0.
+    """
     if decoding_of(model) != "vllm":
         return None
-    return model.bind(extra_body=vllm_request_fields(json_schema=json_schema, structural_tag=structural_tag))
+    sampling = {"presence_penalty": presence_penalty} if presence_penalty > 0 else {}
+    fields = vllm_request_fields(json_schema=json_schema, structural_tag=structural_tag)
+    return model.bind(extra_body=fields, **sampling)

@@ -257,6 +257,9 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         stops = [text for text in [*(self.stop or []), *(stop or [])] if text]
         processors = grammar_processors(loaded, options.pop("extra_body", None))
+        # An output-only presence penalty has no transformers counterpart (repetition_penalty also
+        # punishes the prompt's ids); the grammar still keeps the answer valid.
+        options.pop("presence_penalty", None)
         config = self._generation_config(tokenizer, options, stops, constrained=bool(processors))
         with loaded.lock:
             previous_threads = torch.get_num_threads()
