@@ -403,3 +403,17 @@ def test_native_structured_failure_falls_back_and_is_counted(setup: dict[str, An
     step = next(s for s in trajectory.steps if s.node == "user_profile")
     assert step.repairs["fallback"] == 1
     assert any(key.startswith("structured_") for key in step.repairs)  # the backend's own retry, announced
+
+
+def test_demo_scores_the_prior_the_llm_started_from(setup: dict[str, Any]) -> None:
+    from starrec.graphs.demo import prior_report
+
+    candidates = setup["candidates"]
+    _, trajectory, _ = run(setup, default_script(candidates, ranking=list(reversed(candidates))),
+                           Context(chunk_size=3, ranker_fusion="llm"))  # fmt: skip
+    report = prior_report([trajectory])
+    ranker = next(step for step in trajectory.steps if step.node == "ranker")
+    prior = ranker.output["cf_ranking"]
+    assert report["tasks"] == 1
+    assert report["hr@1"] == float(prior[0] == setup["task"].ground_truth)
+    assert report["changed"] == int(trajectory.ranking != prior)
