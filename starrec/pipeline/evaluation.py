@@ -374,6 +374,34 @@ class Evaluation:
 ROLE_STAGE: dict[str, tuple[str, ...]] = {"base": (), "sft": ("sft",), "grpo": ("grpo",)}
 """The stage that makes each student (the untrained one is made by none)."""
 
+
+def planned_groups(config: Any) -> list[str]:
+    """The row groups ``eval`` computes for ``config``, in the order of ``results.json``."""
+    from starrec.pipeline.config import STUDENT_ROLES
+
+    options = config.eval
+    wanted = {"classical": bool(options.classical), "cf_prior": options.cf_prior, "mars": options.mars}
+    groups = [name for name, on in wanted.items() if on]
+    for role in STUDENT_ROLES:
+        groups += [f"star-{role}"] if role in options.star else []
+        groups += ["best-of-k"] if options.ks and options.best_of_k_model == role else []
+    return groups
+
+
+def finished_rows(config: Any, layout: Any) -> tuple[list[Row], list[str]]:
+    """(rows of the groups finished so far, in results order; the planned groups not finished yet):
+    what an interrupted evaluation has already measured."""
+    rows: list[Row] = []
+    missing: list[str] = []
+    for group in planned_groups(config):
+        path = layout.eval_dir / f"rows-{group}.json"
+        if path.exists():
+            rows += read_json(path)["rows"]
+        else:
+            missing.append(group)
+    return rows, missing
+
+
 def group_inputs(group: str, best_of_k_model: str) -> set[str]:
     """The stages a row group is built on: every group on the tasks, a student's rows on its checkpoint
     (the MARS rows do not depend on ``teach``: the teacher is not trained)."""

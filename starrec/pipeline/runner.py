@@ -6,7 +6,9 @@ Rules (docs/pipeline.md):
 2. once a stage has run in this invocation, every later stage runs too (its input changed); the
    ``serve`` check never makes anything stale, and ``eval`` recomputes only the row groups that
    depend on a stage that ran;
-3. ``from_stage`` redoes that stage and every later one; ``only`` redoes that stage alone.
+3. ``from_stage`` redoes that stage and every later one (``eval`` after it recomputes the row groups
+   built on what ran; ``--from eval`` or ``--only eval`` recomputes them all); ``only`` redoes that
+   stage alone.
 
 ``data`` and ``teach`` never discard anything: redone, they only add what is missing.
 """
@@ -25,6 +27,7 @@ from starrec.pipeline.evaluation import eval_stage
 from starrec.pipeline.layout import WorkLayout
 from starrec.pipeline.stages import (
     PipelineRun,
+    check_tasks,
     data_done,
     data_result,
     filter_stage,
@@ -48,7 +51,7 @@ class Stage:
 
     name: str
     run: Callable[[PipelineRun, frozenset[str], bool], dict[str, Any]]
-    """(run, stages that ran earlier in this invocation, forced) -> result."""
+    """(run, stages that ran earlier in this invocation, named by --from/--only) -> result."""
     done: Callable[[PipelineRun], bool] | None
     """None: always runs (a check that writes nothing later stages read)."""
     result: Callable[[PipelineRun], dict[str, Any]]
@@ -163,6 +166,7 @@ def run_pipeline(
     layout = WorkLayout.of(config)
     run = PipelineRun(config, layout, console or Console(), teacher_model)
     layout.work.mkdir(parents=True, exist_ok=True)
+    check_tasks(run)
     record = read_json(layout.record) if layout.record.exists() else {}
     record["config"] = config.to_dict()
     stages_record: dict[str, Any] = record.setdefault("stages", {})
@@ -179,7 +183,9 @@ def run_pipeline(
         else:
             run.console.rule(f"[bold]{stage.name}")
             began = time.perf_counter()
-            result = stage.run(run, frozenset(ran), forced)
+            # Only the stage named by --from/--only is redone from scratch; eval after it recomputes
+            # just the row groups built on the stages that ran.
+            result = stage.run(run, frozenset(ran), stage.name in (from_stage, only))
             seconds = round(time.perf_counter() - began, 1)
             entry = {"status": "ran", "seconds": seconds, "finished": _now(), "result": result}
             run.console.print(f"{stage.name}: {seconds:.0f} s")

@@ -83,6 +83,7 @@ def build_task_folder(data: Path, out: Path, n: int, seed: int, scenario: str, c
 
 
 def data_done(run: PipelineRun) -> bool:
+    """Both task folders and the training copy exist (and the task folders are the config's)."""
     layout = run.layout
     markers = (
         layout.test_tasks / "manifest.json",
@@ -90,6 +91,19 @@ def data_done(run: PipelineRun) -> bool:
         layout.train_data / "review.json",
     )
     return all(path.exists() for path in markers)
+
+
+def check_tasks(run: PipelineRun) -> None:
+    """Task folders already in the work folder must be the ones this config builds (the runner checks
+    before any stage, so a changed config never silently reuses other tasks' runs)."""
+    config, layout = run.config, run.layout
+    folders = (
+        (layout.test_tasks, config.data.n_test, config.seed, "data.n_test"),
+        (layout.train_tasks, config.data.n_train, config.seed + 1, "data.n_train"),
+    )
+    for folder, n, seed, field_name in folders:
+        if (folder / "manifest.json").exists():
+            check_task_folder(folder, n, seed, config.data.scenario, field_name)
 
 
 def prepare_data(run: PipelineRun) -> dict[str, Any]:
@@ -106,17 +120,14 @@ def prepare_data(run: PipelineRun) -> dict[str, Any]:
     elif not layout.dataset.is_dir():
         raise FileNotFoundError(f"data.dataset: {layout.dataset} is not a dataset folder")
     layout.work.mkdir(parents=True, exist_ok=True)
-    if (layout.test_tasks / "manifest.json").exists():
-        check_task_folder(layout.test_tasks, data.n_test, config.seed, data.scenario, "data.n_test")
-    else:
+    check_tasks(run)
+    if not (layout.test_tasks / "manifest.json").exists():
         build_task_folder(layout.dataset, layout.test_tasks, data.n_test, config.seed, data.scenario, console)
     if not (layout.train_data / "review.json").exists():
         full = load_dataset(layout.dataset)
         write_dataset(full.hide_from(read_tasks(layout.test_tasks)), layout.train_data)
         console.print(f"wrote the training copy {layout.train_data} (test answers and later events removed)")
-    if (layout.train_tasks / "manifest.json").exists():
-        check_task_folder(layout.train_tasks, data.n_train, config.seed + 1, data.scenario, "data.n_train")
-    else:
+    if not (layout.train_tasks / "manifest.json").exists():
         build_task_folder(
             layout.train_data, layout.train_tasks, data.n_train, config.seed + 1, data.scenario, console
         )

@@ -187,10 +187,24 @@ def test_from_and_only_redo_stages(tmp_path: Path, recorder: Recorder) -> None:
     run_pipeline(config, from_stage="rl-data")
     assert recorder.calls == [
         ("rl-data", (), True),
-        ("grpo", ("rl-data",), True),
-        ("serve", ("grpo", "rl-data"), True),
-        ("eval", ("grpo", "rl-data", "serve"), True),
+        ("grpo", ("rl-data",), False),
+        ("serve", ("grpo", "rl-data"), False),
+        ("eval", ("grpo", "rl-data", "serve"), False),
     ]
     recorder.calls.clear()
     outcome = run_pipeline(config, only="sft")
     assert recorder.calls == [("sft", (), True)] and list(outcome["stages"]) == ["sft"]
+    recorder.calls.clear()
+    run_pipeline(config, from_stage="serve")  # serve is a check: eval still runs, as --from asks
+    assert recorder.calls == [("serve", (), True), ("eval", ("serve",), False)]
+
+
+def test_docs_explain_every_config_field() -> None:
+    text = (REPO / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    defaults = PipelineConfig()
+    sections = [defaults, *(getattr(defaults, f.name) for f in dataclasses.fields(PipelineConfig))]
+    for section in [value for value in sections if dataclasses.is_dataclass(value)]:
+        for knob in dataclasses.fields(section):
+            assert f"`{knob.name}`" in text, (
+                f"docs/pipeline.md does not explain {type(section).__name__}.{knob.name}"
+            )
