@@ -258,9 +258,8 @@ def write_results(
     return markdown_path
 
 
-def main(argv: list[str] | None = None) -> None:
-    # SIGTERM must unwind through the ``finally`` blocks that stop the vLLM servers (own process groups).
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+def main(argv: list[str] | None = None) -> Path:
+    """Run (unless ``--report-only``) and write the results; returns the Markdown report's path."""
     args = parse_args(argv)
     config = build_config(args)
     layout = WorkLayout.of(config)
@@ -283,8 +282,12 @@ def main(argv: list[str] | None = None) -> None:
             for name, entry in record.get("stages", {}).items()
         },
     }
-    console.print(write_results(config, rows, meta, args.results).read_text(encoding="utf-8"))
+    report = write_results(config, rows, meta, args.results)
+    console.print(report.read_text(encoding="utf-8"))
+    return report
 
 
 if __name__ == "__main__":
+    # SIGTERM must unwind through the ``finally`` blocks that stop the vLLM servers (own process groups).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     main()

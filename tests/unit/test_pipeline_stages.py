@@ -5,6 +5,7 @@ started). Training runs end to end in tests/integration/test_pipeline.py (slow).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,19 @@ from starrec.pipeline.evaluation import eval_stage
 from starrec.pipeline.stages import PipelineRun
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "pipeline-tiny.yaml"
-ROW_KEYS = ["random", "itemknn", "best_classical", "cf_prior", "mars_fused", "mars_raw",
-            "star_base", "star_sft", "star_grpo", "best_of_1", "best_of_2"]  # fmt: skip
+ROW_KEYS = [
+    "random",
+    "itemknn",
+    "best_classical",
+    "cf_prior",
+    "mars_fused",
+    "mars_raw",
+    "star_base",
+    "star_sft",
+    "star_grpo",
+    "best_of_1",
+    "best_of_2",
+]
 
 
 class OracleStudent:
@@ -121,6 +133,64 @@ def test_stages_and_every_eval_row_without_training(world: dict[str, Any]) -> No
     after = {path.name: path.stat().st_mtime_ns for path in layout.eval_dir.glob("rows-*.json")}
     assert {name for name in after if after[name] != before.get(name)} == {"rows-cf_prior.json"}
 
+    # The benchmark formats what the work folder holds (here: every group, nothing missing).
+    report = benchmark().main(
+        [
+            "--config",
+            str(TINY),
+            "--work",
+            str(layout.work),
+            "--results",
+            str(root / "results"),
+            "--set",
+            f"data.dataset={world['data']}",
+            "--set",
+            "data.n_test=3",
+            "--set",
+            "eval.classical=[random, itemknn]",
+            "--report-only",
+        ]
+    )
+    text = report.read_text(encoding="utf-8")
+    assert "Not finished" not in text and (root / "results" / "star_vs_mars.png").is_file()
+    raw = rows["mars_raw"]
+    assert f"| MARS raw (LLM order) | {raw['hr@1']:.3f} [{raw['ci95']['hr@1'][0]:.2f}, " in text
+    saved = json.loads((root / "results" / "star_vs_mars.json").read_text())
+    assert [entry["key"] for entry in saved["rows"]] == ROW_KEYS and saved["meta"]["missing"] == []
+
+
+def benchmark() -> Any:
+    """``benchmarks/star_vs_mars.py`` as a module (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "star_vs_mars", TINY.parents[1] / "benchmarks" / "star_vs_mars.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_flags_set_config_fields(tmp_path: Path) -> None:
+    module = benchmark()
+    args = module.parse_args(
+        ["--config", str(TINY), "--n-test", "5", "--concurrency", "3", "--set", "seed=2"]
+    )
+    config = module.build_config(args)
+    assert (config.data.n_test, config.teacher.concurrency, config.student.concurrency) == (5, 3, 3)
+    assert config.seed == 2 and config.work == TINY.parents[1] / "pipeline-work" / "tiny"
+    report = module.main(
+        [
+            "--config",
+            str(TINY),
+            "--work",
+            str(tmp_path / "w"),
+            "--results",
+            str(tmp_path / "r"),
+            "--report-only",
+        ]
+    )
+    assert "**Not finished yet (no rows): classical, cf_prior, mars, star-base" in report.read_text()
+
 
 def untimed(entry: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in entry.items() if not key.startswith("wall_s")}
@@ -134,8 +204,19 @@ def outcome_console() -> Any:
 
 def test_cli_runs_a_stage_and_prints_the_stage_table(world: dict[str, Any]) -> None:
     work = world["root"] / "work"
-    args = ["pipeline", "run", str(TINY), "--work", str(work), "--set", f"data.dataset={world['data']}",
-            "--set", "data.n_test=3", "--only", "data"]  # fmt: skip
+    args = [
+        "pipeline",
+        "run",
+        str(TINY),
+        "--work",
+        str(work),
+        "--set",
+        f"data.dataset={world['data']}",
+        "--set",
+        "data.n_test=3",
+        "--only",
+        "data",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "pipeline stages" in result.output and (work / "tasks-test" / "manifest.json").is_file()
