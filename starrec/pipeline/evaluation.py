@@ -1,11 +1,12 @@
 """The ``eval`` stage: every row on the same shuffled test tasks (:func:`starrec.eval.harness.evaluate`).
 
-Rows come in groups (classical, cf_prior, mars, star-base, star-sft, star-grpo, best-of-k); each
-group is written to ``eval/rows-<group>.json`` as soon as it is done, so an interrupted evaluation
-resumes at the first missing group. All rows share one schema (:func:`row`): HR@1/3/5/avg with 95%
-bootstrap intervals (the harness's), wall time, LLM calls, prompt and generated tokens and cost per
-task, the share of STAR chains that reached ``<recommend>`` without a forced ending, and repair
-rates. Two groups reuse one run for several rows:
+Rows come in groups (classical, cf_prior, mars, star-<student>, best-of-k-<student>); each group is
+written to ``eval/rows-<group>.json`` with the settings it was measured with as soon as it is done,
+so an interrupted evaluation resumes at the first missing group, and a group is measured again only
+when its settings changed or a stage it is built on ran (:meth:`Evaluation.stale`). All rows share
+one schema (:func:`row`): HR@1/3/5/avg with 95% bootstrap intervals (the harness's), wall time, LLM
+calls, prompt and generated tokens and cost per task, the share of STAR chains that reached
+``<recommend>`` without a forced ending, and repair rates. Two groups reuse one run for several rows:
 
 * **MARS** runs once with ``ranker_fusion=agreement`` (the *fused* row); the ranker records the
   repaired LLM order next to the fused one (``llm_ranking``), which is exactly the final ranking
@@ -119,7 +120,7 @@ def timed(method: Any, tasks: list[Task], dataset: Dataset, seed: int) -> tuple[
 class Evaluation:
     """The eval stage of one pipeline run."""
 
-    def __init__(self, run: PipelineRun, ran: frozenset[str], forced: bool) -> None:
+    def __init__(self, run: PipelineRun, ran: frozenset[str]) -> None:
         from starrec.data.agentsociety import load_dataset
         from starrec.data.tasks import read_tasks
 
@@ -128,7 +129,6 @@ class Evaluation:
         self.layout = run.layout
         self.ran = ran
         """Stages that ran earlier in this invocation: the row groups built on them are recomputed."""
-        self.forced = forced
         require(self.layout.test_tasks / "manifest.json", "eval", "data")
         self.tasks = read_tasks(self.layout.test_tasks)
         self.dataset = load_dataset(self.layout.dataset)
@@ -141,19 +141,22 @@ class Evaluation:
     # -- caching -------------------------------------------------------------------------------------
 
     def stale(self, group: str) -> bool:
-        """Recompute ``group``: forced, never finished, or a stage it is built on ran in this invocation."""
+        """Measure ``group`` (again): never finished, measured with other settings, or built on a stage
+        that ran in this invocation."""
         path = self.layout.eval_dir / f"rows-{group}.json"
-        built_on = group_inputs(group, self.config.eval.best_of_k_model)
-        return self.forced or not path.exists() or bool(built_on & self.ran)
+        if not path.exists() or group_inputs(group) & self.ran:
+            return True
+        return read_json(path).get("settings") != group_settings(self.config, self.layout, group)
 
     def cached(self, group: str, compute: Callable[[], list[Row]]) -> list[Row]:
-        """The rows of ``group``: read back when an earlier run finished them and nothing they are built on
-        ran since, else computed (and written at once, so an interrupted evaluation keeps them)."""
+        """The rows of ``group``: read back unless :meth:`stale`, else computed (and written at once,
+        with their settings, so an interrupted evaluation keeps them)."""
         path = self.layout.eval_dir / f"rows-{group}.json"
         if not self.stale(group):
             return list(read_json(path)["rows"])
         rows = compute()
-        write_json(path, {"group": group, "rows": rows})
+        settings = group_settings(self.config, self.layout, group)
+        write_json(path, {"group": group, "settings": settings, "rows": rows})
         return rows
 
     # -- rows ----------------------------------------------------------------------------------------
@@ -270,7 +273,7 @@ class Evaluation:
         for role in STUDENT_ROLES:
             greedy = role in options.star
             best_of = bool(options.ks) and options.best_of_k_model == role
-            groups = ([f"star-{role}"] if greedy else []) + (["best-of-k"] if best_of else [])
+            groups = ([f"star-{role}"] if greedy else []) + ([f"best-of-k-{role}"] if best_of else [])
             if not groups:
                 continue
             endpoint = student_endpoint(self.config, self.layout, role)
@@ -283,7 +286,8 @@ class Evaluation:
                 if greedy:
                     rows += self.cached(f"star-{role}", partial(self.greedy_row, role, endpoint.model, url))
                 if best_of:
-                    rows += self.cached("best-of-k", partial(self.best_of_k_rows, role, endpoint.model, url))
+                    best_of_k = partial(self.best_of_k_rows, role, endpoint.model, url)
+                    rows += self.cached(f"best-of-k-{role}", best_of_k)
         return rows
 
     def star_method(self, model: str, url: str | None, samples: int) -> Any:
@@ -384,7 +388,7 @@ def planned_groups(config: Any) -> list[str]:
     groups = [name for name, on in wanted.items() if on]
     for role in STUDENT_ROLES:
         groups += [f"star-{role}"] if role in options.star else []
-        groups += ["best-of-k"] if options.ks and options.best_of_k_model == role else []
+        groups += [f"best-of-k-{role}"] if options.ks and options.best_of_k_model == role else []
     return groups
 
 
@@ -402,14 +406,35 @@ def finished_rows(config: Any, layout: Any) -> tuple[list[Row], list[str]]:
     return rows, missing
 
 
-def group_inputs(group: str, best_of_k_model: str) -> set[str]:
+def group_inputs(group: str) -> set[str]:
     """The stages a row group is built on: every group on the tasks, a student's rows on its checkpoint
     (the MARS rows do not depend on ``teach``: the teacher is not trained)."""
-    if group.startswith("star-"):
-        return {"data", *ROLE_STAGE[group.removeprefix("star-")]}
-    if group == "best-of-k":
-        return {"data", *ROLE_STAGE[best_of_k_model]}
-    return {"data"}
+    role = group.removeprefix("best-of-k-").removeprefix("star-")
+    return {"data", *ROLE_STAGE.get(role, ())}
+
+
+def group_settings(config: Any, layout: Any, group: str) -> dict[str, Any]:
+    """Everything a row group's numbers depend on besides the stages' outputs (kept with its rows)."""
+    from dataclasses import asdict
+
+    from starrec.pipeline.endpoints import student_endpoint
+
+    common = {"seed": config.seed, "data": asdict(config.data), "dataset": str(layout.dataset)}
+    options = config.eval
+    if group == "classical":
+        picked = {name: options.method_options.get(name, {}) for name in options.classical}
+        return {**common, "classical": list(options.classical), "method_options": picked}
+    if group == "cf_prior":
+        return {**common, "method_options": options.method_options.get("cf_prior", {})}
+    if group == "mars":
+        return {**common, "teacher": asdict(config.teacher)}
+    role = group.removeprefix("best-of-k-").removeprefix("star-")
+    student = {
+        "options": dict(config.student.options),
+        "endpoint": student_endpoint(config, layout, role).as_dict(),
+    }
+    settings = {**common, "student": student}
+    return {**settings, "ks": sorted(set(options.ks))} if group.startswith("best-of-k-") else settings
 
 
 STAR_LABELS = {
@@ -484,6 +509,6 @@ def ratio(count: float, total: float) -> float | None:
     return count / total if total else None
 
 
-def eval_stage(run: PipelineRun, ran: frozenset[str] = frozenset(), forced: bool = False) -> dict[str, Any]:
+def eval_stage(run: PipelineRun, ran: frozenset[str] = frozenset()) -> dict[str, Any]:
     """All rows; ``eval/results.json`` is the stage's output (and the benchmark's input)."""
-    return Evaluation(run, ran, forced).run_all()
+    return Evaluation(run, ran).run_all()

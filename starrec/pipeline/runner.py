@@ -6,9 +6,9 @@ Rules (docs/pipeline.md):
 2. once a stage has run in this invocation, every later stage runs too (its input changed); the
    ``serve`` check never makes anything stale, and ``eval`` recomputes only the row groups that
    depend on a stage that ran;
-3. ``from_stage`` redoes that stage and every later one (``eval`` after it recomputes the row groups
-   built on what ran; ``--from eval`` or ``--only eval`` recomputes them all); ``only`` redoes that
-   stage alone.
+3. ``from_stage`` redoes that stage and every later one; ``only`` redoes that stage alone. Redone,
+   ``eval`` still measures only the row groups that are missing, were measured with other settings,
+   or are built on a stage that ran (delete ``eval/rows-<group>.json`` to measure a group again).
 
 ``data`` and ``teach`` never discard anything: redone, they only add what is missing.
 """
@@ -50,8 +50,8 @@ class Stage:
     """One step: how to run it, how to tell it is done, how to read its result back."""
 
     name: str
-    run: Callable[[PipelineRun, frozenset[str], bool], dict[str, Any]]
-    """(run, stages that ran earlier in this invocation, named by --from/--only) -> result."""
+    run: Callable[[PipelineRun, frozenset[str]], dict[str, Any]]
+    """(run, stages that ran earlier in this invocation) -> result."""
     done: Callable[[PipelineRun], bool] | None
     """None: always runs (a check that writes nothing later stages read)."""
     result: Callable[[PipelineRun], dict[str, Any]]
@@ -61,8 +61,8 @@ class Stage:
 
 def _plain(
     stage: Callable[[PipelineRun], dict[str, Any]],
-) -> Callable[[PipelineRun, frozenset[str], bool], Any]:
-    return lambda run, ran, forced: stage(run)
+) -> Callable[[PipelineRun, frozenset[str]], Any]:
+    return lambda run, ran: stage(run)
 
 
 def _marker(relative: Callable[[WorkLayout], Any]) -> Callable[[PipelineRun], bool]:
@@ -117,7 +117,7 @@ STAGE_LIST: tuple[Stage, ...] = (
     ),
     Stage(
         "eval",
-        lambda run, ran, forced: eval_stage(run, ran, forced),
+        eval_stage,
         _marker(lambda w: w.results),
         _json(lambda w: w.results),
         "eval/results.json",
@@ -183,9 +183,7 @@ def run_pipeline(
         else:
             run.console.rule(f"[bold]{stage.name}")
             began = time.perf_counter()
-            # Only the stage named by --from/--only is redone from scratch; eval after it recomputes
-            # just the row groups built on the stages that ran.
-            result = stage.run(run, frozenset(ran), stage.name in (from_stage, only))
+            result = stage.run(run, frozenset(ran))
             seconds = round(time.perf_counter() - began, 1)
             entry = {"status": "ran", "seconds": seconds, "finished": _now(), "result": result}
             run.console.print(f"{stage.name}: {seconds:.0f} s")

@@ -56,7 +56,7 @@ def test_tiny_pipeline_trains_evaluates_and_resumes(tmp_path: Path, monkeypatch:
     after = {path.name: path.stat().st_mtime_ns for path in layout.eval_dir.glob("rows-*.json")}
     assert {name for name in after if after[name] != before[name]} == {
         "rows-star-grpo.json",
-        "rows-best-of-k.json",
+        "rows-best-of-k-grpo.json",
     }
     record = json.loads(layout.record.read_text())
     assert len(record["invocations"]) == 4 and record["stages"]["grpo"]["seconds"] > 0

@@ -121,24 +121,24 @@ def test_stage_selection() -> None:
 
 
 def test_eval_row_groups_depend_on_the_stage_that_makes_their_model() -> None:
-    assert group_inputs("star-grpo", "grpo") == {"data", "grpo"}
-    assert group_inputs("star-base", "grpo") == {"data"}
-    assert group_inputs("best-of-k", "sft") == {"data", "sft"}
-    assert group_inputs("mars", "grpo") == group_inputs("classical", "grpo") == {"data"}
+    assert group_inputs("star-grpo") == group_inputs("best-of-k-grpo") == {"data", "grpo"}
+    assert group_inputs("star-base") == group_inputs("best-of-k-base") == {"data"}
+    assert group_inputs("best-of-k-sft") == {"data", "sft"}
+    assert group_inputs("mars") == group_inputs("classical") == {"data"}
 
 
 class Recorder:
-    """Stand-in stages: each writes a marker file; ``calls`` logs (stage, earlier stages that ran, forced)."""
+    """Stand-in stages: each writes a marker file; ``calls`` logs (stage, earlier stages that ran)."""
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.calls: list[tuple[str, tuple[str, ...], bool]] = []
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
 
     def stage(self, name: str) -> Stage:
         marker = self.work / f"{name}.done"
 
-        def run(_: Any, ran: frozenset[str], forced: bool) -> dict[str, Any]:
-            self.calls.append((name, tuple(sorted(ran)), forced))
+        def run(_: Any, ran: frozenset[str]) -> dict[str, Any]:
+            self.calls.append((name, tuple(sorted(ran))))
             marker.write_text(name)
             return {"stage": name}
 
@@ -186,17 +186,17 @@ def test_from_and_only_redo_stages(tmp_path: Path, recorder: Recorder) -> None:
     recorder.calls.clear()
     run_pipeline(config, from_stage="rl-data")
     assert recorder.calls == [
-        ("rl-data", (), True),
-        ("grpo", ("rl-data",), False),
-        ("serve", ("grpo", "rl-data"), False),
-        ("eval", ("grpo", "rl-data", "serve"), False),
+        ("rl-data", ()),
+        ("grpo", ("rl-data",)),
+        ("serve", ("grpo", "rl-data")),
+        ("eval", ("grpo", "rl-data", "serve")),
     ]
     recorder.calls.clear()
     outcome = run_pipeline(config, only="sft")
-    assert recorder.calls == [("sft", (), True)] and list(outcome["stages"]) == ["sft"]
+    assert recorder.calls == [("sft", ())] and list(outcome["stages"]) == ["sft"]
     recorder.calls.clear()
     run_pipeline(config, from_stage="serve")  # serve is a check: eval still runs, as --from asks
-    assert recorder.calls == [("serve", (), True), ("eval", ("serve",), False)]
+    assert recorder.calls == [("serve", ()), ("eval", ("serve",))]
 
 
 def test_docs_explain_every_config_field() -> None:

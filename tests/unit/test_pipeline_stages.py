@@ -22,7 +22,7 @@ from starrec.data.agentsociety import write_dataset
 from starrec.data.tasks import read_tasks
 from starrec.eval.metrics import summarize
 from starrec.pipeline import WorkLayout, load_config, run_pipeline
-from starrec.pipeline.evaluation import eval_stage
+from starrec.pipeline.evaluation import eval_stage, finished_rows
 from starrec.pipeline.stages import PipelineRun
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "pipeline-tiny.yaml"
@@ -70,10 +70,10 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 def test_stages_and_every_eval_row_without_training(world: dict[str, Any]) -> None:
     root = world["root"]
 
-    def config_of(url: str) -> Any:
+    def config_of(url: str, *more: str) -> Any:
         overrides = [f"data.dataset={world['data']}", "data.n_test=3", "eval.classical=[random, itemknn]"]
         overrides += [f"student.base_urls.{role}={url}" for role in ("base", "sft", "grpo")]
-        return load_config(TINY, overrides, work=root / "work")
+        return load_config(TINY, [*overrides, *more], work=root / "work")
 
     layout = WorkLayout.of(config_of("http://unused"))
     run_pipeline(config_of("http://unused"), only="data")
@@ -93,8 +93,25 @@ def test_stages_and_every_eval_row_without_training(world: dict[str, Any]) -> No
         reached = [(e["role"], e["how"]) for e in serve["endpoints"]]
         assert reached == [("teacher", "injected"), *((role, "endpoint") for role in ("base", "sft", "grpo"))]
         outcome = run_pipeline(config, only="eval", teacher_model=teacher)
+        results = json.loads(layout.results.read_text())
 
-    results = json.loads(layout.results.read_text())
+        # Resume inside eval: a finished group is read back; a missing one, or one whose settings
+        # changed (here the best-of-k values), is measured again.
+        before = {path.name: path.stat().st_mtime_ns for path in layout.eval_dir.glob("rows-*.json")}
+        (layout.eval_dir / "rows-cf_prior.json").unlink()
+        again = eval_stage(PipelineRun(config, layout, quiet_console(), teacher))
+        assert [untimed(entry) for entry in again["rows"]] == [untimed(entry) for entry in results["rows"]]
+        fewer = eval_stage(
+            PipelineRun(config_of(server.base_url, "eval.ks=[1]"), layout, quiet_console(), teacher)
+        )
+        assert [entry["key"] for entry in fewer["rows"]][-2:] == ["star_grpo", "best_of_1"]
+        after = {path.name: path.stat().st_mtime_ns for path in layout.eval_dir.glob("rows-*.json")}
+        assert {name for name in after if after[name] != before.get(name)} == {
+            "rows-cf_prior.json",
+            "rows-best-of-k-grpo.json",
+        }
+        eval_stage(PipelineRun(config, layout, quiet_console(), teacher))  # back to ks [1, 2]
+
     assert results == outcome["stages"]["eval"]["result"]
     rows = {entry["key"]: entry for entry in results["rows"]}
     assert list(rows) == ROW_KEYS
@@ -123,15 +140,9 @@ def test_stages_and_every_eval_row_without_training(world: dict[str, Any]) -> No
     record = json.loads(layout.record.read_text())
     assert {"data", "teach", "filter", "serve", "eval"} <= set(record["stages"])
     assert record["config"]["data"]["n_test"] == 3 and len(record["invocations"]) == 5
-
-    # Resume inside eval: a finished group is read back, a missing one (or one whose model changed) is redone.
-    before = {path.name: path.stat().st_mtime_ns for path in layout.eval_dir.glob("rows-*.json")}
-    (layout.eval_dir / "rows-cf_prior.json").unlink()
-    run = PipelineRun(config_of("http://unused"), layout, outcome_console(), teacher)
-    again = eval_stage(run)
-    assert [untimed(entry) for entry in again["rows"]] == [untimed(entry) for entry in results["rows"]]
-    after = {path.name: path.stat().st_mtime_ns for path in layout.eval_dir.glob("rows-*.json")}
-    assert {name for name in after if after[name] != before.get(name)} == {"rows-cf_prior.json"}
+    assert [untimed(entry) for entry in finished_rows(config, layout)[0]] == [
+        untimed(e) for e in results["rows"]
+    ]
 
     # The benchmark formats what the work folder holds (here: every group, nothing missing).
     report = benchmark().main(
@@ -193,10 +204,11 @@ def test_benchmark_flags_set_config_fields(tmp_path: Path) -> None:
 
 
 def untimed(entry: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in entry.items() if not key.startswith("wall_s")}
+    """A row without its timings (they differ between two measurements of the same rankings)."""
+    return {key: value for key, value in entry.items() if "wall_s" not in key and "_s_per_" not in key}
 
 
-def outcome_console() -> Any:
+def quiet_console() -> Any:
     from rich.console import Console
 
     return Console(quiet=True)
