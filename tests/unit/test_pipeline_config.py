@@ -173,9 +173,9 @@ def test_stages_skip_when_done_and_resume_after_a_failure(tmp_path: Path, record
     recorder.calls.clear()
     run_pipeline(config)
     assert recorder.calls == [
-        ("grpo", (), False),
-        ("serve", ("grpo",), False),
-        ("eval", ("grpo", "serve"), False),
+        ("grpo", ()),
+        ("serve", ("grpo",)),
+        ("eval", ("grpo", "serve")),
     ]
     assert len(json.loads((tmp_path / "pipeline.json").read_text())["invocations"]) == 3
 
