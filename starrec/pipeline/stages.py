@@ -193,10 +193,12 @@ def teach_done(run: PipelineRun) -> bool:
 
 def teach_stage(run: PipelineRun) -> dict[str, Any]:
     """MARS over the training tasks (``starrec teach``): only the missing or errored runs are recorded."""
-    from starrec.graphs.teach import teach
+    from starrec.graphs.teach import run_folder_lock, teach
 
     config, layout = run.config, run.layout
     require(layout.train_tasks / "manifest.json", "teach", "data")
+    with run_folder_lock(layout.runs):
+        pass  # another teach writing these runs stops us here, before a server is started for nothing
     with opened(teacher_of(run), config, layout, run.console) as url:
         context = teacher_context(run, url, layout.train_data, layout.train_tasks)
         summary = teach(

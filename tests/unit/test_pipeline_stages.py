@@ -21,6 +21,7 @@ from starrec.contract.runs_file import load_trajectories
 from starrec.data.agentsociety import write_dataset
 from starrec.data.tasks import read_tasks
 from starrec.eval.metrics import summarize
+from starrec.graphs.teach import RunFolderBusyError, run_folder_lock
 from starrec.pipeline import WorkLayout, load_config, run_pipeline
 from starrec.pipeline.evaluation import eval_stage, finished_rows
 from starrec.pipeline.stages import PipelineRun
@@ -245,3 +246,14 @@ def test_cli_runs_a_stage_and_prints_the_stage_table(world: dict[str, Any]) -> N
             last.startswith("error: ")
             and "holds 3 classic tasks built with seed 0, but the config asks for 5" in last
         )
+
+
+def test_teach_stops_at_a_busy_run_folder_before_starting_a_server(world: dict[str, Any]) -> None:
+    overrides = [f"data.dataset={world['data']}", "data.n_test=3", "teacher.llm=openai"]
+    config = load_config(TINY, overrides, work=world["root"] / "work")
+    run_pipeline(config, only="data")
+    with (
+        run_folder_lock(WorkLayout.of(config).runs),
+        pytest.raises(RunFolderBusyError, match="is being written by"),
+    ):
+        run_pipeline(config, only="teach")  # a vLLM start would fail first here (no .venv-vllm in tests)
