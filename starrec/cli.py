@@ -18,6 +18,7 @@ from starrec.distill import commands as distill_commands
 from starrec.eval import commands as eval_commands
 from starrec.graphs import commands as graph_commands
 from starrec.llm.redact import redact
+from starrec.pipeline import commands as pipeline_commands
 from starrec.serving import commands as serving_commands
 from starrec.tools import commands as tool_commands
 from starrec.tools.store import GraphStoreError
@@ -77,7 +78,15 @@ def main(
     """MARS multi-agent LLM recommender, STAR distillation and AgentRecBench evaluation."""
 
 
-AREAS = (data_commands, eval_commands, tool_commands, graph_commands, distill_commands, serving_commands)
+AREAS = (
+    data_commands,
+    eval_commands,
+    tool_commands,
+    graph_commands,
+    distill_commands,
+    serving_commands,
+    pipeline_commands,
+)
 for area in AREAS:
     area.register(app)
 

@@ -1,0 +1,259 @@
+"""The real pipeline stages on the tiny config, without the training stages: tasks on a 12-user dataset,
+``teach`` with a scripted MARS teacher, the outcome filter, the ``serve`` check, and every eval row
+with the students behind a scripted OpenAI-compatible endpoint (``student.base_urls``: no server is
+started). Training runs end to end in tests/integration/test_pipeline.py (slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from distill_fixtures import scripted_teacher
+from mars_fixtures import build_movie_dataset
+from test_serving_loop import ScriptedServer
+from typer.testing import CliRunner
+
+from starrec.cli import app
+from starrec.contract.runs_file import load_trajectories
+from starrec.data.agentsociety import write_dataset
+from starrec.data.tasks import read_tasks
+from starrec.eval.metrics import summarize
+from starrec.graphs.teach import RunFolderBusyError, run_folder_lock
+from starrec.pipeline import WorkLayout, load_config, run_pipeline
+from starrec.pipeline.evaluation import eval_stage, finished_rows
+from starrec.pipeline.stages import PipelineRun
+
+TINY = Path(__file__).resolve().parents[2] / "configs" / "pipeline-tiny.yaml"
+ROW_KEYS = [
+    "random",
+    "itemknn",
+    "best_classical",
+    "cf_prior",
+    "mars_fused",
+    "mars_raw",
+    "star_base",
+    "star_sft",
+    "star_grpo",
+    "best_of_1",
+    "best_of_2",
+]
+
+
+class OracleStudent:
+    """A student endpoint that writes a well-formed chain with the user's ground truth first."""
+
+    def __init__(self, truths: dict[str, str]) -> None:
+        self.truths = truths
+
+    def __call__(self, request: dict[str, Any]) -> str:
+        prompt = request["messages"][1]["content"] if len(request["messages"]) > 1 else ""
+        if "## candidate ids (rank all of them)" not in prompt:
+            return "The viewer watches one genre, film after film."  # an abstractor summary
+        listed = json.loads(prompt.split("## candidate ids (rank all of them)\n", 1)[1].splitlines()[0])
+        truth = self.truths[prompt.split("for user ", 1)[1].split(".", 1)[0]]
+        ranking = json.dumps([truth, *(item for item in listed if item != truth)])
+        return (
+            '<plan>\nshort {"agents": ["user_profile"]}\n</plan>\n'
+            '<user_profile>\n{"traits": []}\n</user_profile>\n'
+            f'<reflection>\nok {{"passed": true}}\n</reflection>\n<recommend>\n{ranking}\n</recommend>'
+        )
+
+
+@pytest.fixture()
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setenv("STARREC_CACHE_DIR", str(tmp_path / "cache"))
+    return {"root": tmp_path, "data": write_dataset(build_movie_dataset(), tmp_path / "movies")}
+
+
+def test_stages_and_every_eval_row_without_training(world: dict[str, Any]) -> None:
+    root = world["root"]
+
+    def config_of(url: str, *more: str) -> Any:
+        overrides = [f"data.dataset={world['data']}", "data.n_test=3", "eval.classical=[random, itemknn]"]
+        overrides += [f"student.base_urls.{role}={url}" for role in ("base", "sft", "grpo")]
+        return load_config(TINY, [*overrides, *more], work=root / "work")
+
+    layout = WorkLayout.of(config_of("http://unused"))
+    run_pipeline(config_of("http://unused"), only="data")
+    test_tasks, train_tasks = read_tasks(layout.test_tasks), read_tasks(layout.train_tasks)
+    assert (len(test_tasks), len(train_tasks)) == (3, 4)
+    assert (layout.work / "movies-train" / "review.json").is_file()
+    teacher = scripted_teacher(
+        {frozenset(t.candidates): t.ground_truth or "" for t in test_tasks + train_tasks}
+    )
+
+    with ScriptedServer(OracleStudent({t.user_id: t.ground_truth or "" for t in test_tasks})) as server:
+        config = config_of(server.base_url)
+        teach = run_pipeline(config, only="teach", teacher_model=teacher)["stages"]["teach"]
+        assert teach["status"] == "ran" and teach["result"]["runs"] == 4 and teach["result"]["errors"] == 0
+        assert run_pipeline(config, only="filter")["stages"]["filter"]["result"]["kept_runs"] == 4
+        serve = run_pipeline(config, only="serve", teacher_model=teacher)["stages"]["serve"]["result"]
+        reached = [(e["role"], e["how"]) for e in serve["endpoints"]]
+        assert reached == [("teacher", "injected"), *((role, "endpoint") for role in ("base", "sft", "grpo"))]
+        outcome = run_pipeline(config, only="eval", teacher_model=teacher)
+        results = json.loads(layout.results.read_text())
+
+        # Resume inside eval: a finished group is read back; a missing one, or one whose settings
+        # changed (here the best-of-k values), is measured again.
+        before = {path.name: path.stat().st_mtime_ns for path in layout.eval_dir.glob("rows-*.json")}
+        (layout.eval_dir / "rows-cf_prior.json").unlink()
+        again = eval_stage(PipelineRun(config, layout, quiet_console(), teacher))
+        assert [untimed(entry) for entry in again["rows"]] == [untimed(entry) for entry in results["rows"]]
+        fewer = eval_stage(
+            PipelineRun(config_of(server.base_url, "eval.ks=[1]"), layout, quiet_console(), teacher)
+        )
+        assert [entry["key"] for entry in fewer["rows"]][-2:] == ["star_grpo", "best_of_1"]
+        after = {path.name: path.stat().st_mtime_ns for path in layout.eval_dir.glob("rows-*.json")}
+        assert {name for name in after if after[name] != before.get(name)} == {
+            "rows-cf_prior.json",
+            "rows-best-of-k-grpo.json",
+        }
+        eval_stage(PipelineRun(config, layout, quiet_console(), teacher))  # back to ks [1, 2]
+
+    assert results == outcome["stages"]["eval"]["result"]
+    rows = {entry["key"]: entry for entry in results["rows"]}
+    assert list(rows) == ROW_KEYS
+    for entry in rows.values():
+        assert entry["n_tasks"] == 3 and entry["cost_per_task_usd"] == 0.0
+        for key in ("hr@1", "hr@3", "hr@5", "hr_avg"):
+            low, high = entry["ci95"][key]
+            assert low <= entry[key] <= high
+        assert (entry["llm_calls_per_task"] > 0) == (entry["kind"] in ("teacher", "student"))
+    assert rows["best_classical"]["hr_avg"] == max(rows["random"]["hr_avg"], rows["itemknn"]["hr_avg"])
+    for key in ("star_base", "star_sft", "star_grpo", "best_of_1", "best_of_2"):
+        assert rows[key]["hr@1"] == 1.0 and rows[key]["unparsed_chain_share"] == 0.0
+    assert rows["best_of_2"]["llm_calls_per_task"] == 2 * rows["best_of_1"]["llm_calls_per_task"]
+    assert rows["best_of_1"]["wall_s"] is None and rows["best_of_2"]["wall_s"] is not None
+
+    # MARS fused and raw are scored from the same recorded runs: the final and the ranker's LLM order.
+    runs = {run.task_id: run for run in load_trajectories(layout.eval_dir / "mars-runs")}
+    truths = [task.ground_truth or "" for task in test_tasks]
+    fused = summarize([runs[t.task_id].ranking for t in test_tasks], truths)
+    llm = [
+        next(s for s in runs[t.task_id].steps if s.node == "ranker").output["llm_ranking"] for t in test_tasks
+    ]
+    assert rows["mars_fused"]["hr_avg"] == fused["hr_avg"]
+    assert rows["mars_raw"]["hr_avg"] == summarize(llm, truths)["hr_avg"]
+
+    record = json.loads(layout.record.read_text())
+    assert {"data", "teach", "filter", "serve", "eval"} <= set(record["stages"])
+    assert record["config"]["data"]["n_test"] == 3 and len(record["invocations"]) == 5
+    assert [untimed(entry) for entry in finished_rows(config, layout)[0]] == [
+        untimed(e) for e in results["rows"]
+    ]
+
+    # The benchmark formats what the work folder holds (here: every group, nothing missing).
+    report = benchmark().main(
+        [
+            "--config",
+            str(TINY),
+            "--work",
+            str(layout.work),
+            "--results",
+            str(root / "results"),
+            "--set",
+            f"data.dataset={world['data']}",
+            "--set",
+            "data.n_test=3",
+            "--set",
+            "eval.classical=[random, itemknn]",
+            "--report-only",
+        ]
+    )
+    text = report.read_text(encoding="utf-8")
+    assert "Not finished" not in text and (root / "results" / "star_vs_mars.png").is_file()
+    raw = rows["mars_raw"]
+    assert f"| MARS raw (LLM order) | {raw['hr@1']:.3f} [{raw['ci95']['hr@1'][0]:.2f}, " in text
+    saved = json.loads((root / "results" / "star_vs_mars.json").read_text())
+    assert [entry["key"] for entry in saved["rows"]] == ROW_KEYS and saved["meta"]["missing"] == []
+
+
+def benchmark() -> Any:
+    """``benchmarks/star_vs_mars.py`` as a module (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "star_vs_mars", TINY.parents[1] / "benchmarks" / "star_vs_mars.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_flags_set_config_fields(tmp_path: Path) -> None:
+    module = benchmark()
+    args = module.parse_args(
+        ["--config", str(TINY), "--n-test", "5", "--concurrency", "3", "--set", "seed=2"]
+    )
+    config = module.build_config(args)
+    assert (config.data.n_test, config.teacher.concurrency, config.student.concurrency) == (5, 3, 3)
+    assert config.seed == 2 and config.work == TINY.parents[1] / "pipeline-work" / "tiny"
+    report = module.main(
+        [
+            "--config",
+            str(TINY),
+            "--work",
+            str(tmp_path / "w"),
+            "--results",
+            str(tmp_path / "r"),
+            "--report-only",
+        ]
+    )
+    assert "**Not finished yet (no rows): classical, cf_prior, mars, star-base" in report.read_text()
+
+
+def untimed(entry: dict[str, Any]) -> dict[str, Any]:
+    """A row without its timings (they differ between two measurements of the same rankings)."""
+    return {key: value for key, value in entry.items() if "wall_s" not in key and "_s_per_" not in key}
+
+
+def quiet_console() -> Any:
+    from rich.console import Console
+
+    return Console(quiet=True)
+
+
+def test_cli_runs_a_stage_and_prints_the_stage_table(world: dict[str, Any]) -> None:
+    work = world["root"] / "work"
+    args = [
+        "pipeline",
+        "run",
+        str(TINY),
+        "--work",
+        str(work),
+        "--set",
+        f"data.dataset={world['data']}",
+        "--set",
+        "data.n_test=3",
+        "--only",
+        "data",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "pipeline stages" in result.output and (work / "tasks-test" / "manifest.json").is_file()
+    nothing = ["--set", "eval.mars=false", "--set", "eval.star=[]", "--set", "eval.ks=[]", "--only", "serve"]
+    checked = CliRunner().invoke(app, [*args[:-2], *nothing])
+    assert checked.exit_code == 0, checked.output
+    assert json.loads((work / "serve.json").read_text()) == {"endpoints": []}
+    # A work folder built for other tasks is refused, also when the data stage would be skipped.
+    for only in (["--only", "data"], ["--from", "teach"]):
+        changed = CliRunner().invoke(app, [*args[:-2], "--set", "data.n_test=5", *only])
+        assert changed.exit_code == 1
+        last = changed.output.strip().splitlines()[-1]
+        assert (
+            last.startswith("error: ")
+            and "holds 3 classic tasks built with seed 0, but the config asks for 5" in last
+        )
+
+
+def test_teach_stops_at_a_busy_run_folder_before_starting_a_server(world: dict[str, Any]) -> None:
+    overrides = [f"data.dataset={world['data']}", "data.n_test=3", "teacher.llm=openai"]
+    config = load_config(TINY, overrides, work=world["root"] / "work")
+    run_pipeline(config, only="data")
+    with (
+        run_folder_lock(WorkLayout.of(config).runs),
+        pytest.raises(RunFolderBusyError, match="is being written by"),
+    ):
+        run_pipeline(config, only="teach")  # a vLLM start would fail first here (no .venv-vllm in tests)
