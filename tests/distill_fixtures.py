@@ -200,3 +200,99 @@ def record_scripted_runs(
     )
     assert summary.runs == passes * len(users) and summary.errors == 0, summary
     return {"root": root, "data": data, "tasks": root / "tasks", "runs": root / "runs"}
+
+
+ML100K_RUNS = Path(__file__).parent / "data" / "ml100k_teacher_runs.jsonl"
+"""Real MARS runs on MovieLens-100k (SmolLM2-135M teacher), trimmed to what serialisation reads."""
+
+
+def ml100k_runs() -> list[Trajectory]:
+    """The recorded ML-100k teacher runs plus :func:`heavy_ml100k_trajectory` (the worst shape)."""
+    from starrec.contract.runs_file import load_trajectories
+
+    return [*load_trajectories(ML100K_RUNS), heavy_ml100k_trajectory()]
+
+
+ML100K_CANDIDATES = ["50", "181", "258", "100", "294", "286", "288", "1", "300", "121",
+                     "174", "127", "56", "7", "98", "237", "117", "172", "222", "204"]  # fmt: skip
+ML100K_EVIDENCE = (
+    "Item-CF for [{anchor}] (users who watched it also watched): "
+    + "; ".join(
+        f"[{item}] Movie title {item} (19{90 + n % 9}) with {40 - n} shared viewers"
+        for n, item in enumerate(ML100K_CANDIDATES)
+    )
+    + ". Categories: 'Nineties dramas' (ids 50, 181, 258): acclaimed dramas most of these viewers rate 4+; "
+    "'Action classics' (ids 174, 127, 56): older action films they return to."
+)
+
+
+def heavy_ml100k_trajectory() -> Trajectory:
+    """A verbose, tool-heavy ML-100k-shaped run: the planner runs all four agents, each thinks at
+    length and lists six long conclusions, four tool calls, a failed reflection flagging two agents
+    and a correction round: the shape that most strains the generated-token budget."""
+
+    def sentence(topic: str, words: int) -> str:
+        return (
+            f"The user {topic} "
+            + " ".join(["and", "often", "watches", "similar", "films"] * words)[:400]
+            + "."
+        )
+
+    def agent(node: str, anchor: str | None, round_: int = 0) -> StepRecord:
+        calls = []
+        if anchor is not None:
+            calls.append(
+                ToolCallRecord(
+                    name="item_cf",
+                    arguments={"item_id": anchor},
+                    response=ML100K_EVIDENCE.format(anchor=anchor),
+                )
+            )
+        return StepRecord(
+            node=node,
+            round=round_,
+            thinking=" ".join(sentence(f"shows {node} signal {n}", 4) for n in range(4)),
+            tool_calls=calls,
+            output={
+                "conclusions": [sentence(f"prefers genre {n} of the nineties", 3) for n in range(6)],
+                "evidence_ids": ML100K_CANDIDATES[:5],
+                **({"correction": "Weigh the ratings of the recent films."} if round_ else {}),
+            },
+        )
+
+    ranking = ML100K_CANDIDATES[::-1]
+    agents = ["user_profile", "historical_interest", "recent_interest", "interest_divergence"]
+    steps = [
+        StepRecord(node="abstractor", output={"summary": "Watched 1990s dramas, then action."}),
+        StepRecord(node="planner", thinking=sentence("has a long history", 6), output={"agents": agents}),
+        agent("user_profile", None),
+        agent("historical_interest", "50"),
+        agent("recent_interest", "181"),
+        agent("interest_divergence", "258"),
+        StepRecord(
+            node="reflector",
+            thinking=sentence("is described inconsistently", 5),
+            output={
+                "passed": False,
+                "feedback": [
+                    {"agent": "recent_interest", "suggestion": sentence("rated the recent films low", 3)},
+                    {"agent": "interest_divergence", "suggestion": sentence("needs new genres", 3)},
+                ],
+            },
+        ),
+        agent("recent_interest", "100", round_=1),
+        agent("interest_divergence", None, round_=1),
+        StepRecord(node="ranker", thinking=sentence("ranks dramas first", 8), output={"ranking": ranking}),
+    ]
+    return Trajectory(
+        task_id="ml-heavy",
+        user_id="196",
+        scenario="classic",
+        domain="movie",
+        candidates=ML100K_CANDIDATES,
+        ground_truth=ranking[0],
+        prompt={"summary": "Watched 1990s dramas, then action.", "candidates": ML100K_CANDIDATES},
+        ranking=ranking,
+        steps=steps,
+        settings={"use_tools": True, "use_planner": True, "use_reflector": True},
+    )

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from starrec.contract.ablations import ABLATION_CHOICES
+from starrec.distill.chain import DEFAULT_RECOMMEND_TOP, GENERATED_TOKEN_BUDGET
 
 distill_app = typer.Typer(
     name="distill",
@@ -30,6 +31,14 @@ EvidenceDataOpt = Annotated[
     Path | None,
     typer.Option(help="Dataset folder whose CF graph + evidence answer the student's tool calls."),
 ]
+ReserveOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Generated tokens kept for the ranking; a sample short of <recommend> is closed and forced "
+        "into it (default: enough for --recommend-top ids)."
+    ),
+]
+RecommendTopOpt = Annotated[int, typer.Option(help="R: ids per <recommend> in the chains and the prompt.")]
 EvidenceTasksOpt = Annotated[
     Path | None, typer.Option(help="Task folder whose answers are hidden from that graph (leakage).")
 ]
@@ -65,8 +74,16 @@ def filter_command(
     ] = 1,
     ablation: AblationOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write the surviving runs to this .jsonl file.")] = None,
+    student: Annotated[
+        str,
+        typer.Option(
+            help="Tokenizer the chain budget is counted in: tiny | smollm2 | an HF folder ('none' skips it)."
+        ),
+    ] = "smollm2",
+    recommend_top: RecommendTopOpt = DEFAULT_RECOMMEND_TOP,
 ) -> None:
-    """Outcome filtering: which recorded runs would train the student, per scenario."""
+    """Outcome filtering: which recorded runs would train the student, per scenario, and how many of
+    their compact chains exceed the student's generated-token budget."""
     from rich.table import Table
 
     from starrec.contract.runs_file import load_trajectories
@@ -85,12 +102,33 @@ def filter_command(
         "empty = finished runs dropped because the ranker named no valid candidate or every agent fell back"
         + (f"; {report.superseded} superseded line(s) of retried runs ignored" if report.superseded else "")
     )
+    if kept and student != "none":
+        try:
+            line = _budget_line(kept, student, recommend_top)
+        except (FileNotFoundError, OSError) as error:  # no tokenizer here: the filter itself still stands
+            line = f"not counted: no {student!r} tokenizer ({error}); --student none skips this"
+        _console().print("Compact chains of the kept runs: " + line)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", encoding="utf-8") as handle:
             for trajectory in kept:
                 handle.write(json.dumps(trajectory.to_line(), ensure_ascii=False) + "\n")
         _console().print(f"{len(kept)} runs written to {out}")
+
+
+def _budget_line(trajectories: list[Any], student: str, recommend_top: int) -> str:
+    """The chain-budget sentence for these runs, counted in ``student``'s tokenizer."""
+    from transformers import AutoTokenizer
+
+    from starrec.distill.chain import ChainBudgetReport, ChainFormat, serialise_within_budget
+    from starrec.distill.config import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(student))
+    fmt = ChainFormat(recommend_top=recommend_top)
+    report = ChainBudgetReport(GENERATED_TOKEN_BUDGET)
+    for trajectory in trajectories:
+        report.add(serialise_within_budget(trajectory, tokenizer, report.budget, fmt)[1])
+    return report.line()
 
 
 @distill_app.command("sft")
@@ -110,7 +148,14 @@ def sft_command(
         int | None, typer.Option(help="Gradient accumulation (paper: global batch 64).")
     ] = None,
     max_length: Annotated[
-        int | None, typer.Option(help="Token limit per example (paper 16,384; CPU 4,096).")
+        int | None,
+        typer.Option(
+            help="Token limit per example (paper 16,384; CPU 4,096); longer examples are left out and "
+            "counted, never truncated."
+        ),
+    ] = None,
+    recommend_top: Annotated[
+        int | None, typer.Option(help=f"R: ids per <recommend> (default {DEFAULT_RECOMMEND_TOP}).")
     ] = None,
     mask_tool_responses: Annotated[
         bool, typer.Option(help="No loss on <tool_response> text (the evidence store writes it).")
@@ -136,6 +181,7 @@ def sft_command(
             per_device_train_batch_size=batch_size,
             gradient_accumulation_steps=grad_accum,
             max_length=max_length,
+            recommend_top=recommend_top,
             mask_tool_responses=mask_tool_responses,
             seed=seed,
         )
@@ -144,7 +190,9 @@ def sft_command(
     result = train_sft(runs, out, config, console)
     s = result.summary()
     console.print(
-        f"SFT done: {s['examples']} examples ({s['dropped_too_long']} too long), {s['steps']} steps, "
+        f"SFT done: {s['examples']} examples ({s['dropped_too_long']} longer than max_length, left out; "
+        f"{s['chain_budget']['over_budget']} chains over the {s['chain_budget']['budget']}-token "
+        f"generated budget), {s['steps']} steps, "
         f"loss {s['first_loss']:.4f} -> {s['last_loss']:.4f}, {s['s_per_step']} s/step, "
         f"{s['tokens_per_s']} tokens/s, peak {s['peak_rss_mb']} MiB. Checkpoint: {out}"
     )
@@ -165,8 +213,10 @@ def rl_data_command(
     limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
     max_prompt_length: Annotated[int, typer.Option(help="Prompt tokens kept (the end).")] = 6000,
     max_completion_length: Annotated[
-        int, typer.Option(help="Tokens per sample incl. tool responses.")
+        int, typer.Option(help="Generated tokens per sample (tool responses not counted).")
     ] = 8192,
+    recommend_top: RecommendTopOpt = DEFAULT_RECOMMEND_TOP,
+    recommend_reserve: ReserveOpt = None,
     max_tool_calls: Annotated[int, typer.Option(help="Tool calls executed per sample.")] = 8,
     ablation: AblationOpt = None,
     evidence_data: EvidenceDataOpt = None,
@@ -189,18 +239,21 @@ def rl_data_command(
         max_prompt_length=max_prompt_length,
         max_completion_length=max_completion_length,
         max_tool_calls=max_tool_calls,
+        recommend_top=recommend_top,
+        recommend_reserve=recommend_reserve,
         ablation=ablation,
         limit=limit,
         seed=seed,
     )
     evidence = _open_evidence(evidence_data, evidence_tasks, ablation)
-    instances = rl_instances(load_trajectories(runs), ablation)
+    instances = rl_instances(load_trajectories(runs), ablation, recommend_top)
     summary = build_rl_data(
         model, instances, out, config, evidence, evidence_dirs=(evidence_data, evidence_tasks)
     )
     _console().print(
         f"RL data: {summary['instances']} instances, buckets {summary['buckets']}, mixed {summary['mixed']}; "
-        f"{summary['unparsed_samples']}/{summary['samples']} samples unparsed; written to {out}"
+        f"{summary['unparsed_samples']}/{summary['samples']} samples unparsed, {summary['forced_samples']} "
+        f"budget-forced into <recommend>; written to {out}"
     )
 
 
@@ -217,8 +270,12 @@ def grpo_command(
     num_generations: Annotated[int | None, typer.Option(help="G, completions per prompt (paper: 8).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Completions per step (multiple of G).")] = None,
     max_prompt_length: Annotated[int | None, typer.Option(help="Prompt tokens kept (paper: 6,000).")] = None,
-    max_completion_length: Annotated[int | None, typer.Option(help="Response tokens (paper: 8,192).")] = None,
+    max_completion_length: Annotated[
+        int | None,
+        typer.Option(help="Generated tokens per response, tool responses not counted (paper: 8,192)."),
+    ] = None,
     max_tool_calls: Annotated[int | None, typer.Option(help="Tool calls executed per rollout.")] = None,
+    recommend_reserve: ReserveOpt = None,
     save_steps: Annotated[int | None, typer.Option(help="Extra checkpoints every N steps.")] = None,
     ablation: AblationOpt = None,
     evidence_data: EvidenceDataOpt = None,
@@ -252,6 +309,7 @@ def grpo_command(
         max_prompt_length=max_prompt_length,
         max_completion_length=max_completion_length,
         max_tool_calls=max_tool_calls,
+        recommend_reserve=recommend_reserve,
         save_steps=save_steps,
         seed=seed,
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from starrec.contract.ablations import ABLATION_CHOICES, check_ablation
+from starrec.distill.chain import DEFAULT_RECOMMEND_TOP, GENERATED_TOKEN_BUDGET
 
 
 def resolve_model(spec: str) -> Path:
@@ -104,14 +105,24 @@ class StarSFTConfig(_Config):
         default=0.05, metadata={"help": "Paper: 5% warm-up (a float < 1 is a ratio)."}
     )
     max_length: int = field(
-        default=16384, metadata={"help": "Paper: 16,384 tokens; longer examples are truncated."}
+        default=16384,
+        metadata={
+            "help": "Paper: 16,384 tokens (prompt + chain). Longer examples are left out and counted, never "
+            "truncated: a cut chain would teach the student to stop before <recommend>."
+        },
+    )
+    recommend_top: int = field(
+        default=DEFAULT_RECOMMEND_TOP,
+        metadata={"help": "R: ids in each chain's <recommend> (and the prompt's 'at most R ids')."},
     )
     bf16: bool = field(default=True, metadata={"help": "bf16 mixed precision (GPU)."})
     use_cpu: bool = field(default=False, metadata={"help": "Train on CPU."})
     logging_steps: int = field(default=1, metadata={"help": "Log loss every N steps."})
     seed: int = field(default=0, metadata={"help": "Seed for data order, initialisation (tiny) and dropout."})
 
-    STAR_ONLY: ClassVar[frozenset[str]] = frozenset({"model", "top_k", "ablation", "mask_tool_responses"})
+    STAR_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"model", "top_k", "ablation", "mask_tool_responses", "recommend_top"}
+    )
 
     def cpu_overrides(self) -> dict[str, Any]:
         return {"use_cpu": True, "bf16": False, "gradient_accumulation_steps": 1, "max_length": 4096}
@@ -156,7 +167,19 @@ class StarGRPOConfig(_Config):
         default=6000, metadata={"help": "Paper: 6,000; longer prompts keep their end."}
     )
     max_completion_length: int = field(
-        default=8192, metadata={"help": "Paper: 8,192 tokens per response, tool responses included."}
+        default=8192,
+        metadata={
+            "help": "Paper: 8,192. Tokens the policy generates per response; inserted tool responses do "
+            "not count (and get no loss)."
+        },
+    )
+    recommend_reserve: int | None = field(
+        default=None,
+        metadata={
+            "help": "Generated tokens kept for the ranking: a rollout that has not reached <recommend> "
+            "when only this many remain is closed and given <recommend> (None: enough for the R ids the RL "
+            "data's prompts ask for)."
+        },
     )
     max_tool_calls: int = field(
         default=8, metadata={"help": "Tool calls executed per rollout; later ones error."}
@@ -177,7 +200,7 @@ class StarGRPOConfig(_Config):
             "num_generations": 4,
             "per_device_train_batch_size": 4,
             "max_prompt_length": 2048,
-            "max_completion_length": 256,
+            "max_completion_length": GENERATED_TOKEN_BUDGET,
         }
 
     def __post_init__(self) -> None:
@@ -189,7 +212,7 @@ class StarGRPOConfig(_Config):
             )
 
     STAR_ONLY: ClassVar[frozenset[str]] = frozenset(
-        {"ablation", "max_prompt_length", "max_tool_calls", "tool_k"}
+        {"ablation", "max_prompt_length", "max_tool_calls", "tool_k", "recommend_reserve"}
     )
 
     def to_trl(self, output_dir: Path) -> Any:

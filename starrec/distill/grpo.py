@@ -4,7 +4,10 @@ TRL's own tool loop renders tool results as separate chat messages through the c
 the STAR chain keeps ``<tool_response>`` inline in the one assistant turn (as vLLM serving does),
 so rollouts come from our ``rollout_func`` (:mod:`starrec.distill.rollout`): generate until
 ``</tool_call>``, execute against the evidence store, append the response, continue. The inserted
-tokens are returned as ``env_mask = 0`` so the policy loss skips them.
+tokens are returned as ``env_mask = 0``: TRL 1.16 treats a ``rollout_func``'s ``env_mask`` as its
+tool mask, so the policy loss skips them and its completion-length metrics count only generated
+tokens. ``max_completion_length`` bounds the generated tokens alone (tool responses never eat the
+budget), and rollouts that run short of it are budget-forced into ``<recommend>`` like serving.
 """
 
 from __future__ import annotations
@@ -14,13 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from starrec.distill.chain import DEFAULT_RECOMMEND_TOP, check_reserve, recommend_reserve
 from starrec.distill.config import StarGRPOConfig
 from starrec.distill.rewards import star_reward_funcs
 from starrec.distill.rollout import ToolExecutor, chat_prompt_ids, generate_rollouts
 
 
-def make_rollout_func(executor: ToolExecutor, config: StarGRPOConfig, tokenizer: Any) -> Any:
-    """TRL ``rollout_func``: one completion per (already repeated) prompt, tools executed inline."""
+def make_rollout_func(
+    executor: ToolExecutor, config: StarGRPOConfig, tokenizer: Any, recommend_top: int = DEFAULT_RECOMMEND_TOP
+) -> Any:
+    """TRL ``rollout_func``: one completion per (already repeated) prompt, tools executed inline.
+
+    ``recommend_top``: the R the RL prompts ask for (sizes the default forcing reserve).
+    """
+    reserve = (
+        config.recommend_reserve if config.recommend_reserve is not None else recommend_reserve(recommend_top)
+    )
+    check_reserve(reserve, config.max_completion_length, "max_completion_length")
 
     def rollout_func(prompts: list[Any], trainer: Any) -> dict[str, Any]:
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -34,6 +47,7 @@ def make_rollout_func(executor: ToolExecutor, config: StarGRPOConfig, tokenizer:
             temperature=config.temperature,
             top_p=config.top_p,
             max_tool_calls=config.max_tool_calls,
+            recommend_reserve=reserve,
         )
         return {
             "prompt_ids": [rollout.prompt_ids for rollout in rollouts],
@@ -42,6 +56,7 @@ def make_rollout_func(executor: ToolExecutor, config: StarGRPOConfig, tokenizer:
             "env_mask": [rollout.env_mask for rollout in rollouts],
             "tool_calls": [rollout.tools.calls for rollout in rollouts],
             "tool_errors": [rollout.tools.errors + rollout.tools.refused for rollout in rollouts],
+            "forced": [rollout.forced for rollout in rollouts],
         }
 
     return rollout_func
@@ -125,7 +140,9 @@ def train_grpo(
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[make_step_logger(log, console)],
-        rollout_func=make_rollout_func(executor, config, tokenizer),
+        rollout_func=make_rollout_func(
+            executor, config, tokenizer, info.get("config", {}).get("recommend_top", DEFAULT_RECOMMEND_TOP)
+        ),
     )
     started = time.perf_counter()
     trainer.train()

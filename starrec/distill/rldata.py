@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from starrec.distill.chain import DEFAULT_RECOMMEND_TOP
+
 BUCKETS: tuple[str, ...] = ("easy", "medium", "hard")
 PAPER_BUCKET_HITS: dict[str, tuple[int, int]] = {"easy": (6, 7), "medium": (3, 5), "hard": (1, 2)}
 """Inclusive hit ranges for 8 samples."""
@@ -96,6 +98,8 @@ class SampledInstance:
     """Samples whose ranking needed any repair."""
     tool_calls: int = 0
     tool_errors: int = 0
+    forced: int = 0
+    """Samples budget forcing had to close and send to <recommend>."""
     outcome_rewards: list[float] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
@@ -113,6 +117,7 @@ class SampledInstance:
             "repaired": self.repaired,
             "tool_calls": self.tool_calls,
             "tool_errors": self.tool_errors,
+            "forced": self.forced,
             "outcome_rewards": self.outcome_rewards,
         }
 
@@ -164,7 +169,15 @@ class RLDataConfig:
     )
     max_prompt_length: int = field(default=6000, metadata={"help": "Prompt tokens kept (the end)."})
     max_completion_length: int = field(
-        default=8192, metadata={"help": "Tokens per sample, tool responses included."}
+        default=8192, metadata={"help": "Generated tokens per sample (inserted tool responses not counted)."}
+    )
+    recommend_top: int = field(
+        default=DEFAULT_RECOMMEND_TOP,
+        metadata={"help": "R: the prompt asks for at most R ids (match the SFT student's)."},
+    )
+    recommend_reserve: int | None = field(
+        default=None,
+        metadata={"help": "Generated tokens kept for a forced ranking (None: enough for recommend_top ids)."},
     )
     max_tool_calls: int = field(default=8, metadata={"help": "Tool calls executed per sample."})
     tool_k: int = field(default=10, metadata={"help": "Neighbours per tool call."})
@@ -173,8 +186,13 @@ class RLDataConfig:
     seed: int = field(default=0, metadata={"help": "Seed for sampling and the mix."})
 
 
-def rl_instances(trajectories: Sequence[Any], ablation: str | None = None) -> list[SampledInstance]:
-    """One instance per task with a ground truth (its first recorded run supplies the prompt)."""
+def rl_instances(
+    trajectories: Sequence[Any],
+    ablation: str | None = None,
+    recommend_top: int | None = DEFAULT_RECOMMEND_TOP,
+) -> list[SampledInstance]:
+    """One instance per task with a ground truth (its first recorded run supplies the prompt, which
+    asks for at most ``recommend_top`` ids as the SFT chains have them)."""
     from starrec.distill.student_prompt import trajectory_messages
 
     seen: dict[str, SampledInstance] = {}
@@ -183,7 +201,7 @@ def rl_instances(trajectories: Sequence[Any], ablation: str | None = None) -> li
             continue
         seen[trajectory.task_id] = SampledInstance(
             task_id=trajectory.task_id,
-            prompt=trajectory_messages(trajectory, ablation),
+            prompt=trajectory_messages(trajectory, ablation, recommend_top=recommend_top),
             ground_truth=trajectory.ground_truth,
             candidates=list(trajectory.candidates),
             scenario=trajectory.scenario,
@@ -211,10 +229,15 @@ def build_rl_data(
     from datasets import Dataset
     from rich.progress import track
 
+    from starrec.distill.chain import check_reserve, recommend_reserve
     from starrec.distill.rollout import ToolExecutor, chat_prompt_ids, generate_rollouts
     from starrec.distill.training import load_student, peak_rss_mb, write_json
 
     out = Path(out)
+    reserve = config.recommend_reserve
+    if reserve is None:
+        reserve = recommend_reserve(config.recommend_top)
+    check_reserve(reserve, config.max_completion_length, "max_completion_length")
     torch.manual_seed(config.seed)
     model, tokenizer = load_student(Path(model_dir))
     executor = ToolExecutor(evidence if config.ablation != "no_tools" else None, config.tool_k)
@@ -233,8 +256,10 @@ def build_rl_data(
             max_completion_length=config.max_completion_length,
             temperature=config.temperature,
             max_tool_calls=config.max_tool_calls,
+            recommend_reserve=reserve,
         )
-        generated_tokens += sum(sum(rollout.env_mask) for rollout in rollouts)
+        generated_tokens += sum(rollout.generated for rollout in rollouts)
+        instance.forced = sum(rollout.forced for rollout in rollouts)
         texts = [rollout.text for rollout in rollouts]
         score_samples(instance, texts, config.success_at, config.ablation, config.seed)
         instance.tool_calls = sum(rollout.tools.calls for rollout in rollouts)
@@ -266,6 +291,7 @@ def build_rl_data(
         "format_ok_samples": sum(instance.format_ok for instance in chosen),
         "tool_calls": sum(instance.tool_calls for instance in chosen),
         "tool_errors": sum(instance.tool_errors for instance in chosen),
+        "forced_samples": sum(instance.forced for instance in chosen),
         "seconds": round(seconds, 2),
         "generated_tokens_per_s": round(generated_tokens / seconds, 1) if seconds else 0.0,
         "peak_rss_mb": round(peak_rss_mb(), 1),

@@ -4,6 +4,12 @@ Generation stops at ``</tool_call>``; the call is validated and run against the 
 ``<tool_response>…</tool_response>`` is appended (its tokens are marked as environment tokens,
 so GRPO puts no loss on them) and generation continues, until end of turn, the token budget, or
 the tool-call bound (later calls get an error response and are counted).
+
+The budget (``max_completion_length``) counts only the tokens the policy generates, never inserted
+tool responses. The serving loop's budget forcing is repeated here: a rollout that has not reached
+``<recommend>`` when only ``recommend_reserve`` tokens remain (or that ends its turn first) gets its
+open phases closed and ``<recommend>`` appended (inserted, so masked), then writes only the
+ranking with the reserve. Rollouts so end in a ranking, and ``Rollout.forced`` counts the rescues.
 """
 
 from __future__ import annotations
@@ -14,7 +20,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from starrec.distill.chain import parse_tool_call_body, tool_response_block
+from starrec.distill.chain import (
+    DEFAULT_RECOMMEND_TOP,
+    RECOMMEND,
+    check_reserve,
+    forced_ending,
+    open_tags,
+    parse_tool_call_body,
+    reached_recommend,
+    recommend_reserve,
+    tool_response_block,
+)
 from starrec.llm.toolcall_syntax import TOOL_CALL_CLOSE
 from starrec.tools.base import EvidenceSource
 
@@ -62,11 +78,18 @@ class Rollout:
     prompt_ids: list[int]
     completion_ids: list[int] = field(default_factory=list)
     env_mask: list[int] = field(default_factory=list)
-    """1 for tokens the model generated, 0 for inserted tool responses."""
+    """1 for tokens the model generated, 0 for inserted text (tool responses, forced closing tags)."""
     text: str = ""
     tools: ToolStats = field(default_factory=ToolStats)
     finished: bool = False
-    """Ended with the end-of-turn token (False: cut by the token budget)."""
+    """Nothing more will be generated (end of turn, or a stop without one)."""
+    forced: bool = False
+    """Budget forcing closed the chain and opened ``<recommend>`` (the model had not reached it)."""
+
+    @property
+    def generated(self) -> int:
+        """Tokens the policy generated (what the budget counts)."""
+        return sum(self.env_mask)
 
 
 def _last_tool_call_body(text: str) -> str:
@@ -95,48 +118,118 @@ def generate_rollouts(
     temperature: float = 0.7,
     top_p: float = 1.0,
     max_tool_calls: int = 8,
+    recommend_reserve: int | None = None,
 ) -> list[Rollout]:
-    """One rollout per prompt (repeat a prompt to sample it several times), batched."""
-    import torch
+    """One rollout per prompt (repeat a prompt to sample it several times), batched.
 
+    ``max_completion_length`` bounds the *generated* tokens of each rollout; ``recommend_reserve``
+    of them (default: enough for 10 ids) are kept for the ranking that budget forcing asks for.
+    """
+    reserve = default_reserve() if recommend_reserve is None else recommend_reserve
+    check_reserve(reserve, max_completion_length, "max_completion_length")
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     rollouts = [Rollout(prompt_ids=list(ids)) for ids in prompt_ids]
-    device = next(model.parameters()).device
+    sampler = _Sampler(model, tokenizer, eos_ids, pad_id, temperature, top_p)
     was_training = model.training
     model.eval()
     try:
-        while active := [
-            r for r in rollouts if not r.finished and len(r.completion_ids) < max_completion_length
-        ]:
-            inputs = [r.prompt_ids + r.completion_ids for r in active]
-            width = max(len(ids) for ids in inputs)
-            input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in inputs], device=device)
-            attention = torch.tensor(
-                [[0] * (width - len(ids)) + [1] * len(ids) for ids in inputs], device=device
-            )
-            budget = max(max_completion_length - len(r.completion_ids) for r in active)
-            with torch.no_grad():
-                output = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention,
-                    max_new_tokens=budget,
-                    do_sample=temperature > 0,
-                    temperature=temperature if temperature > 0 else None,
-                    top_p=top_p,
-                    top_k=0,
-                    stop_strings=[TOOL_CALL_CLOSE],
-                    tokenizer=tokenizer,
-                    pad_token_id=pad_id,
-                    eos_token_id=eos_ids,
-                )
-            for rollout, row in zip(active, output[:, width:].tolist(), strict=True):
-                _absorb(rollout, row, tokenizer, executor, eos_ids, max_completion_length, max_tool_calls)
+        thinking = max_completion_length - reserve
+        while active := [r for r in rollouts if not r.finished and r.generated < thinking]:
+            for rollout, row in zip(
+                active, sampler.generate(active, thinking, [TOOL_CALL_CLOSE]), strict=True
+            ):
+                _absorb(rollout, row, tokenizer, executor, eos_ids, thinking, max_tool_calls)
+        if ranking := [r for r in rollouts if _open_for_ranking(r, tokenizer, eos_ids)]:
+            for rollout, row in zip(
+                ranking, sampler.generate(ranking, max_completion_length, None), strict=True
+            ):
+                _absorb_ranking(rollout, row, eos_ids, max_completion_length)
     finally:
         model.train(was_training)
     for rollout in rollouts:
         rollout.text = tokenizer.decode(rollout.completion_ids, skip_special_tokens=True)
     return rollouts
+
+
+def default_reserve() -> int:
+    """The reserve when none is given: the ranking of the default ``R`` ids."""
+    return recommend_reserve(DEFAULT_RECOMMEND_TOP)
+
+
+class _Sampler:
+    """Batched, left-padded ``model.generate`` over rollouts, each up to its own generated budget."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, eos_ids: list[int], pad_id: int, temperature: float, top_p: float
+    ) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.eos_ids, self.pad_id = eos_ids, pad_id
+        self.temperature, self.top_p = temperature, top_p
+        self.device = next(model.parameters()).device
+
+    def generate(self, rollouts: list[Rollout], limit: int, stop: list[str] | None) -> list[list[int]]:
+        """The new tokens of each rollout (rows may run past a rollout's own budget: callers cut)."""
+        import torch
+
+        inputs = [r.prompt_ids + r.completion_ids for r in rollouts]
+        width = max(len(ids) for ids in inputs)
+        input_ids = torch.tensor(
+            [[self.pad_id] * (width - len(ids)) + ids for ids in inputs], device=self.device
+        )
+        attention = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids in inputs], device=self.device
+        )
+        stopping: dict[str, Any] = {"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}
+        with torch.no_grad():
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max(limit - r.generated for r in rollouts),
+                do_sample=self.temperature > 0,
+                temperature=self.temperature if self.temperature > 0 else None,
+                top_p=self.top_p,
+                top_k=0,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.eos_ids,
+                **stopping,
+            )
+        return output[:, width:].tolist()
+
+
+def _open_for_ranking(rollout: Rollout, tokenizer: Any, eos_ids: list[int]) -> bool:
+    """Prepare budget forcing; True when the rollout still has to write (or finish) its ranking.
+
+    A closed ``<recommend>`` needs nothing. Otherwise a trailing end of turn is taken back; a
+    ``<recommend>`` the model opened is continued (inner tags closed), else the open phases are
+    closed and ``<recommend>`` is appended, all as inserted (masked) tokens.
+    """
+    text = tokenizer.decode(rollout.completion_ids, skip_special_tokens=False)
+    tags = open_tags(text)
+    if tags[:1] != [RECOMMEND] and reached_recommend(text):
+        return False
+    while rollout.completion_ids and rollout.completion_ids[-1] in eos_ids:
+        rollout.completion_ids.pop()
+        rollout.env_mask.pop()
+    if tags[:1] == [RECOMMEND]:
+        inserted = "".join(f"</{tag}>" for tag in reversed(tags[1:]))
+    else:
+        inserted = forced_ending(tokenizer.decode(rollout.completion_ids, skip_special_tokens=False))
+        rollout.forced = True
+    if inserted:
+        _append(rollout, tokenizer.encode(inserted, add_special_tokens=False), 0)
+    rollout.finished = False
+    return True
+
+
+def _absorb_ranking(
+    rollout: Rollout, new_ids: list[int], eos_ids: list[int], max_completion_length: int
+) -> None:
+    """The ranking the model wrote with the reserve: up to its end of turn or the budget."""
+    eos_at = next((index for index, token in enumerate(new_ids) if token in eos_ids), None)
+    generated = new_ids[: eos_at + 1] if eos_at is not None else new_ids
+    _append(rollout, generated[: max_completion_length - rollout.generated], 1)
+    rollout.finished = True
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -158,11 +251,12 @@ def _absorb(
     tokenizer: Any,
     executor: ToolExecutor,
     eos_ids: list[int],
-    max_completion_length: int,
+    limit: int,
     max_tool_calls: int,
 ) -> None:
-    """Add one generation round to a rollout; execute the tool call it stopped at, if any."""
-    room = max_completion_length - len(rollout.completion_ids)
+    """Add one generation round to a rollout (at most ``limit`` generated tokens in all); execute
+    the tool call it stopped at, if any. Inserted responses do not count against ``limit``."""
+    room = limit - rollout.generated
     eos_at = next((index for index, token in enumerate(new_ids) if token in eos_ids), None)
     generated = new_ids[: eos_at + 1] if eos_at is not None else new_ids
     stopped = _cut_after_stop(tokenizer, generated, TOOL_CALL_CLOSE)
@@ -180,13 +274,12 @@ def _absorb(
             rollout.tools.calls += 1
             response, ok = executor.run(body)
             rollout.tools.errors += 0 if ok else 1
-        inserted = tokenizer.encode(tool_response_block(response), add_special_tokens=False)
-        _append(rollout, inserted[: max_completion_length - len(rollout.completion_ids)], 0)
+        _append(rollout, tokenizer.encode(tool_response_block(response), add_special_tokens=False), 0)
         return
     generated = generated[:room]
     _append(rollout, generated, 1)
     rollout.finished = bool(generated) and generated[-1] in eos_ids
-    if not rollout.finished and len(rollout.completion_ids) < max_completion_length:
+    if not rollout.finished and rollout.generated < limit:
         rollout.finished = True  # stopped without eos or stop string (e.g. pad): nothing more will come
 
 
@@ -205,4 +298,4 @@ def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]], max_prompt_l
     return list(ids)[-max_prompt_length:]
 
 
-__all__ = ["Rollout", "ToolExecutor", "ToolStats", "chat_prompt_ids", "generate_rollouts"]
+__all__ = ["Rollout", "ToolExecutor", "ToolStats", "chat_prompt_ids", "default_reserve", "generate_rollouts"]

@@ -10,7 +10,6 @@ evidence. The masks are built here from character offsets, so any chat template 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,27 +18,51 @@ from typing import Any
 
 from starrec.contract.runs_file import load_trajectories
 from starrec.contract.trajectory import Trajectory
-from starrec.distill.chain import serialise_trajectory
+from starrec.distill.chain import (
+    GENERATED_TOKEN_BUDGET,
+    TOOL_RESPONSE_SPAN,
+    ChainBudgetReport,
+    ChainFormat,
+    chain_budget_report,
+    serialise_trajectory,
+    serialise_within_budget,
+)
 from starrec.distill.config import StarSFTConfig, resolve_model
 from starrec.distill.filtering import FilterReport, outcome_filter
 from starrec.distill.student_prompt import trajectory_messages
 
-_TOOL_RESPONSE_SPAN = re.compile(r"\n?<tool_response>.*?</tool_response>\n?", re.DOTALL)
 
+def sft_rows(
+    trajectories: Sequence[Trajectory],
+    ablation: str | None = None,
+    fmt: ChainFormat | None = None,
+    tokenizer: Any = None,
+    budget: int = GENERATED_TOKEN_BUDGET,
+) -> list[dict[str, Any]]:
+    """Conversational prompt/completion rows (TRL's format) for these runs.
 
-def sft_rows(trajectories: Sequence[Trajectory], ablation: str | None = None) -> list[dict[str, Any]]:
-    """Conversational prompt/completion rows (TRL's format) for these runs."""
-    return [
-        {
-            "prompt": trajectory_messages(trajectory, ablation),
-            "completion": [{"role": "assistant", "content": serialise_trajectory(trajectory)}],
-            "task_id": trajectory.task_id,
-            "pass": trajectory.pass_,
-            "scenario": trajectory.scenario,
-            "ground_truth": trajectory.ground_truth or "",
-        }
-        for trajectory in trajectories
-    ]
+    Chains are compact (``fmt``, default :class:`ChainFormat`); given the student's ``tokenizer``,
+    each is the most detailed one whose generated tokens fit ``budget``
+    (:func:`serialise_within_budget`). The prompt asks for ``fmt.recommend_top`` ids.
+    """
+    fmt = fmt or ChainFormat()
+    rows = []
+    for trajectory in trajectories:
+        if tokenizer is None:
+            chain = serialise_trajectory(trajectory, fmt=fmt)
+        else:
+            chain, _ = serialise_within_budget(trajectory, tokenizer, budget, fmt)
+        rows.append(
+            {
+                "prompt": trajectory_messages(trajectory, ablation, recommend_top=fmt.recommend_top),
+                "completion": [{"role": "assistant", "content": chain}],
+                "task_id": trajectory.task_id,
+                "pass": trajectory.pass_,
+                "scenario": trajectory.scenario,
+                "ground_truth": trajectory.ground_truth or "",
+            }
+        )
+    return rows
 
 
 def tokenize_row(
@@ -52,7 +75,7 @@ def tokenize_row(
         raise ValueError("the chat template renders the prompt differently with and without the answer")
     masked = [(0, len(prompt_text))]
     if mask_tool_responses:
-        masked += [(m.start(), m.end()) for m in _TOOL_RESPONSE_SPAN.finditer(full_text, len(prompt_text))]
+        masked += [(m.start(), m.end()) for m in TOOL_RESPONSE_SPAN.finditer(full_text, len(prompt_text))]
     encoding = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
     for token_id, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True):
@@ -61,13 +84,31 @@ def tokenize_row(
     return {"input_ids": list(encoding["input_ids"]), "labels": labels}
 
 
+def fitting_examples(
+    tokenized: Sequence[dict[str, list[int]]], max_length: int
+) -> list[dict[str, list[int]]]:
+    """The examples within ``max_length`` tokens. Longer ones are dropped, not truncated: a chain
+    cut short would teach the student to stop before ``<recommend>``. None fitting is an error."""
+    fitting = [row for row in tokenized if len(row["input_ids"]) <= max_length]
+    if not fitting:
+        longest = max((len(row["input_ids"]) for row in tokenized), default=0)
+        raise ValueError(
+            f"every example is longer than max_length={max_length} (longest {longest} tokens); "
+            "raise --max-length"
+        )
+    return fitting
+
+
 @dataclass
 class SFTResult:
     out: Path
     report: FilterReport
     examples: int
     dropped_too_long: int
+    """Examples longer than ``max_length`` (prompt + chain), left out, never truncated."""
     steps: int
+    chain_budget: ChainBudgetReport = field(default_factory=lambda: ChainBudgetReport(GENERATED_TOKEN_BUDGET))
+    """Generated vs tool tokens of every chain against the student's generated budget."""
     losses: list[tuple[int, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
     trained_tokens: int = 0
@@ -83,6 +124,7 @@ class SFTResult:
             "filter": self.report.to_dict(),
             "examples": self.examples,
             "dropped_too_long": self.dropped_too_long,
+            "chain_budget": self.chain_budget.to_dict(),
             "steps": self.steps,
             "first_loss": self.losses[0][1] if self.losses else None,
             "last_loss": self.losses[-1][1] if self.losses else None,
@@ -117,18 +159,23 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
             f"no run in {runs} survives the top-{config.top_k} outcome filter ({report.to_dict()['total']}); "
             "record more passes or loosen --top-k"
         )
-    rows = sft_rows(kept, config.ablation)
-    out.mkdir(parents=True, exist_ok=True)
-
     model_dir = resolve_model(config.model)
     model, tokenizer = load_student(model_dir)
+    rows = sft_rows(kept, config.ablation, ChainFormat(recommend_top=config.recommend_top), tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    budget = chain_budget_report((row["completion"][0]["content"] for row in rows), tokenizer)
     tokenized = [
         tokenize_row(tokenizer, row["prompt"], row["completion"], config.mask_tool_responses) for row in rows
     ]
-    fitting = [row for row in tokenized if len(row["input_ids"]) <= config.max_length]
-    if not fitting:
-        longest = max(len(row["input_ids"]) for row in tokenized)
-        raise ValueError(f"every example is longer than max_length={config.max_length} (longest {longest})")
+    fitting = fitting_examples(tokenized, config.max_length)
+    if console is not None:
+        console.print(f"SFT data: {len(rows)} chains; {budget.line()}")
+        if len(fitting) < len(tokenized):
+            console.print(
+                f"[yellow]{len(tokenized) - len(fitting)} of {len(tokenized)} examples are longer than "
+                f"max_length={config.max_length} and are left out (a cut chain would end before "
+                "<recommend>); raise --max-length to keep them[/yellow]"
+            )
     train_dataset = Dataset.from_list(fitting)
     log = StepLog()
     trainer = SFTTrainer(
@@ -155,6 +202,7 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
         examples=len(fitting),
         dropped_too_long=len(tokenized) - len(fitting),
         steps=steps,
+        chain_budget=budget,
         losses=[(entry["step"], entry["loss"]) for entry in log.logs if "loss" in entry],
         step_seconds=log.step_seconds,
         trained_tokens=int(sum(len(row["input_ids"]) for row in fitting) * epochs),

@@ -18,6 +18,7 @@ from starrec.contract.tool_names import ITEM_CF, USER_CF
 from starrec.contract.trajectory import Trajectory
 from starrec.data.schema import Dataset, RankRequest
 from starrec.data.user_view import candidate_entries, format_entry
+from starrec.distill.chain import DEFAULT_RECOMMEND_TOP
 from starrec.llm.toolcall_syntax import format_tool_call
 
 
@@ -32,39 +33,52 @@ def task_prompt(
     }
 
 
-def star_system_prompt(ablation: str | None = None, roster: Roster = ROSTER) -> str:
-    """The student's instructions: the phases of the teacher, written as one pass."""
+def star_system_prompt(
+    ablation: str | None = None, roster: Roster = ROSTER, recommend_top: int | None = DEFAULT_RECOMMEND_TOP
+) -> str:
+    """The student's instructions: the phases of the teacher, written as one compact pass.
+
+    Describes the chain :func:`starrec.distill.chain.serialise_trajectory` writes: one short
+    sentence of thinking and compact JSON per phase, and a ``<recommend>`` of at most
+    ``recommend_top`` ids (None: all of them).
+    """
     check_ablation(ablation)
     lines = [
         "You are STAR, a recommender that reasons in one pass the way a team of specialist agents would.",
-        "Write your answer as tagged phases, in this order. Each phase is short thinking followed by JSON.",
+        "Write your answer as tagged phases, in this order. Each phase is one short sentence of thinking "
+        "followed by compact JSON; keep it brief, the ranking must fit.",
     ]
     if ablation != "no_planner":
         lines.append(
-            '<plan>: decide which analyses this user needs and in what order; end with {"agents": [...]} '
+            '<plan>: decide which analyses this user needs and in what order; end with {"agents":[...]} '
             f"using names from {list(roster.names)}."
         )
     phases = ", ".join(f"<{agent.tag}> ({agent.phase_hint})" for agent in roster.agents)
     lines.append(
-        f"Then one phase per planned analysis: {phases}. Each ends with a JSON object of conclusions."
+        f"Then one phase per planned analysis: {phases}. Each ends with "
+        '{"conclusions":[...]} (a few short ones).'
     )
     if ablation != "no_tools":
         lines.append(
             "Inside an analysis you may consult collaborative evidence: "
-            f"{format_tool_call(ITEM_CF, {'item_id': 'ID'})} lists items liked by people who liked ID, "
-            f"{format_tool_call(USER_CF, {'user_id': 'ID'})} what similar users liked. "
-            "Stop after </tool_call>; the evidence arrives in <tool_response>."
+            f"{format_tool_call(ITEM_CF, {'item_id': 'ID'}, compact=True)} lists items liked by people who "
+            f"liked ID, {format_tool_call(USER_CF, {'user_id': 'ID'}, compact=True)} what similar users "
+            "liked. Stop after </tool_call>; the evidence arrives in <tool_response>."
         )
     if ablation != "no_reflector":
         lines.append(
-            '<reflection>: check the analyses for consistency, realism and completeness; end with {"passed": '
-            'true} or {"passed": false, "feedback": [{"agent": ..., "suggestion": ...}]}. If it failed, '
+            '<reflection>: check the analyses for consistency, realism and completeness; end with {"passed":'
+            'true} or {"passed":false,"feedback":[{"agent":...,"suggestion":...}]}. If it failed, '
             "redo only the flagged analyses inside <correction>…</correction>."
         )
-    lines.append(
-        "<recommend>: weigh everything and end with a JSON list of ALL candidate ids, best first, "
-        "each exactly once."
-    )
+    if recommend_top is None:
+        ranked = "a JSON list of ALL candidate ids, best first, each exactly once"
+    else:
+        ranked = (
+            f"a JSON list of at most {recommend_top} candidate ids, best first, each at most once "
+            "(unlisted candidates rank after them)"
+        )
+    lines.append(f"<recommend>: only {ranked}, then </recommend>.")
     return "\n".join(lines)
 
 
@@ -94,6 +108,7 @@ def build_student_messages(
     user_id: str = "",
     ablation: str | None = None,
     roster: Roster = ROSTER,
+    recommend_top: int | None = DEFAULT_RECOMMEND_TOP,
 ) -> list[dict[str, str]]:
     """``[system, user]`` messages for one task.
 
@@ -108,17 +123,18 @@ def build_student_messages(
         rendered = _render_value(value)
         if rendered:
             sections.append(f"## {key}\n{rendered}")
-    sections.append(
-        "## candidate ids (rank all of them)\n" + json.dumps(list(candidates), ensure_ascii=False)
-    )
+    sections.append("## candidate ids\n" + json.dumps(list(candidates), ensure_ascii=False))
     return [
-        {"role": "system", "content": star_system_prompt(ablation, roster)},
+        {"role": "system", "content": star_system_prompt(ablation, roster, recommend_top)},
         {"role": "user", "content": "\n\n".join(sections)},
     ]
 
 
 def trajectory_messages(
-    trajectory: Trajectory, ablation: str | None = None, roster: Roster = ROSTER
+    trajectory: Trajectory,
+    ablation: str | None = None,
+    roster: Roster = ROSTER,
+    recommend_top: int | None = DEFAULT_RECOMMEND_TOP,
 ) -> list[dict[str, str]]:
     """The student prompt for the task a recorded run solved."""
     return build_student_messages(
@@ -128,6 +144,7 @@ def trajectory_messages(
         user_id=trajectory.user_id,
         ablation=ablation,
         roster=roster,
+        recommend_top=recommend_top,
     )
 
 
@@ -139,6 +156,7 @@ def request_messages(
     *,
     ablation: str | None = None,
     roster: Roster = ROSTER,
+    recommend_top: int | None = DEFAULT_RECOMMEND_TOP,
 ) -> list[dict[str, str]]:
     """The student prompt for a new request, given its abstracted history (summary + last chunk)."""
     prompt = task_prompt(summary, recent, candidate_entries(request.candidates, dataset))
@@ -149,4 +167,5 @@ def request_messages(
         user_id=request.user_id,
         ablation=ablation,
         roster=roster,
+        recommend_top=recommend_top,
     )

@@ -24,11 +24,17 @@ TOOL_RESPONSE_CLOSE = "</tool_response>"
 _TOOL_CALL_PATTERN = re.compile(r"<tool_call>(.*?)(</tool_call>|(?=<tool_call>)|\Z)", re.DOTALL)
 
 
-def format_tool_call(name: str, arguments: Mapping[str, Any] | None = None) -> str:
-    """``<tool_call>{"name": name, "arguments": {...}}</tool_call>`` with compact, key-ordered JSON."""
+def format_tool_call(name: str, arguments: Mapping[str, Any] | None = None, *, compact: bool = False) -> str:
+    """``<tool_call>{"name": name, "arguments": {...}}</tool_call>``, name first.
+
+    ``compact`` drops the spaces after ``:`` and ``,`` (the STAR chain, where every token is generated).
+    """
     if not name:
         raise ValueError("format_tool_call needs a non-empty tool name.")
-    body = json.dumps({"name": name, "arguments": dict(arguments or {})}, ensure_ascii=False)
+    separators = (",", ":") if compact else None
+    body = json.dumps(
+        {"name": name, "arguments": dict(arguments or {})}, ensure_ascii=False, separators=separators
+    )
     return f"{TOOL_CALL_OPEN}{body}{TOOL_CALL_CLOSE}"
 
 

@@ -10,8 +10,16 @@ like every other method's output, and every repair is counted.
 Best-of-k draws k chains at temperature 0.7 and fuses them with :func:`aggregate_rankings`
 (Borda count over the ids each sample itself ranked; ties by the first sample's order).
 
+**Budget forcing**: only generated tokens count against ``max_completion_tokens`` (inserted tool
+responses are prompt, not completion). The chain may spend all but ``recommend_reserve`` of them
+thinking; when that runs out, or the model ends its turn, before ``<recommend>``, the loop closes
+whatever phase or tool call is open, appends ``<recommend>`` and lets the model write only the
+ranking with the reserve (a ``<recommend>`` the model opened itself just continues). Every chain
+so ends in a ranking; forced endings are counted (``StarChain.forced``).
+
 Given the request's collaborative prior (``candidate_cf``), an unparsed or partial ``<recommend>``
-is completed in **prior order**, not the order shown; ``fusion="agreement"`` (off by default, so
+(the top ``R`` ids the student was trained to write, or a list the reserve cut) is completed in
+**prior order**, not the order shown; ``fusion="agreement"`` (off by default, so
 the pure-student numbers stay comparable with the paper's) also fuses the student's order with the
 prior by :func:`starrec.eval.fusion.agreement_fusion`.
 """
@@ -25,12 +33,24 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from starrec.contract.trajectory import ToolCallRecord
-from starrec.distill.chain import parse_chain, parse_tool_call_body, tool_response_block
+from starrec.distill.chain import (
+    DEFAULT_RECOMMEND_TOP,
+    RECOMMEND,
+    RECOMMEND_CLOSE,
+    check_reserve,
+    forced_ending,
+    open_tags,
+    parse_chain,
+    parse_tool_call_body,
+    reached_recommend,
+    recommend_reserve,
+    tool_response_block,
+)
 from starrec.distill.rollout import ToolExecutor
 from starrec.eval.fusion import agreement_fusion
 from starrec.eval.repair import RankingRepair, repair_ranking
 from starrec.llm.toolcall_syntax import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
-from starrec.serving.backends import GenerationBackend, Message
+from starrec.serving.backends import Generation, GenerationBackend, Message
 from starrec.tools.base import EvidenceSource
 
 
@@ -46,7 +66,22 @@ class StarLoopConfig:
         default=768, metadata={"help": "Completion tokens per generation segment (between two tool calls)."}
     )
     max_completion_tokens: int = field(
-        default=2048, metadata={"help": "Completion tokens for the whole chain, all segments together."}
+        default=2048,
+        metadata={
+            "help": "Generated tokens for the whole chain, all segments together (inserted tool responses "
+            "do not count)."
+        },
+    )
+    recommend_top: int = field(
+        default=DEFAULT_RECOMMEND_TOP,
+        metadata={"help": "R: the prompt asks for at most R ids in <recommend> (match the student's SFT)."},
+    )
+    recommend_reserve: int | None = field(
+        default=None,
+        metadata={
+            "help": "Generated tokens kept for the ranking; with fewer left before <recommend>, the open "
+            "phase is closed and <recommend> forced (None: enough for recommend_top ids)."
+        },
     )
     temperature: float = field(
         default=0.0, metadata={"help": "Sampling temperature when samples == 1 (0 = greedy)."}
@@ -77,6 +112,16 @@ class StarLoopConfig:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.max_tool_calls < 0:
             raise ValueError(f"max_tool_calls must be >= 0, got {self.max_tool_calls}")
+        if self.recommend_top < 1:
+            raise ValueError(f"recommend_top must be >= 1, got {self.recommend_top}")
+        check_reserve(self.reserve, self.max_completion_tokens, "max_completion_tokens")
+
+    @property
+    def reserve(self) -> int:
+        """Generated tokens kept for the ranking (``recommend_reserve``, or enough for R ids)."""
+        if self.recommend_reserve is not None:
+            return self.recommend_reserve
+        return recommend_reserve(self.recommend_top)
 
 
 @dataclass(slots=True)
@@ -97,7 +142,9 @@ class StarChain:
     completion_tokens: int = 0
     seconds: float = 0.0
     truncated: bool = False
-    """The token budget or segment cap ended the chain before it finished."""
+    """A token budget or the segment cap cut the model off (its thinking, or the ranking itself)."""
+    forced: bool = False
+    """The loop closed the chain and opened ``<recommend>``: the model had not reached it."""
 
     @property
     def model_ranked(self) -> list[str]:
@@ -151,26 +198,28 @@ def run_chain(
     seed: int | None,
     fallback: Sequence[str] | None = None,
 ) -> StarChain:
-    """Generate one STAR chain with inline tool execution, then parse and repair its ranking.
+    """Generate one STAR chain with inline tool execution, force its ranking if need be, parse, repair.
 
     ``fallback``: the order missing ids are appended in (the prior; default the shown order).
     """
     chain = StarChain()
     started = time.perf_counter()
+    thinking_budget = config.max_completion_tokens - config.reserve
     # One segment per executed or refused tool call, plus the closing one and one grace segment.
     for _ in range(config.max_tool_calls + 2):
-        budget = config.max_completion_tokens - chain.completion_tokens
-        if budget <= 0:
+        room = thinking_budget - chain.completion_tokens
+        if room <= 0:
             chain.truncated = True
             break
-        generation = backend.generate(
-            messages, chain.completion, stop=[TOOL_CALL_CLOSE],
-            max_tokens=min(config.max_tokens_per_call, budget), temperature=temperature, seed=seed,
-        )  # fmt: skip
-        chain.llm_calls += 1
-        chain.prompt_tokens += generation.prompt_tokens
-        chain.completion_tokens += generation.completion_tokens
-        chain.completion += generation.text
+        generation = _generate(
+            chain,
+            backend,
+            messages,
+            [TOOL_CALL_CLOSE],
+            min(config.max_tokens_per_call, room),
+            temperature,
+            seed,
+        )
         body = open_tool_call(generation.text)
         if body is None or generation.finish_reason == "length":
             chain.truncated = generation.finish_reason == "length"
@@ -189,12 +238,67 @@ def run_chain(
         chain.completion += tool_response_block(response)
     else:
         chain.truncated = True
+    _finish_ranking(chain, backend, messages, config, temperature, seed)
     parsed = parse_chain(chain.completion, candidates)
     chain.parsed = parsed.ranking
     chain.format_errors = parsed.errors
     chain.ranking, chain.repair = repair_ranking(chain.parsed, candidates, fallback=fallback or None)
     chain.seconds = time.perf_counter() - started
     return chain
+
+
+def _generate(
+    chain: StarChain,
+    backend: GenerationBackend,
+    messages: list[Message],
+    stop: list[str],
+    max_tokens: int,
+    temperature: float,
+    seed: int | None,
+) -> Generation:
+    """One segment: continue the chain's assistant turn and count what it cost."""
+    generation = backend.generate(
+        messages, chain.completion, stop=stop, max_tokens=max_tokens, temperature=temperature, seed=seed
+    )
+    chain.llm_calls += 1
+    chain.prompt_tokens += generation.prompt_tokens
+    chain.completion_tokens += generation.completion_tokens
+    chain.completion += generation.text
+    return generation
+
+
+def _finish_ranking(
+    chain: StarChain,
+    backend: GenerationBackend,
+    messages: list[Message],
+    config: StarLoopConfig,
+    temperature: float,
+    seed: int | None,
+) -> None:
+    """Budget forcing: make sure the chain ends in a closed ``<recommend>``.
+
+    A closed ranking is left alone. A ``<recommend>`` the model opened is continued (anything left
+    open inside it closed first); otherwise every open phase is closed and ``<recommend>`` is
+    appended (``forced``). The ranking then gets the rest of the budget, at least the reserve; if
+    that ends before ``</recommend>``, the list stays cut and the repair completes it in prior order.
+    """
+    tags = open_tags(chain.completion)
+    if tags[:1] == [RECOMMEND]:
+        chain.completion += "".join(f"</{tag}>" for tag in reversed(tags[1:]))
+    elif reached_recommend(chain.completion):
+        return
+    else:
+        chain.forced = True
+        chain.completion += forced_ending(chain.completion)
+    room = config.max_completion_tokens - chain.completion_tokens
+    if room <= 0:
+        chain.truncated = True
+        return
+    generation = _generate(chain, backend, messages, [RECOMMEND_CLOSE], room, temperature, seed)
+    if generation.finish_reason == "length":
+        chain.truncated = True
+    else:
+        chain.completion += RECOMMEND_CLOSE
 
 
 def aggregate_rankings(chains: Sequence[StarChain], candidates: Sequence[str]) -> list[str]:
@@ -229,6 +333,7 @@ class StarStats:
         self.tool_errors = 0
         self.tool_limit_hits = 0
         self.truncated = 0
+        self.forced = 0
         self.unparsed = 0
         self.format_invalid = 0
         self.rankings_repaired = 0
@@ -248,6 +353,7 @@ class StarStats:
                 self.tool_errors += sum(record.error is not None for record in chain.tool_calls)
                 self.tool_limit_hits += chain.tool_limit_hits
                 self.truncated += chain.truncated
+                self.forced += chain.forced
                 self.unparsed += not chain.parsed
                 self.format_invalid += bool(chain.format_errors)
                 self.rankings_repaired += chain.repair.needed
@@ -267,6 +373,8 @@ class StarStats:
                 "tool_errors": self.tool_errors,
                 "tool_limit_hits": self.tool_limit_hits,
                 "truncated_chains": self.truncated,
+                "forced_endings": self.forced,
+                "unforced_recommend_share": (self.chains - self.forced) / self.chains if self.chains else 0.0,
                 "unparsed_chains": self.unparsed,
                 "format_invalid_chains": self.format_invalid,
                 "rankings_repaired": self.rankings_repaired,

@@ -148,7 +148,7 @@ class StarRecommender(BatchRecommender):
         else:
             _, _, recent = split_history(history, self.options.chunk_size, self.options.max_history)
             summary = ""
-        return request_messages(request, train, summary, recent)
+        return request_messages(request, train, summary, recent, recommend_top=self.config.recommend_top)
 
     def _abstract(self, history: list[Any], domain: str) -> tuple[str, list[Any]]:
         from starrec.agents.abstractor import abstract

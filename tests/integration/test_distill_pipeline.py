@@ -13,7 +13,13 @@ from typer.testing import CliRunner
 from starrec.cli import app
 from starrec.contract.roster import AGENT_TAGS
 from starrec.contract.runs_file import load_trajectories
-from starrec.distill.chain import parse_chain, serialise_trajectory
+from starrec.distill.chain import (
+    DEFAULT_RECOMMEND_TOP,
+    GENERATED_TOKEN_BUDGET,
+    parse_chain,
+    serialise_trajectory,
+    serialise_within_budget,
+)
 from starrec.distill.filtering import outcome_filter
 from starrec.distill.rewards import format_reward, ranking_tier, tiered_outcome_reward
 
@@ -32,7 +38,7 @@ def test_round_trip_on_runs_recorded_by_the_mars_graph(recorded: dict[str, Path]
         text = serialise_trajectory(trajectory)
         chain = parse_chain(text)
         assert chain.errors == []
-        assert chain.ranking == trajectory.ranking
+        assert chain.ranking == trajectory.ranking[:DEFAULT_RECOMMEND_TOP]
         executed = [step.node for step in trajectory.steps if step.node in AGENT_TAGS]
         assert chain.agents == executed
         recorded_calls = [(c.name, c.arguments, c.response) for s in trajectory.steps for c in s.tool_calls]
@@ -45,6 +51,19 @@ def test_round_trip_on_runs_recorded_by_the_mars_graph(recorded: dict[str, Path]
         assert tiered_outcome_reward(text, truth) == ranking_tier(trajectory.ranking, truth)
 
 
+def test_recorded_chains_fit_the_generated_budget(recorded: dict[str, Path]) -> None:
+    """The runs the real MARS graph records, in the student's (SmolLM2) tokens."""
+    from transformers import AutoTokenizer
+
+    from starrec.llm.smollm2 import tiny_llama_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir())  # the SmolLM2 tokenizer
+    for trajectory in load_trajectories(recorded["runs"]):
+        text, tokens = serialise_within_budget(trajectory, tokenizer)
+        assert text == serialise_trajectory(trajectory)  # the default format fits: nothing trimmed
+        assert 0 < tokens.generated <= GENERATED_TOKEN_BUDGET and tokens.tool > 0
+
+
 def test_filter_counts_survivors(recorded: dict[str, Path]) -> None:
     kept, report = outcome_filter(load_trajectories(recorded["runs"]))
     # Odd ranker calls put the truth first: tasks 0, 2, 4 in both passes.
@@ -54,6 +73,7 @@ def test_filter_counts_survivors(recorded: dict[str, Path]) -> None:
     result = CliRunner().invoke(app, ["distill", "filter", "--runs", str(recorded["runs"])])
     assert result.exit_code == 0, result.output
     assert "kept runs" in result.output
+    assert "0/6 chains exceed the 512-token generated budget" in " ".join(result.output.split())
     with pytest.raises(ValueError, match="recorded with ablation none"):
         outcome_filter(load_trajectories(recorded["runs"]), ablation="no_tools")
 
@@ -147,7 +167,9 @@ def test_sft_two_steps_via_cli(recorded: dict[str, Path], tmp_path: Path) -> Non
         "--threads",
         1,
     )
-    assert "SFT done: 6 examples" in output
+    assert "SFT done: 6 examples (0 longer than max_length, left out; 0 chains over the 512-token" in (
+        " ".join(output.split())
+    )
     metrics = json.loads((out / "sft_metrics.json").read_text())
     assert metrics["steps"] == 2 and len(metrics["losses"]) == 2 and metrics["peak_rss_mb"] > 0
     assert (out / "model.safetensors").is_file() and (out / "sft_data").is_dir()
@@ -201,6 +223,8 @@ def test_tiny_pipeline_filter_sft_rldata_grpo(recorded: dict[str, Path], tmp_pat
         "0:1:0",
         "--max-completion-length",
         16,
+        "--recommend-reserve",
+        8,
         "--threads",
         1,
     )
@@ -229,6 +253,8 @@ def test_tiny_pipeline_filter_sft_rldata_grpo(recorded: dict[str, Path], tmp_pat
         2,
         "--max-completion-length",
         16,
+        "--recommend-reserve",
+        8,
         "--threads",
         1,
     )

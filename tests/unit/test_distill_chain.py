@@ -10,9 +10,11 @@ from distill_fixtures import make_trajectory
 from starrec.contract.roster import AGENT_TAGS
 from starrec.distill.chain import (
     CORRECTION,
+    DEFAULT_RECOMMEND_TOP,
     PLAN,
     RECOMMEND,
     REFLECTION,
+    ChainFormat,
     parse_chain,
     parse_ranking,
     serialise_trajectory,
@@ -42,10 +44,10 @@ def test_round_trip_recovers_phases_tool_calls_and_ranking() -> None:
         (call.name, call.arguments, call.response) for call in recorded
     ]
     assert all(call.error is None for call in chain.tool_calls)
-    assert chain.ranking == trajectory.ranking
-    # Phase contents keep each step's structured output as JSON.
+    assert chain.ranking == trajectory.ranking[:DEFAULT_RECOMMEND_TOP]
+    # Phase contents keep each step's structured output as compact JSON.
     plan = chain.phase(PLAN)
-    assert plan is not None and '{"agents": ["user_profile"' in plan.content
+    assert plan is not None and '{"agents":["user_profile"' in plan.content
     historical = chain.phase("historical_analysis")
     assert historical is not None and [call.name for call in historical.tool_calls] == ["item_cf"]
 
@@ -58,7 +60,7 @@ def test_round_trip_without_correction_and_abstractor_is_left_out() -> None:
     chain = parse_chain(text)
     assert chain.errors == []
     assert CORRECTION not in chain.order
-    assert chain.ranking == trajectory.ranking
+    assert chain.ranking == trajectory.ranking[:DEFAULT_RECOMMEND_TOP]
 
 
 def test_parser_tolerates_whitespace() -> None:
@@ -66,7 +68,7 @@ def test_parser_tolerates_whitespace() -> None:
     spaced = text.replace("\n", "\n\n   ").replace("><", ">  \t<")
     chain = parse_chain("\n  " + spaced + "\n\n")
     assert chain.errors == []
-    assert chain.ranking == make_trajectory().ranking
+    assert chain.ranking == make_trajectory().ranking[:DEFAULT_RECOMMEND_TOP]
 
 
 @pytest.mark.parametrize(
@@ -137,3 +139,72 @@ def test_serialiser_rejects_incomplete_runs_and_unknown_nodes() -> None:
     trajectory.steps[1].node = "oracle"
     with pytest.raises(ValueError, match="'oracle' has no place"):
         serialise_trajectory(trajectory)
+
+
+def test_compact_format_bounds_thinking_and_conclusions_but_keeps_the_plan_whole() -> None:
+    trajectory = make_trajectory(correction=False)
+    planner, profile = trajectory.steps[1], trajectory.steps[2]
+    planner.output = {
+        "agents": ["user_profile", "historical_interest", "recent_interest", "interest_divergence"]
+    }
+    profile.thinking = (
+        "The user rates <plan> dramas highly and watches them on weekends with friends and family "
+        "almost every single week of the year. Second sentence is dropped."
+    )
+    profile.output = {
+        "conclusions": [f"conclusion {n} " + "word " * 20 for n in range(6)],
+        "evidence_ids": [],
+        "correction": "repeat of the reflection",
+    }
+    text = serialise_trajectory(trajectory, fmt=ChainFormat(thinking_words=8, list_items=2, item_words=3))
+    chain = parse_chain(text)
+    assert chain.errors == []  # the stray <plan> in the thinking is gone
+    plan = chain.phase(PLAN)
+    assert plan is not None and '"interest_divergence"]}' in plan.content
+    phase = chain.phase("user_profile")
+    assert phase is not None
+    thinking, conclusions = phase.content.split("\n")
+    assert thinking == "The user rates dramas highly and watches them"
+    assert conclusions == '{"conclusions":["conclusion 0 word","conclusion 1 word"]}'
+
+
+def test_recommend_holds_the_top_r_ids_or_every_id() -> None:
+    trajectory = make_trajectory()
+    assert (
+        parse_chain(serialise_trajectory(trajectory, fmt=ChainFormat(recommend_top=3))).ranking
+        == (trajectory.ranking[:3])
+    )
+    everything = serialise_trajectory(trajectory, fmt=ChainFormat(recommend_top=None))
+    assert parse_chain(everything).ranking == trajectory.ranking
+    assert "Dramas first" not in everything  # the ranker's thinking is not part of the chain
+    with pytest.raises(ValueError, match=r"recommend_top must be None or >= 1, got 0"):
+        ChainFormat(recommend_top=0)
+
+
+def test_old_verbose_chains_still_parse() -> None:
+    """The format before compact chains: spaced JSON, thinking in every phase and before the full list."""
+    ranking = [str(item) for item in range(1, 21)]
+    old = (
+        '<plan>\nLong history: profile first.\n{"agents": ["user_profile"]}\n</plan>\n'
+        '<user_profile>\n<tool_call>{"name": "user_cf", "arguments": {"user_id": "u7"}}</tool_call>\n'
+        "<tool_response>Similar users liked 3.</tool_response>\n"
+        'Selective adult viewer who rates dramas highly.\n{"conclusions": ["adult viewer"]}\n'
+        "</user_profile>\n"
+        '<reflection>\nConsistent.\n{"passed": true, "feedback": []}\n</reflection>\n'
+        f"<recommend>\nDramas first, then comedies.\n{json.dumps(ranking)}\n</recommend>"
+    )
+    chain = parse_chain(old)
+    assert chain.errors == [] and chain.ranking == ranking
+    assert [call.name for call in chain.tool_calls] == ["user_cf"]
+    assert chain.has_phases_in_order([PLAN, REFLECTION, RECOMMEND])
+
+
+def test_a_long_run_without_spaces_is_bounded_too() -> None:
+    """SmolLM2 teachers write things like '1.1.1.1…' (one 'word', dozens of tokens)."""
+    trajectory = make_trajectory(correction=False)
+    trajectory.steps[1].thinking = "1." * 200
+    trajectory.steps[2].output = {"conclusions": ["x" * 500]}
+    chain = parse_chain(serialise_trajectory(trajectory, fmt=ChainFormat(thinking_words=4, item_words=3)))
+    plan, profile = chain.phase(PLAN), chain.phase("user_profile")
+    assert plan is not None and plan.content.split("\n")[0] == "1." * 10
+    assert profile is not None and profile.content.endswith('{"conclusions":["' + "x" * 20 + '"]}')

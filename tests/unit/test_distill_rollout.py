@@ -94,7 +94,86 @@ def test_tool_call_bound_and_invalid_calls_are_answered_with_errors(tokenizer: A
 
 
 def test_disabled_tools_and_token_budget(tokenizer: Any) -> None:
-    model = ScriptedGenerator(tokenizer, [CALL, "word " * 200])
-    (rollout,) = generate_rollouts(model, tokenizer, [[1]], ToolExecutor(None), max_completion_length=60)
+    model = ScriptedGenerator(tokenizer, [CALL, "word " * 200, '["m1"]</recommend>'])
+    (rollout,) = generate_rollouts(
+        model, tokenizer, [[1]], ToolExecutor(None), max_completion_length=60, recommend_reserve=20
+    )
     assert "tools are disabled" in rollout.text
-    assert len(rollout.completion_ids) == 60 and not rollout.finished
+    ranking = len(tokenizer.encode('["m1"]</recommend>', add_special_tokens=False))
+    assert rollout.generated == 40 + ranking  # 60 - the reserve of 20, then the ranking
+    assert len(rollout.completion_ids) > 60  # the error text and the forced tags are not charged
+    assert rollout.forced and parse_chain(rollout.text).ranking == ["m1"]
+
+
+class LongEvidence:
+    """An executor whose every answer is long: inserted text the budget must not charge."""
+
+    def run(self, body: str) -> tuple[str, bool]:
+        return "evidence " * 300, True
+
+
+def test_tool_responses_do_not_count_against_the_generated_budget(tokenizer: Any) -> None:
+    eos = tokenizer.eos_token
+    model = ScriptedGenerator(
+        tokenizer,
+        [
+            f"<plan>p</plan>\n<historical_analysis>{CALL}",
+            '\nok {}</historical_analysis>\n<reflection>ok</reflection>\n<recommend>["m1"]</recommend>' + eos,
+        ],
+    )
+    (rollout,) = generate_rollouts(
+        model,
+        tokenizer,
+        [[1]],
+        LongEvidence(),
+        max_completion_length=120,
+        recommend_reserve=20,  # type: ignore[arg-type]
+    )
+    assert rollout.finished and not rollout.forced and rollout.tools.calls == 1
+    assert rollout.generated < 100 < 300 < len(rollout.completion_ids)
+    assert format_reward(rollout.text) == 1.0 and parse_chain(rollout.text).ranking == ["m1"]
+
+
+def test_budget_forcing_closes_the_open_phase_and_ranks_with_the_reserve(tokenizer: Any) -> None:
+    eos = tokenizer.eos_token
+    finished = f'<plan>p</plan>\n<reflection>ok</reflection>\n<recommend>["m2"]</recommend>{eos}'
+    model = ScriptedGenerator(
+        tokenizer,
+        [
+            finished,  # row 1: done on its own
+            "<plan>p</plan>\n<historical_analysis>" + "word " * 200,  # row 2: out of thinking budget
+            f'["m3","m1"]</recommend>{eos}',  # row 2's ranking, written with the reserve
+        ],
+    )
+    natural, forced = generate_rollouts(
+        model, tokenizer, [[1], [2]], ToolExecutor(None), max_completion_length=100, recommend_reserve=30
+    )
+    assert not natural.forced and parse_chain(natural.text).ranking == ["m2"]
+    assert forced.forced and forced.finished and forced.generated <= 100
+    assert model.seen_inputs[-1].endswith("word</historical_analysis>\n<recommend>\n")
+    chain = parse_chain(forced.text)
+    assert chain.ranking == ["m3", "m1"] and chain.errors == []
+    inserted = [t for t, m in zip(forced.completion_ids, forced.env_mask, strict=True) if m == 0]
+    assert tokenizer.decode(inserted) == "</historical_analysis>\n<recommend>\n"
+    with pytest.raises(ValueError, match="below max_completion_length"):
+        generate_rollouts(model, tokenizer, [[1]], ToolExecutor(None), max_completion_length=50)
+
+
+def test_a_turn_ended_before_recommend_takes_back_its_end_and_is_forced(tokenizer: Any) -> None:
+    eos = tokenizer.eos_token
+    model = ScriptedGenerator(tokenizer, [f"<plan>p</plan>{eos}", f'["m2"]</recommend>{eos}'])
+    (rollout,) = generate_rollouts(model, tokenizer, [[1]], ToolExecutor(None), max_completion_length=200)
+    assert rollout.forced and rollout.text == '<plan>p</plan>\n<recommend>\n["m2"]</recommend>'
+    assert rollout.completion_ids.count(tokenizer.eos_token_id) == 1  # only the final end of turn
+
+
+def test_the_k_asked_for_reaches_the_cf_tools_and_sizes_the_response() -> None:
+    """Serving and rollouts share this executor: its k is the default, the call's own k wins."""
+    evidence = FakeEvidence(build_movie_dataset())
+    call = '{"name": "item_cf", "arguments": {"item_id": "m1"}}'
+    short, _ = ToolExecutor(evidence, k=3).run(call)
+    own, _ = ToolExecutor(evidence, k=3).run('{"name": "item_cf", "arguments": {"item_id": "m1", "k": 1}}')
+    full, _ = ToolExecutor(evidence, k=10).run(call)
+    assert [k for _, _, k in evidence.calls] == [3, 1, 10]
+    assert len(own) < len(short) < len(full)
+    assert short.count("(") == 3 and own.count("(") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from distill_fixtures import make_trajectory
 
 from starrec.distill.config import StarGRPOConfig, StarSFTConfig
-from starrec.distill.sft import sft_rows, tokenize_row
+from starrec.distill.sft import fitting_examples, sft_rows, tokenize_row
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,31 @@ def test_trl_configs_are_derived_by_field_name_and_a_stray_field_fails_loudly(tm
 
     with pytest.raises(TypeError, match=r"\['max_seq_length'\] are not SFTConfig fields"):
         Drifted().to_trl(tmp_path / "d")
+
+
+def test_rows_fit_the_generated_budget_and_ask_for_r_ids(tokenizer: Any) -> None:
+    from starrec.distill.chain import ChainFormat, count_chain_tokens, serialise_trajectory
+
+    trajectory = make_trajectory()
+    full = count_chain_tokens(serialise_trajectory(trajectory), tokenizer).generated
+    (roomy,) = sft_rows([trajectory], tokenizer=tokenizer)
+    (tight,) = sft_rows([trajectory], fmt=ChainFormat(recommend_top=5), tokenizer=tokenizer, budget=full - 1)
+    assert roomy["completion"][0]["content"] == serialise_trajectory(trajectory)
+    chain = tight["completion"][0]["content"]
+    assert count_chain_tokens(chain, tokenizer).generated < full
+    assert chain.endswith(json.dumps(trajectory.ranking[:5], separators=(",", ":")) + "\n</recommend>")
+    assert "at most 5 candidate ids" in tight["prompt"][0]["content"]
+    assert "at most 10 candidate ids" in roomy["prompt"][0]["content"]
+
+
+def test_examples_longer_than_max_length_are_dropped_never_truncated() -> None:
+    rows = [{"input_ids": [1] * 5, "labels": [1] * 5}, {"input_ids": [1] * 50, "labels": [1] * 50}]
+    assert fitting_examples(rows, 10) == rows[:1]
+    with pytest.raises(
+        ValueError, match=r"longer than max_length=4 \(longest 50 tokens\); raise --max-length"
+    ):
+        fitting_examples(rows, 4)
+    assert (
+        "left out and counted, never truncated"
+        in StarSFTConfig.__dataclass_fields__["max_length"].metadata["help"]
+    )

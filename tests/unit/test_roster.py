@@ -18,7 +18,7 @@ from mars_fixtures import FakeEvidence, analysis, build_movie_dataset, default_s
 from starrec.contract.roster import AGENT_NODES, ROSTER, AgentSpec, Roster
 from starrec.contract.trajectory import Trajectory
 from starrec.data.user_view import UserView
-from starrec.distill.chain import parse_chain, serialise_trajectory
+from starrec.distill.chain import DEFAULT_RECOMMEND_TOP, parse_chain, serialise_trajectory
 from starrec.distill.student_prompt import star_system_prompt, trajectory_messages
 from starrec.graphs.context import Context
 from starrec.graphs.graph import build_mars_graph, recursion_limit
@@ -95,7 +95,7 @@ def test_a_sixth_agent_runs_through_the_graph_the_serialiser_and_the_parser(rost
 
     # The serialiser and the student prompt: the agent's tag is a phase of the chain.
     text = serialise_trajectory(trajectory, roster)
-    assert "<price_analysis>" in text and json.dumps(step.output) in text
+    assert "<price_analysis>" in text and json.dumps(step.output, separators=(",", ":")) in text
     system = trajectory_messages(trajectory, roster=roster)[0]["content"]
     assert system == star_system_prompt(roster=roster)
     assert "<price_analysis> (price and value sensitivity)" in system and "'price_sensitivity'" in system
@@ -105,7 +105,7 @@ def test_a_sixth_agent_runs_through_the_graph_the_serialiser_and_the_parser(rost
     assert chain.errors == []
     assert chain.agents == plan
     assert chain.order[:2] == ["plan", "price_analysis"]
-    assert chain.ranking == trajectory.ranking
+    assert chain.ranking == trajectory.ranking[:DEFAULT_RECOMMEND_TOP]
     assert any("price_analysis" in error for error in parse_chain(text, trajectory.candidates).errors)
 
 

@@ -35,11 +35,12 @@ FINAL = (
 )
 OPENING = '<plan>\nlook at history {"agents": ["historical_interest"]}\n</plan>\n<historical_analysis>\n'
 
-Script = Callable[[dict[str, Any]], str]
+Script = Callable[[dict[str, Any]], "str | tuple[str, str]"]
 
 
 class ScriptedServer:
-    """A minimal OpenAI-compatible server: ``script(request_body) -> completion text``; records requests."""
+    """A minimal OpenAI-compatible server: ``script(request_body) -> completion text`` (or ``(text,
+    finish_reason)``; default "stop"); a completion token is a word. Records requests."""
 
     def __init__(self, script: Script) -> None:
         self.script = script
@@ -73,12 +74,13 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)
-                text = server.script(body)
+                answer = server.script(body)
+                text, finish = answer if isinstance(answer, tuple) else (answer, "stop")
                 stop = next((s for s in body.get("stop") or [] if s in text), None)
                 if stop:  # like vLLM: cut at the stop string, drop it
                     text = text[: text.index(stop)]
                 usage = {"prompt_tokens": 100, "completion_tokens": len(text.split()), "total_tokens": 0}
-                choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
+                choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
                 if self.path.endswith("/chat/completions"):
                     choice["message"] = {"role": "assistant", "content": text}
                     kind = "chat.completion"
@@ -187,11 +189,15 @@ def test_tool_calls_are_bounded(evidence: RecordingEvidence) -> None:
         result = loop.answer(MESSAGES, CANDIDATES)
         chain = result.chains[0]
         assert len(evidence.calls) == 2 and len(chain.tool_calls) == 2
-        assert chain.llm_calls == len(server.requests) == 4  # 2 executed + 1 refused + 1 grace segment
-        assert chain.tool_limit_hits == 2 and chain.truncated
+        # 2 executed + 1 refused + 1 grace segment, then the forced ranking
+        assert chain.llm_calls == len(server.requests) == 5
+        assert chain.tool_limit_hits == 2 and chain.truncated and chain.forced
         assert "Tool-call limit reached (2 per answer)" in chain.completion
+        assert server.requests[-1]["stop"] == ["</recommend>"]
+        assert prefix_of(server.requests[-1]).endswith("</historical_analysis>\n<recommend>\n")
         stats = loop.stats.as_dict()
         assert stats["tool_limit_hits"] == 2 and stats["truncated_chains"] == 1
+        assert stats["forced_endings"] == 1 and stats["unforced_recommend_share"] == 0.0
         assert stats["unparsed_chains"] == 1 and stats["repairs"]["missing"] == 20
 
 
@@ -217,14 +223,102 @@ def test_a_chain_that_never_closes_is_completed_in_prior_order(evidence: Recordi
         assert loop.stats.as_dict()["unparsed_chains"] == 1
 
 
-def test_a_partial_recommend_keeps_its_ids_then_follows_the_prior(evidence: RecordingEvidence) -> None:
+def test_a_recommend_cut_twice_keeps_its_ids_then_follows_the_prior(evidence: RecordingEvidence) -> None:
+    """The model opened <recommend> itself: the reserve continues it (no forcing); the reserve runs out
+    too, so the list stays cut, its last (maybe partial) id is not trusted, the prior completes it."""
     prior = list(reversed(CANDIDATES))
-    partial = '<plan>\np {"agents": []}\n</plan>\n<recommend>\n["c3", "c7", "c1'
-    with serve(lambda request: partial) as (_, backend):
-        loop = StarLoop(backend, evidence, StarLoopConfig())
+    opened = '<plan>\np {"agents": []}\n</plan>\n<recommend>\n["c3", '
+
+    def script(request: dict[str, Any]) -> tuple[str, str]:
+        return (opened, "length") if not prefix_of(request) else ('"c7", "c1', "length")
+
+    with serve(script) as (server, backend):
+        loop = StarLoop(backend, evidence, StarLoopConfig(max_completion_tokens=60, recommend_reserve=20))
         result = loop.answer(MESSAGES, CANDIDATES, prior)
         assert result.ranking[:2] == ["c3", "c7"]
         assert result.ranking[2:] == [item for item in prior if item not in {"c3", "c7"}]
+        assert [request["max_tokens"] for request in server.requests] == [40, 60 - len(opened.split())]
+        assert prefix_of(server.requests[1]) == opened  # continued as it was, nothing inserted
+        chain = result.chains[0]
+        assert chain.truncated and not chain.forced
+        assert loop.stats.as_dict()["unforced_recommend_share"] == 1.0
+
+
+def test_a_chain_out_of_thinking_budget_is_closed_and_forced_to_rank(evidence: RecordingEvidence) -> None:
+    prior = list(reversed(CANDIDATES))
+    rambling = (
+        '<plan>\np {"agents": ["historical_interest"]}\n</plan>\n<historical_analysis>\n' + "films " * 50
+    )
+
+    def script(request: dict[str, Any]) -> tuple[str, str]:
+        if not prefix_of(request):
+            return rambling, "length"
+        return '["c3","c7"]\n</recommend>', "stop"  # the server cuts at the stop string
+
+    with serve(script) as (server, backend):
+        config = StarLoopConfig(max_completion_tokens=80, recommend_reserve=20)
+        loop = StarLoop(backend, evidence, config)
+        result = loop.answer(MESSAGES, CANDIDATES, prior)
+        first, forced = server.requests
+        assert first["max_tokens"] == 60 and first["stop"] == ["</tool_call>"]
+        assert forced["stop"] == ["</recommend>"] and forced["max_tokens"] == 80 - len(rambling.split())
+        assert prefix_of(forced) == rambling + "</historical_analysis>\n<recommend>\n"
+        chain = result.chains[0]
+        assert chain.forced and chain.truncated and chain.format_errors == []
+        assert chain.completion.endswith('<recommend>\n["c3","c7"]\n</recommend>')
+        assert result.ranking[:2] == ["c3", "c7"]
+        assert result.ranking[2:] == [item for item in prior if item not in {"c3", "c7"}]
+        stats = loop.stats.as_dict()
+        assert stats["forced_endings"] == 1 and stats["unforced_recommend_share"] == 0.0
+
+
+def test_a_turn_ended_before_recommend_is_forced_too(evidence: RecordingEvidence) -> None:
+    def script(request: dict[str, Any]) -> str:
+        return '<plan>\np {"agents": []}\n</plan>' if not prefix_of(request) else '["c5"]'
+
+    with serve(script) as (server, backend):
+        loop = StarLoop(backend, evidence, StarLoopConfig())
+        result = loop.answer(MESSAGES, CANDIDATES)
+        assert prefix_of(server.requests[1]) == '<plan>\np {"agents": []}\n</plan>\n<recommend>\n'
+        chain = result.chains[0]
+        assert chain.forced and not chain.truncated and chain.parsed == ["c5"]
+        assert chain.completion.endswith("</recommend>") and chain.format_errors == []
+
+
+def test_a_finished_chain_is_not_forced(evidence: RecordingEvidence) -> None:
+    answer = '<plan>\np {"agents": []}\n</plan>\n<recommend>\n["c2","c4"]\n</recommend>'
+    with serve(lambda request: answer) as (server, backend):
+        loop = StarLoop(backend, evidence, StarLoopConfig())
+        result = loop.answer(MESSAGES, CANDIDATES)
+        assert len(server.requests) == 1 and not result.chains[0].forced
+        assert result.ranking[:2] == ["c2", "c4"]
+        assert loop.stats.as_dict()["unforced_recommend_share"] == 1.0
+
+
+def test_tool_responses_do_not_count_against_the_generated_budget() -> None:
+    """Each segment's budget is what is left of max_completion_tokens minus the words generated so
+    far: the long evidence inserted between them is not charged."""
+
+    class LongEvidence(RecordingEvidence):
+        def item_cf(self, item_id: str, k: int = 10) -> CFResult:
+            return CFResult(tool="item_cf", anchor=item_id, found=True, evidence="evidence " * 500)
+
+    def script(request: dict[str, Any]) -> str:
+        return OPENING + TOOL_CALL + "</tool_call>" if not prefix_of(request) else FINAL
+
+    with serve(script) as (server, backend):
+        config = StarLoopConfig(max_completion_tokens=200, recommend_reserve=40)
+        result = StarLoop(backend, LongEvidence(), config).answer(MESSAGES, CANDIDATES)
+        generated = len((OPENING + TOOL_CALL).split())
+        assert [request["max_tokens"] for request in server.requests] == [160, 160 - generated]
+        assert not result.chains[0].forced and result.ranking[:2] == ["c3", "c1"]
+
+
+def test_loop_config_rejects_a_reserve_that_leaves_no_room() -> None:
+    assert StarLoopConfig().reserve == 68  # enough for 10 ids
+    assert StarLoopConfig(recommend_top=20).reserve == 128
+    with pytest.raises(ValueError, match="below max_completion_tokens"):
+        StarLoopConfig(max_completion_tokens=64)
 
 
 def test_agreement_fusion_option_leaves_the_prior_for_an_uninformative_student(

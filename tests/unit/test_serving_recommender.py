@@ -9,6 +9,7 @@ import pytest
 from test_serving_loop import RecordingEvidence, ScriptedServer
 
 from starrec.data.schema import Dataset, Task
+from starrec.distill.student_prompt import star_system_prompt
 from starrec.eval.harness import evaluate
 from starrec.eval.methods import MethodOptions, make_method
 from starrec.llm.scripted import ScriptedChatModel
@@ -27,7 +28,7 @@ GROUND_TRUTH = {task.user_id: task.ground_truth for task in TASKS}
 def candidates_in(request: dict[str, Any]) -> tuple[str, list[str]]:
     """(user id, candidate ids) from the student prompt the loop sent."""
     user = request["messages"][1]["content"]
-    listed = json.loads(user.split("## candidate ids (rank all of them)\n", 1)[1].splitlines()[0])
+    listed = json.loads(user.split("## candidate ids\n", 1)[1].splitlines()[0])
     user_id = user.split("for user ", 1)[1].split(".", 1)[0]
     return user_id, listed
 
@@ -62,6 +63,8 @@ def test_star_through_the_harness_uses_the_teacher_prompt_and_counts_everything(
         )
         report = evaluate(recommender, TASKS, tiny_dataset, seed=0, progress=False)
         prompts = {candidates_in(r)[0]: r["messages"][1]["content"] for r in server.requests}
+        systems = {r["messages"][0]["content"] for r in server.requests}
+    assert systems == {star_system_prompt()} and "at most 10 candidate ids" in systems.pop()
     assert report["hr@1"] == 1.0 and report["n_tasks"] == 2
     assert sorted(evidence.calls) == [("user_cf", "u1"), ("user_cf", "u4")]
     assert sorted(evidence.prior_calls) == ["u1", "u4"]
@@ -74,6 +77,22 @@ def test_star_through_the_harness_uses_the_teacher_prompt_and_counts_everything(
     assert stats["tasks"] == 2 and stats["llm_calls"] == 4 and stats["tool_calls"] == 2
     assert stats["abstractor"]["llm_calls"] >= 2 and stats["llm_calls_per_task_total"] > 2
     assert stats["rankings_repaired"] == 0 and stats["unparsed_chains"] == 0
+    assert stats["forced_endings"] == 0 and stats["unforced_recommend_share"] == 1.0
+
+
+def test_the_prompt_asks_for_the_configured_number_of_ids(tiny_dataset: Dataset) -> None:
+    _, loop = split_options(MethodOptions(extra={"recommend_top": "3"}))
+    with ScriptedServer(oracle_student) as server:
+        recommender = StarRecommender(
+            OpenAIBackend(server.base_url, max_retries=0),
+            loop,
+            options=StarOptions(use_abstractor=False),
+            evidence=RecordingEvidence(),
+        )
+        evaluate(recommender, TASKS[:1], tiny_dataset, seed=0, progress=False)
+        systems = {r["messages"][0]["content"] for r in server.requests}
+    assert systems == {star_system_prompt(recommend_top=3)}
+    assert "at most 3 candidate ids" in systems.pop()
 
 
 def test_options_are_typed_and_unknown_ones_rejected() -> None:
