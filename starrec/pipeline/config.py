@@ -547,4 +547,9 @@ def validate(config: PipelineConfig, index: LineIndex) -> None:
         try:
             split_options(MethodOptions(extra={key: value}))
         except ValueError as error:
-            raise PipelineConfigError(f"{index.where(f'student.options.{key}')}: {error}") from None
+            if not str(error).startswith("recommend_reserve ("):  # checked with all the knobs below
+                raise PipelineConfigError(f"{index.where(f'student.options.{key}')}: {error}") from None
+    try:
+        split_options(MethodOptions(extra=dict(config.student.options)))
+    except ValueError as error:
+        raise PipelineConfigError(f"{index.where('student.options')}: {error}") from None

@@ -50,9 +50,9 @@ class OracleStudent:
 
     def __call__(self, request: dict[str, Any]) -> str:
         prompt = request["messages"][1]["content"] if len(request["messages"]) > 1 else ""
-        if "## candidate ids (rank all of them)" not in prompt:
+        if "## candidate ids\n" not in prompt:
             return "The viewer watches one genre, film after film."  # an abstractor summary
-        listed = json.loads(prompt.split("## candidate ids (rank all of them)\n", 1)[1].splitlines()[0])
+        listed = json.loads(prompt.split("## candidate ids\n", 1)[1].splitlines()[0])
         truth = self.truths[prompt.split("for user ", 1)[1].split(".", 1)[0]]
         ranking = json.dumps([truth, *(item for item in listed if item != truth)])
         return (
