@@ -22,6 +22,7 @@ from starrec.contract.trajectory import Trajectory
 from starrec.distill.chain import serialise_trajectory
 from starrec.distill.config import StarSFTConfig, resolve_model
 from starrec.distill.filtering import FilterReport, outcome_filter
+from starrec.distill.planner_sft import planner_rows
 from starrec.distill.student_prompt import trajectory_messages
 
 _TOOL_RESPONSE_SPAN = re.compile(r"\n?<tool_response>.*?</tool_response>\n?", re.DOTALL)
@@ -117,7 +118,7 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
             f"no run in {runs} survives the top-{config.top_k} outcome filter ({report.to_dict()['total']}); "
             "record more passes or loosen --top-k"
         )
-    rows = sft_rows(kept, config.ablation)
+    rows = planner_rows(kept) if config.target == "planner" else sft_rows(kept, config.ablation)
     out.mkdir(parents=True, exist_ok=True)
 
     model_dir = resolve_model(config.model)
