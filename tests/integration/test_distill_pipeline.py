@@ -273,3 +273,37 @@ def test_planner_sft_on_tiny_then_mars_planner_serves_it(recorded: dict[str, Pat
     per_model = report["method_stats"]["per_model"]
     assert per_model[str(out)]["nodes"] == ["planner"] and per_model[str(out)]["llm_calls"] >= 1
     assert "planner" not in per_model["scripted"]["nodes"]
+
+
+@pytest.mark.slow
+def test_planner_sft_on_smollm2_plans_with_known_agents(recorded: dict[str, Path], tmp_path: Path) -> None:
+    """The benchmark-size planner: SmolLM2-135M fine-tuned on the planner steps, then serving MARS-Planner."""
+    from distill_fixtures import scripted_teacher
+    from mars_fixtures import FakeEvidence, build_movie_dataset, make_task
+
+    from starrec.contract.roster import AGENT_NODES
+    from starrec.eval.harness import evaluate
+    from starrec.eval.methods import MethodOptions, make_method
+
+    out = tmp_path / "planner"
+    output = invoke("distill", "sft", "--runs", recorded["runs"], "--model", "smollm2", "--out", out,
+                    "--target", "planner", "--max-steps", 3, "--learning-rate", 1e-4,
+                    "--threads", 1)  # fmt: skip
+    assert "SFT done: 6 examples" in output
+    metrics = json.loads((out / "sft_metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["last_loss"] < metrics["first_loss"]
+
+    dataset = build_movie_dataset()
+    tasks = [make_task(dataset, "u2", 0)]
+    options = MethodOptions(
+        models={"planner": f"local:{out}"}, extra={"chunk_size": "3", "max_new_tokens": "64"}
+    )
+    method = make_method("mars_planner", options)
+    method.chat_model = scripted_teacher({frozenset(tasks[0].candidates): tasks[0].ground_truth or ""})
+    method.evidence = FakeEvidence(dataset)
+    report = evaluate(method, tasks, dataset, seed=0, progress=False)
+    assert report["invalid"]["errors"] == 0
+    [trajectory] = method.trajectories
+    planner = next(step for step in trajectory.steps if step.node == "planner")
+    assert planner.llm_calls[0].model == str(out)
+    assert set(planner.output["agents"]) <= set(AGENT_NODES)
