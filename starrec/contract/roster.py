@@ -13,7 +13,7 @@ trajectories record them as ``StepRecord.node``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -125,6 +125,13 @@ class Roster:
     def node_names(self) -> frozenset[str]:
         """Every graph node a trajectory can record."""
         return frozenset({*FIXED_NODES, *self.names})
+
+    def check_nodes(self, names: Iterable[str], what: str) -> None:
+        """A one-line error for a name that is no node of this graph (e.g. a key of ``--llm-for``)."""
+        unknown = sorted(set(names) - self.node_names)
+        if unknown:
+            valid = ", ".join([*FIXED_NODES, *self.names])
+            raise ValueError(f"{what}: unknown node {', '.join(map(repr, unknown))}; valid nodes: {valid}")
 
     def agent(self, name: str) -> AgentSpec:
         for agent in self.agents:

@@ -161,18 +161,26 @@ def sft_command(
         bool, typer.Option(help="No loss on <tool_response> text (the evidence store writes it).")
     ] = True,
     seed: Annotated[int | None, typer.Option(help="Training seed.")] = None,
+    target: Annotated[
+        str,
+        typer.Option(help="star (the whole chain) | planner (the planner's steps only: MARS-Planner)."),
+    ] = "star",
     cpu: CpuOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Stage 1: fine-tune the student on outcome-filtered teacher chains (TRL SFTTrainer)."""
+    """Stage 1: fine-tune the student on outcome-filtered teacher chains (TRL SFTTrainer); with
+    ``--target planner``, the MARS planner on the kept runs' planner steps."""
     from starrec.distill.config import StarSFTConfig
     from starrec.distill.sft import train_sft
     from starrec.distill.training import set_threads
 
     set_threads(threads)
+    try:
+        base = StarSFTConfig(model=model, ablation=ablation, target=target)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     config = (
-        StarSFTConfig(model=model, ablation=ablation)
-        .for_device(cpu)
+        base.for_device(cpu)
         .with_updates(
             top_k=top_k,
             max_steps=max_steps,

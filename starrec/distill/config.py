@@ -34,6 +34,10 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+SFT_TARGETS: tuple[str, ...] = ("star", "planner")
+"""What ``starrec distill sft`` fine-tunes: the STAR student, or the MARS planner alone."""
+
+
 class _Config:
     """Shared behaviour of the two configs (dataclass mixin)."""
 
@@ -91,6 +95,13 @@ class StarSFTConfig(_Config):
             "help": "No loss on <tool_response> text: the student calls tools, it never writes evidence."
         },
     )
+    target: str = field(
+        default="star",
+        metadata={
+            "help": "star = the whole chain (the STAR student); planner = the planner's recorded steps only "
+            "(its exact prompt and plan), for the MARS-Planner hybrid."
+        },
+    )
     learning_rate: float = field(default=1e-5, metadata={"help": "Paper: 1e-5."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Paper: 2 epochs."})
     max_steps: int = field(
@@ -121,7 +132,7 @@ class StarSFTConfig(_Config):
     seed: int = field(default=0, metadata={"help": "Seed for data order, initialisation (tiny) and dropout."})
 
     STAR_ONLY: ClassVar[frozenset[str]] = frozenset(
-        {"model", "top_k", "ablation", "mask_tool_responses", "recommend_top"}
+        {"model", "top_k", "ablation", "mask_tool_responses", "recommend_top", "target"}
     )
 
     def cpu_overrides(self) -> dict[str, Any]:
@@ -142,6 +153,10 @@ class StarSFTConfig(_Config):
 
     def __post_init__(self) -> None:
         check_ablation(self.ablation)
+        if self.target not in SFT_TARGETS:
+            raise ValueError(f"SFT target {self.target!r} is not one of {', '.join(SFT_TARGETS)}")
+        if self.target == "planner" and self.ablation == "no_planner":
+            raise ValueError("target planner trains on planner steps; no_planner runs have none")
 
 
 @dataclass

@@ -29,6 +29,7 @@ from starrec.distill.chain import (
 )
 from starrec.distill.config import StarSFTConfig, resolve_model
 from starrec.distill.filtering import FilterReport, outcome_filter
+from starrec.distill.planner_sft import planner_rows
 from starrec.distill.student_prompt import trajectory_messages
 
 
@@ -161,7 +162,10 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
         )
     model_dir = resolve_model(config.model)
     model, tokenizer = load_student(model_dir)
-    rows = sft_rows(kept, config.ablation, ChainFormat(recommend_top=config.recommend_top), tokenizer)
+    if config.target == "planner":
+        rows = planner_rows(kept)
+    else:
+        rows = sft_rows(kept, config.ablation, ChainFormat(recommend_top=config.recommend_top), tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     budget = chain_budget_report((row["completion"][0]["content"] for row in rows), tokenizer)
     tokenized = [

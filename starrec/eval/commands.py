@@ -28,6 +28,33 @@ def parse_options(options: list[str] | None) -> dict[str, str]:
     return parsed
 
 
+LLM_FOR_HELP = (
+    "NODE=SPEC: serve one MARS node with its own model (repeatable), e.g. planner=local:DIR or "
+    "ranker=openai:deepseek-chat; SPEC@URL gives it its own endpoint (planner=openai:star-planner@"
+    "http://127.0.0.1:8001/v1). Nodes not named use --llm."
+)
+
+
+def parse_node_models(values: list[str] | None) -> dict[str, str]:
+    """``--llm-for NODE=SPEC`` pairs as ``{node: spec}``: node names from the house roster, specs in
+    ``--llm``'s syntax; a bad entry is a one-line usage error."""
+    from starrec.contract.roster import ROSTER
+    from starrec.llm.spec import LLMSpec, split_endpoint
+
+    models: dict[str, str] = {}
+    for text in values or []:
+        node, sep, spec = (part.strip() for part in text.partition("="))
+        if not sep or not node or not spec:
+            raise typer.BadParameter(f"expected NODE=SPEC, got {text!r}", param_hint="--llm-for")
+        try:
+            ROSTER.check_nodes([node], f"--llm-for {text}")
+            LLMSpec.parse(split_endpoint(spec)[0])
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--llm-for") from None
+        models[node] = spec
+    return models
+
+
 def metric_cells(report: dict[str, Any]) -> list[str]:
     """``0.6333 [0.57, 0.70]`` per metric column (value and its bootstrap interval)."""
     intervals = report.get("ci95", {})
@@ -116,6 +143,7 @@ def eval_command(
     llm: Annotated[str | None, typer.Option(help="LLM backend: openai | local | scripted.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name or directory (LLM methods).")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint.")] = None,
+    llm_for: Annotated[list[str] | None, typer.Option("--llm-for", help=LLM_FOR_HELP)] = None,
     concurrency: Annotated[int, typer.Option(help="Requests in flight (LLM methods).")] = 4,
     samples: Annotated[int, typer.Option(help="Best-of-k samples (STAR).")] = 1,
     no_shuffle: Annotated[bool, typer.Option(
@@ -132,7 +160,8 @@ def eval_command(
 
     extra = parse_options(option)
     options = MethodOptions(seed=seed, data_dir=data, llm=llm, model=model, base_url=base_url,
-                            concurrency=concurrency, samples=samples, extra=extra,
+                            models=parse_node_models(llm_for), concurrency=concurrency, samples=samples,
+                            extra=extra,
                             llm_cache=str(llm_cache) if llm_cache is not None else None)
     try:
         recommender = make_method(method, options)

@@ -28,6 +28,7 @@ METHOD_FACTORIES: dict[str, str] = {
     "bpr": "starrec.baselines.bpr:make_bpr",
     "lightgcn": "starrec.baselines.lightgcn:make_lightgcn",
     "mars": "starrec.graphs.recommender:make_mars",
+    "mars_planner": "starrec.graphs.recommender:make_mars_planner",
     "star": "starrec.serving.recommender:make_star",
 }
 
@@ -44,6 +45,8 @@ class MethodOptions:
     model: str | None = None
     """Model name or directory (LLM methods, STAR student)."""
     base_url: str | None = None
+    models: dict[str, str] = field(default_factory=dict)
+    """Per-node model specs for MARS (``--llm-for NODE=SPEC``); nodes not named use ``llm``."""
     concurrency: int = 4
     samples: int = 1
     """Best-of-k samples (STAR)."""

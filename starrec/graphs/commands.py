@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from starrec.contract.ablations import ABLATION_CHOICES
-from starrec.eval.commands import parse_options
+from starrec.eval.commands import LLM_FOR_HELP, parse_node_models, parse_options
 
 ABLATION_HELP = f"Switch one component off: {ABLATION_CHOICES}."
 LLM_CACHE_HELP = (
@@ -50,6 +50,7 @@ def build_context(
     options: dict[str, str],
     data: Path | None,
     tasks: Path | None,
+    models: dict[str, str] | None = None,
 ) -> Any:
     from starrec.eval.methods import MethodOptions
     from starrec.graphs.recommender import context_from_options
@@ -57,7 +58,8 @@ def build_context(
     if fusion is not None:
         options = {**options, "ranker_fusion": fusion}
     method_options = MethodOptions(
-        seed=seed, data_dir=data, llm=llm, model=model, base_url=base_url, extra=options
+        seed=seed, data_dir=data, llm=llm, model=model, base_url=base_url, extra=options,
+        models=dict(models or {}),
     )
     try:
         context = context_from_options(method_options).with_ablation(ablation)
@@ -77,6 +79,7 @@ def teach_command(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model name or directory for the backend.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (openai backend).")] = None,
+    llm_for: Annotated[list[str] | None, typer.Option("--llm-for", help=LLM_FOR_HELP)] = None,
     passes: Annotated[int, typer.Option(help="Runs per task (for outcome filtering).")] = 1,
     sample_temperature: Annotated[
         float,
@@ -109,7 +112,10 @@ def teach_command(
     if passes < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--passes")
     chosen_shard = parse_shard(shard)
-    context = build_context(llm, model, base_url, seed, ablation, fusion, parse_options(option), data, tasks)
+    context = build_context(
+        llm, model, base_url, seed, ablation, fusion, parse_options(option), data, tasks,
+        parse_node_models(llm_for),
+    )
     try:
         pass_contexts(context, passes, sample_temperature)
     except ValueError as error:

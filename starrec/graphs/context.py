@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from starrec.contract.ablations import ABLATION_SWITCHES, check_ablation
 from starrec.llm.redact import redact_value
+from starrec.llm.spec import split_endpoint
 
 
 @dataclass(kw_only=True)
@@ -28,6 +29,17 @@ class Context:
     )
     base_url: str | None = field(
         default=None, metadata={"help": "Endpoint for the openai backend (vLLM, llama.cpp server, DeepSeek)."}
+    )
+    models: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Per-node chat model: {node: spec}, e.g. {'planner': 'local:DIR', 'ranker': "
+            "'openai:deepseek-chat'}; nodes not named use llm. A spec takes its own endpoint as "
+            "'openai:MODEL@http://HOST:PORT/v1' (without one it uses base_url). Nodes: abstractor, "
+            "planner, reflector, ranker and the roster's agents (user_profile, historical_interest, "
+            "recent_interest, interest_divergence). "
+            "A node given an explicit chat model when the graph was built keeps it."
+        },
     )
     data_dir: str | None = field(
         default=None,
@@ -152,6 +164,14 @@ class Context:
         },
     )
 
+    def model_for(self, node: str | None) -> tuple[str, str | None]:
+        """(spec, base_url) of the chat model that serves ``node`` (None = the default model)."""
+        assigned = self.models.get(node) if node is not None else None
+        if assigned is None:
+            return self.llm, self.base_url
+        spec, url = split_endpoint(assigned)
+        return spec, url if url is not None else self.base_url
+
     def for_pass(self, pass_: int, sample_temperature: float) -> Context:
         """The context of pass ``pass_`` of a multi-pass teach: sampled at ``sample_temperature`` with
         seed ``seed + pass_``, so K passes are K different samples, not K copies of one greedy run."""
@@ -172,6 +192,11 @@ class Context:
             raise ValueError(
                 f"Context.ranker_prior must be 'candidate_cf' or 'neighbour_lists', got {self.ranker_prior!r}"
             )
+        if not isinstance(self.models, dict) or not all(
+            isinstance(node, str) and isinstance(spec, str) and spec.strip()
+            for node, spec in self.models.items()
+        ):
+            raise ValueError(f"Context.models must map node names to model specs, got {self.models!r}")
         if not 0.0 <= self.fusion_max_weight <= 1.0:
             raise ValueError(f"Context.fusion_max_weight must be in [0, 1], got {self.fusion_max_weight}")
 

@@ -104,11 +104,26 @@ def print_summary(console: Any, summary: Any, title: str) -> None:
             f"{row['seconds']:.2f}",
         )
     console.print(agents)
+    if len(data.get("per_model", {})) > 1:
+        console.print(model_table(data["per_model"]))
     if data["repairs"]:
         console.print(
             "repairs and retries: " + ", ".join(f"{k}={v}" for k, v in sorted(data["repairs"].items()))
         )
     console.print(cost_line(data))
+
+
+def model_table(per_model: dict[str, dict[str, Any]]) -> Table:
+    """Usage under each model that served nodes (runs with per-node models), totals over the batch."""
+    table = Table(title="per model (totals)")
+    for column in ("model", "nodes", "LLM calls", "tokens", "seconds", "cost $"):
+        table.add_column(column, justify="left" if column in ("model", "nodes") else "right")
+    for model, row in per_model.items():
+        cost = "unknown" if row["cost_usd"] is None else f"{row['cost_usd']:.4f}"
+        tokens = row["prompt_tokens"] + row["completion_tokens"]
+        table.add_row(model, ", ".join(row["nodes"]), str(row["llm_calls"]), str(tokens),
+                      f"{row['seconds']:.2f}", cost)  # fmt: skip
+    return table
 
 
 def cost_line(data: dict[str, Any]) -> str:

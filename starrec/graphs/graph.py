@@ -8,6 +8,7 @@ their own chat model, evidence source and checkpointer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -63,6 +64,7 @@ def build_mars_graph(
     *,
     chat_model: BaseChatModel | None = None,
     evidence: EvidenceSource | None = None,
+    chat_models: Mapping[str, BaseChatModel] | None = None,
     checkpointer: Checkpointer = None,
     name: str = GRAPH_NAME,
     roster: Roster = ROSTER,
@@ -70,10 +72,13 @@ def build_mars_graph(
     """Compile the MARS graph.
 
     ``chat_model``/``evidence`` override what the run context would build lazily (``llm`` spec,
-    ``data_dir``). ``context`` only sets the default recursion limit; pass the run's context to
-    ``invoke(..., context=...)``. ``roster`` lists the execution agents (default: the house four).
+    ``data_dir``); ``chat_models`` gives single nodes their own instance (``{"planner": model}``,
+    names checked against the roster), over ``Context.models``. ``context`` only sets the default
+    recursion limit; pass the run's context to ``invoke(..., context=...)``.
+    ``roster`` lists the execution agents (default: the house four).
     """
-    nodes = MarsNodes(Resources(chat_model=chat_model, evidence=evidence), roster)
+    roster.check_nodes(chat_models or {}, "build_mars_graph(chat_models=...)")
+    nodes = MarsNodes(Resources(chat_model=chat_model, evidence=evidence, chat_models=chat_models), roster)
     routes = Routes(roster)
     agents = roster.names
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)

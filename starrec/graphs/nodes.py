@@ -28,7 +28,7 @@ from starrec.agents.ranker import (
     order_by_score,
 )
 from starrec.agents.reflector import reflect
-from starrec.contract.roster import ROSTER, Roster
+from starrec.contract.roster import ABSTRACTOR, PLANNER, RANKER, REFLECTOR, ROSTER, Roster
 from starrec.data.user_view import UserView
 from starrec.graphs.context import Context
 from starrec.graphs.recording import STEP_EVENT
@@ -93,7 +93,8 @@ class MarsNodes:
         """Chunk + fuse the history into the hybrid input (long-term summary + last chunk)."""
         validate_input(state)
         context = context_of(runtime)
-        env, warnings = self.resources.env(context, state.domain, with_tools=False)
+        self.roster.check_nodes(context.models, "Context.models")
+        env, warnings = self.resources.env(context, state.domain, with_tools=False, node=ABSTRACTOR)
         counters = Counters()
         result = await abstract(env, state.history, context.chunk_size, context.max_history, counters)
         output = {
@@ -110,7 +111,7 @@ class MarsNodes:
 
     async def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         context = context_of(runtime)
-        env, warnings = self.resources.env(context, state.domain, with_tools=False)
+        env, warnings = self.resources.env(context, state.domain, with_tools=False, node=PLANNER)
         counters = Counters()
         result = await plan(env, view_of(state, env), counters, self.roster)
         return {
@@ -126,7 +127,7 @@ class MarsNodes:
 
         async def run_agent(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             context = context_of(runtime)
-            env, warnings = self.resources.env(context, state.domain, with_tools=True)
+            env, warnings = self.resources.env(context, state.domain, with_tools=True, node=name)
             counters = Counters()
             correction = state.corrections.get(name) if state.round > 0 else None
             view = view_of(state, env)
@@ -146,7 +147,7 @@ class MarsNodes:
     async def reflector(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         """Pass, or open a correction round for the flagged agents (bounded by the context)."""
         context = context_of(runtime)
-        env, warnings = self.resources.env(context, state.domain, with_tools=False)
+        env, warnings = self.resources.env(context, state.domain, with_tools=False, node=REFLECTOR)
         counters = Counters()
         executed = {
             agent: state.analyses[agent]
@@ -175,7 +176,7 @@ class MarsNodes:
     async def ranker(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         """LLM ranking grounded in the candidate-CF prior, fused by ``ranker_fusion``."""
         context = context_of(runtime)
-        env, warnings = self.resources.env(context, state.domain, with_tools=False)
+        env, warnings = self.resources.env(context, state.domain, with_tools=False, node=RANKER)
         counters = Counters()
         candidates = [c["id"] for c in state.candidates]
         scores: dict[str, float] = {}

@@ -8,11 +8,12 @@ runs concurrent (``--concurrency``), failures isolated and counted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
+from starrec.contract.roster import PLANNER
 from starrec.contract.trajectory import Trajectory
 from starrec.data.schema import Dataset, RankRequest
 from starrec.eval.methods import MethodOptions, config_with_overrides
@@ -43,9 +44,11 @@ class MarsRecommender(BatchRecommender):
         evidence: EvidenceSource | None = None,
         concurrency: int = 1,
         timeout_s: float | None = None,
+        chat_models: Mapping[str, BaseChatModel] | None = None,
     ) -> None:
         self.context = context
         self.chat_model = chat_model
+        self.chat_models = dict(chat_models or {})
         self.evidence = evidence
         self.concurrency = concurrency
         self.timeout_s = timeout_s
@@ -65,7 +68,9 @@ class MarsRecommender(BatchRecommender):
     def rank_batch(self, requests: Sequence[RankRequest]) -> list[Sequence[str] | BaseException]:
         if self.train is None:
             raise RuntimeError("MarsRecommender.fit(train) must run before rank_batch")
-        graph = build_mars_graph(self.context, chat_model=self.chat_model, evidence=self.evidence)
+        graph = build_mars_graph(
+            self.context, chat_model=self.chat_model, evidence=self.evidence, chat_models=self.chat_models
+        )
         jobs = [RunJob(request) for request in requests]
         trajectories = asyncio.run(
             run_batch(
@@ -107,6 +112,7 @@ class MarsRecommender(BatchRecommender):
                 "unpriced_runs",
                 "llm_cache_hits",
                 "llm_cache_misses",
+                "per_model",
             )
         }
 
@@ -119,6 +125,7 @@ def context_from_options(options: MethodOptions) -> Context:
     base = Context(
         llm=llm,
         base_url=options.base_url or None,
+        models=dict(options.models),
         seed=options.seed,
         data_dir=str(options.data_dir) if options.data_dir is not None else None,
         llm_cache=options.llm_cache,
@@ -129,3 +136,25 @@ def context_from_options(options: MethodOptions) -> Context:
 def make_mars(options: MethodOptions) -> MarsRecommender:
     """Factory for ``starrec eval --method mars`` (see :data:`starrec.eval.methods.METHOD_FACTORIES`)."""
     return MarsRecommender(context_from_options(options), concurrency=options.concurrency)
+
+
+class MarsPlannerRecommender(MarsRecommender):
+    """The paper's MARS-Planner hybrid: a planner fine-tuned on the teacher's planning steps
+    (``starrec distill sft --target planner``) with the teacher's executors, reflector and ranker;
+    it isolates what planning alignment alone is worth."""
+
+    name = "mars_planner"
+
+
+def make_mars_planner(options: MethodOptions) -> MarsPlannerRecommender:
+    """Factory for ``starrec eval --method mars_planner``: MARS with ``--llm-for planner=SPEC`` required
+    (the fine-tuned planner, e.g. ``local:DIR``); every other node runs the teacher (``--llm``)."""
+    context = context_from_options(options)
+    if PLANNER not in context.models:
+        raise ValueError(
+            "method 'mars_planner' needs the fine-tuned planner: --llm-for planner=local:DIR (a checkpoint "
+            "of `starrec distill sft --target planner`); the other nodes use --llm"
+        )
+    if not context.use_planner:
+        raise ValueError("method 'mars_planner' runs the fine-tuned planner; drop use_planner=false")
+    return MarsPlannerRecommender(context, concurrency=options.concurrency)

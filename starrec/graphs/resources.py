@@ -8,6 +8,7 @@ the context (``llm`` spec, ``data_dir``), so importing the graph module never lo
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +22,37 @@ from starrec.tools.base import EvidenceSource
 
 
 class Resources:
-    """Chat model + evidence for a graph; thread-safe lazy construction, cached per spec."""
+    """Chat models + evidence for a graph; thread-safe lazy construction, cached per spec.
+
+    Which model serves a node, first match wins: an explicit instance for that node
+    (``chat_models``), the context's spec for it (``Context.models``), the explicit default
+    instance (``chat_model``), the context's ``llm``.
+    """
 
     def __init__(
-        self, chat_model: BaseChatModel | None = None, evidence: EvidenceSource | None = None
+        self,
+        chat_model: BaseChatModel | None = None,
+        evidence: EvidenceSource | None = None,
+        chat_models: Mapping[str, BaseChatModel] | None = None,
     ) -> None:
         self._explicit_model = chat_model
+        self._explicit_models = dict(chat_models or {})
         self._explicit_evidence = evidence
         self._models: dict[tuple[Any, ...], BaseChatModel] = {}
         self._evidence: dict[tuple[str, str | None], EvidenceSource] = {}
         self._tools: dict[int, list[BaseTool]] = {}
         self._lock = threading.Lock()
 
-    def chat_model(self, context: Context) -> BaseChatModel:
-        if self._explicit_model is not None:
+    def chat_model(self, context: Context, node: str | None = None) -> BaseChatModel:
+        """The model that serves ``node`` (None = the default model of the run)."""
+        if node in self._explicit_models:
+            return self._explicit_models[node]
+        if self._explicit_model is not None and (node is None or node not in context.models):
             return self._explicit_model
+        spec, base_url = context.model_for(node)
         key = (
-            context.llm,
-            context.base_url,
+            spec,
+            base_url,
             context.max_new_tokens,
             context.temperature,
             context.seed,
@@ -52,8 +66,8 @@ class Resources:
                 from starrec.llm import make_chat_model
 
                 self._models[key] = make_chat_model(
-                    context.llm,
-                    base_url=context.base_url,
+                    spec,
+                    base_url=base_url,
                     max_tokens=context.max_new_tokens,
                     temperature=context.temperature,
                     seed=context.seed,
@@ -96,9 +110,12 @@ class Resources:
                 self._tools[id(evidence)] = make_cf_tools(evidence)
             return self._tools[id(evidence)]
 
-    def env(self, context: Context, domain: str, with_tools: bool) -> tuple[AgentEnv, list[str]]:
-        """An :class:`AgentEnv` for one node, plus warnings (e.g. tools wanted but unavailable)."""
-        model = self.chat_model(context)
+    def env(
+        self, context: Context, domain: str, with_tools: bool, node: str | None = None
+    ) -> tuple[AgentEnv, list[str]]:
+        """An :class:`AgentEnv` for ``node``, on the model assigned to it, plus warnings (e.g. tools
+        wanted but unavailable)."""
+        model = self.chat_model(context, node)
         warnings: list[str] = []
         tools: list[BaseTool] = []
         if with_tools and context.use_tools and context.max_tool_calls > 0:

@@ -130,6 +130,9 @@ class BatchSummary:
     tokens: float = 0.0
     seconds: float = 0.0
     per_agent: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Model name -> totals over all runs of the calls it served: llm_calls, prompt/completion tokens,
+    seconds, cost_usd (None = unknown) and the nodes it served."""
     cost_usd: float | None = 0.0
     """Dollars all runs cost together; None when some run's cost is unknown (unpriced hosted model)."""
     unpriced_runs: int = 0
@@ -151,6 +154,7 @@ class BatchSummary:
             "tokens_per_run": self.tokens,
             "seconds_per_run": self.seconds,
             "per_agent": self.per_agent,
+            "per_model": self.per_model,
             "cost_usd": self.cost_usd,
             "cost_usd_per_run": self.cost_usd_per_run,
             "unpriced_runs": self.unpriced_runs,
@@ -205,4 +209,26 @@ def summarise_runs(trajectories: Sequence[Trajectory]) -> BatchSummary:
     summary.per_agent = {
         node: {key: value / count for key, value in row.items()} for node, row in agents.items()
     }
+    summary.per_model = usage_per_model(trajectories)
     return summary
+
+
+def usage_per_model(trajectories: Sequence[Trajectory]) -> dict[str, dict[str, Any]]:
+    """Every recorded LLM call's usage added up under the model that served it (per-node models)."""
+    models: dict[str, dict[str, Any]] = {}
+    for trajectory in trajectories:
+        for step in trajectory.steps:
+            for call in step.llm_calls:
+                row = models.setdefault(
+                    call.model or "unknown",
+                    {"llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0,
+                     "cost_usd": 0.0, "nodes": []},
+                )  # fmt: skip
+                row["llm_calls"] += 1
+                row["prompt_tokens"] += call.prompt_tokens
+                row["completion_tokens"] += call.completion_tokens
+                row["seconds"] += call.seconds
+                row["cost_usd"] = add_costs([row["cost_usd"], call.cost_usd])
+                if step.node not in row["nodes"]:
+                    row["nodes"].append(step.node)
+    return models

@@ -174,6 +174,19 @@ class LLMSpec:
         return values
 
 
+ENDPOINT_SEPARATOR = "@"
+"""``SPEC@URL``: a model spec with its own endpoint (``openai:star-planner@http://127.0.0.1:8001/v1``)."""
+
+
+def split_endpoint(text: str) -> tuple[str, str | None]:
+    """``("openai:MODEL", "http://...")`` for ``openai:MODEL@http://...``; ``(text, None)`` without an
+    ``@http(s)://`` suffix (an ``@`` elsewhere, as in a folder name, stays part of the spec)."""
+    spec, sep, url = text.strip().rpartition(ENDPOINT_SEPARATOR)
+    if sep and spec and url.startswith(("http://", "https://")):
+        return spec, url
+    return text.strip(), None
+
+
 def make_chat_model(spec: LLMSpec | str | None = None, **overrides: Any) -> BaseChatModel:
     """A chat model for ``spec`` (``None``: from the environment; a string: :meth:`LLMSpec.parse`)."""
     if spec is None:

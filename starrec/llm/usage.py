@@ -221,12 +221,16 @@ def _token_usage(response: LLMResult) -> tuple[int, int]:
 
 
 class LLMUsageCallback(BaseCallbackHandler):
-    """Thread-safe per-node LLM usage totals (works for sync and async runs)."""
+    """Thread-safe LLM usage totals per node and per model (works for sync and async runs).
+
+    ``by_model`` splits the same calls by the model that served them (MARS with per-node models).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._started: dict[UUID, tuple[str, float, ModelIdentity]] = {}
         self.by_node: dict[str, NodeUsage] = {}
+        self.by_model: dict[str, NodeUsage] = {}
 
     def _usage(self, node: str) -> NodeUsage:
         return self.by_node.setdefault(node, NodeUsage())
@@ -258,20 +262,23 @@ class LLMUsageCallback(BaseCallbackHandler):
         cache = cache_status(response)
         with self._lock:
             usage, seconds, identity = self._finish(run_id)
-            usage.calls += 1
-            usage.prompt_tokens += prompt
-            usage.completion_tokens += completion
-            usage.seconds += seconds
-            usage.cache_hits += cache == "hit"
-            usage.cache_misses += cache == "miss"
-            usage.cost_usd = add_costs([usage.cost_usd, call_cost(identity, prompt, completion, cache)])
+            cost = call_cost(identity, prompt, completion, cache)
+            for total in (usage, self.by_model.setdefault(identity.model or "unknown", NodeUsage())):
+                total.calls += 1
+                total.prompt_tokens += prompt
+                total.completion_tokens += completion
+                total.seconds += seconds
+                total.cache_hits += cache == "hit"
+                total.cache_misses += cache == "miss"
+                total.cost_usd = add_costs([total.cost_usd, cost])
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
-            usage, seconds, _ = self._finish(run_id)
-            usage.calls += 1
-            usage.errors += 1
-            usage.seconds += seconds
+            usage, seconds, identity = self._finish(run_id)
+            for total in (usage, self.by_model.setdefault(identity.model or "unknown", NodeUsage())):
+                total.calls += 1
+                total.errors += 1
+                total.seconds += seconds
 
     def on_custom_event(
         self,
@@ -304,11 +311,11 @@ class LLMUsageCallback(BaseCallbackHandler):
                 total.cost_usd = add_costs([total.cost_usd, usage.cost_usd])
             return total
 
-    def as_dict(self) -> dict[str, dict[str, Any]]:
+    def as_dict(self, by: str = "node") -> dict[str, dict[str, Any]]:
         """``{node: {calls, prompt_tokens, completion_tokens, seconds, errors, repairs, cache_hits,
-        cache_misses, cost_usd}}``."""
+        cache_misses, cost_usd}}``; ``by="model"``: the same keyed by model (repairs stay per node)."""
+        if by not in ("node", "model"):
+            raise ValueError(f"LLMUsageCallback.as_dict(by={by!r}): use 'node' or 'model'")
         with self._lock:
-            return {
-                node: {**asdict(usage), "repairs": dict(usage.repairs)}
-                for node, usage in self.by_node.items()
-            }
+            totals = self.by_node if by == "node" else self.by_model
+            return {key: {**asdict(usage), "repairs": dict(usage.repairs)} for key, usage in totals.items()}

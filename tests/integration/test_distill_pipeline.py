@@ -263,3 +263,73 @@ def test_tiny_pipeline_filter_sft_rldata_grpo(recorded: dict[str, Path], tmp_pat
     assert all(-1.0 <= value <= 2.0 for _, value in grpo["reward_mean"])
     assert grpo["format_reward_mean"] and grpo["outcome_reward_mean"]
     assert (grpo_dir / "model.safetensors").is_file() and (grpo_dir / "reward_curve.png").is_file()
+
+
+def test_planner_sft_on_tiny_then_mars_planner_serves_it(recorded: dict[str, Path], tmp_path: Path) -> None:
+    """``--target planner``: SFT on the kept runs' planner steps only, then the checkpoint is the
+    planner of MARS-Planner while the scripted teacher serves every other node."""
+    from datasets import load_from_disk
+    from distill_fixtures import scripted_teacher
+    from mars_fixtures import FakeEvidence, build_movie_dataset, make_task
+
+    from starrec.eval.harness import evaluate
+    from starrec.eval.methods import MethodOptions, make_method
+
+    out = tmp_path / "planner"
+    output = invoke("distill", "sft", "--runs", recorded["runs"], "--model", "tiny", "--out", out,
+                    "--target", "planner", "--max-steps", 2, "--threads", 1)  # fmt: skip
+    assert "SFT done: 6 examples" in output
+    metrics = json.loads((out / "sft_metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["mean_example_tokens"] > 0
+    assert json.loads((out / "star_config.json").read_text())["target"] == "planner"
+    rows = load_from_disk(str(out / "sft_data"))
+    assert "<plan>" not in rows[0]["completion"][0]["content"]  # the planner's JSON, not a STAR chain
+    assert json.loads(rows[0]["completion"][0]["content"])["agents"]
+
+    dataset = build_movie_dataset()
+    tasks = [make_task(dataset, "u1", 0)]
+    options = MethodOptions(
+        models={"planner": f"local:{out}"}, extra={"chunk_size": "3", "max_new_tokens": "24"}
+    )
+    method = make_method("mars_planner", options)
+    method.chat_model = scripted_teacher({frozenset(tasks[0].candidates): tasks[0].ground_truth or ""})
+    method.evidence = FakeEvidence(dataset)
+    report = evaluate(method, tasks, dataset, seed=0, progress=False)
+    assert report["method"] == "mars_planner" and report["invalid"]["errors"] == 0
+    per_model = report["method_stats"]["per_model"]
+    assert per_model[str(out)]["nodes"] == ["planner"] and per_model[str(out)]["llm_calls"] >= 1
+    assert "planner" not in per_model["scripted"]["nodes"]
+
+
+@pytest.mark.slow
+def test_planner_sft_on_smollm2_plans_with_known_agents(recorded: dict[str, Path], tmp_path: Path) -> None:
+    """The benchmark-size planner: SmolLM2-135M fine-tuned on the planner steps, then serving MARS-Planner."""
+    from distill_fixtures import scripted_teacher
+    from mars_fixtures import FakeEvidence, build_movie_dataset, make_task
+
+    from starrec.contract.roster import AGENT_NODES
+    from starrec.eval.harness import evaluate
+    from starrec.eval.methods import MethodOptions, make_method
+
+    out = tmp_path / "planner"
+    output = invoke("distill", "sft", "--runs", recorded["runs"], "--model", "smollm2", "--out", out,
+                    "--target", "planner", "--max-steps", 3, "--learning-rate", 1e-4,
+                    "--threads", 1)  # fmt: skip
+    assert "SFT done: 6 examples" in output
+    metrics = json.loads((out / "sft_metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["last_loss"] < metrics["first_loss"]
+
+    dataset = build_movie_dataset()
+    tasks = [make_task(dataset, "u2", 0)]
+    options = MethodOptions(
+        models={"planner": f"local:{out}"}, extra={"chunk_size": "3", "max_new_tokens": "64"}
+    )
+    method = make_method("mars_planner", options)
+    method.chat_model = scripted_teacher({frozenset(tasks[0].candidates): tasks[0].ground_truth or ""})
+    method.evidence = FakeEvidence(dataset)
+    report = evaluate(method, tasks, dataset, seed=0, progress=False)
+    assert report["invalid"]["errors"] == 0
+    [trajectory] = method.trajectories
+    planner = next(step for step in trajectory.steps if step.node == "planner")
+    assert planner.llm_calls[0].model == str(out)
+    assert set(planner.output["agents"]) <= set(AGENT_NODES)
