@@ -50,13 +50,30 @@ console = Console()
 
 def run_variant(name: str, extra: dict[str, str], base_url: str, tasks: list[Any], dataset: Any,
                 concurrency: int) -> dict[str, Any]:  # fmt: skip
+    # The LLM call cache makes a rerun (after a crash, or of the report) replay instead of regenerate.
+    cached = {**extra, "llm_cache": str(WORK / "llm-cache.sqlite")}
     options = MethodOptions(llm="openai", model="smollm2", base_url=base_url, concurrency=concurrency,
-                            seed=SEED, extra=extra)  # fmt: skip
+                            seed=SEED, extra=cached)  # fmt: skip
     mars = make_method("mars", options)
     started = time.perf_counter()
     report = evaluate(mars, tasks, dataset, seed=SEED, progress=True)
     seconds = time.perf_counter() - started
     runs = mars.trajectories  # type: ignore[attr-defined]
+    return {
+        "variant": name,
+        "options": extra,
+        "tasks": len(tasks),
+        "hr": {key: report[key] for key in ("hr@1", "hr@3", "hr@5", "hr_avg")},
+        "ci95": report.get("ci95"),
+        "llm_contribution": report.get("llm_contribution"),
+        "prior": report.get("prior"),
+        "wall_s_per_task": seconds / len(tasks),
+        **run_counts(runs),
+    }
+
+
+def run_counts(runs: list[Any]) -> dict[str, Any]:
+    """Per-call repair rates and per-run costs of recorded MARS runs."""
     repairs: Counter[str] = Counter()
     calls = tokens = tool_calls = tool_errors = 0
     distinct_ids: list[int] = []
@@ -64,21 +81,13 @@ def run_variant(name: str, extra: dict[str, str], base_url: str, tasks: list[Any
         for step in run.steps:
             repairs.update(step.repairs)
             calls += len(step.llm_calls)
-            tokens += sum(int(call.get("completion_tokens") or 0) for call in step.llm_calls)
+            tokens += sum(call.completion_tokens for call in step.llm_calls)
             tool_calls += len(step.tool_calls)
             tool_errors += sum(1 for call in step.tool_calls if call.error)
             if step.node == "ranker":
                 raw = [str(item) for item in (step.output or {}).get("raw_ranking") or []]
                 distinct_ids.append(len(set(raw) & set(run.candidates)))
     return {
-        "variant": name,
-        "options": extra,
-        "tasks": len(tasks),
-        "hr": {key: report[key] for key in ("HR@1", "HR@3", "HR@5", "HR_avg")},
-        "ci95": report.get("ci95"),
-        "llm_contribution": report.get("llm_contribution"),
-        "prior": report.get("prior"),
-        "wall_s_per_task": seconds / len(tasks),
         "llm_calls_per_run": calls / max(len(runs), 1),
         "generated_tokens_per_run": tokens / max(len(runs), 1),
         "repairs_per_100_calls": {key: 100 * value / max(calls, 1) for key, value in sorted(repairs.items())},
@@ -103,11 +112,11 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        ci = (row.get("ci95") or {}).get("HR_avg") or [float("nan"), float("nan")]
+        ci = (row.get("ci95") or {}).get("hr_avg") or [float("nan"), float("nan")]
         contribution = row.get("llm_contribution") or {}
         delta = contribution.get("delta_hr_avg")
         lines.append(
-            f"| {row['variant']} | {row['hr']['HR_avg']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] | "
+            f"| {row['variant']} | {row['hr']['hr_avg']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] | "
             f"{'n/a' if delta is None else f'{delta:+.3f}'} | {row['llm_calls_per_run']:.1f} | "
             f"{row['generated_tokens_per_run']:.0f} | {row['wall_s_per_task']:.0f} | "
             f"{row['tool_calls_per_run']:.1f} | "
@@ -147,10 +156,13 @@ def main() -> None:
     load_start = " ".join(f"{value:.2f}" for value in os.getloadavg())
     rows = []
 
+    WORK.mkdir(parents=True, exist_ok=True)
+
     def measure(base_url: str) -> None:
         for name, extra in VARIANTS.items():
             console.print(f"[bold]{name}[/bold]")
             rows.append(run_variant(name, extra, base_url, tasks, dataset, args.concurrency))
+            (WORK / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
 
     if args.base_url:
         measure(args.base_url)
@@ -158,7 +170,6 @@ def main() -> None:
         from starrec.llm.smollm2 import smollm2_model_dir
         from starrec.serving.server import VLLMServer, VLLMServerConfig
 
-        WORK.mkdir(parents=True, exist_ok=True)
         config = VLLMServerConfig(model_dir=smollm2_model_dir(), served_model_name="smollm2",
                                   log_path=WORK / "vllm.log")  # fmt: skip
         with VLLMServer(config) as server:
