@@ -114,7 +114,7 @@ def repaired(row: dict[str, Any]) -> str:
     """What had to be repaired, at the level the method fails at: STAR chains, MARS runs, else tasks."""
     if row["kind"] == "student":
         return f"{share(row.get('repaired_chain_share'))} of chains"
-    if row["kind"] == "teacher":
+    if row["kind"] in ("teacher", "hybrid"):
         return f"{share(row.get('repaired_run_share'))} of runs"
     return f"{share(row.get('repaired_task_share'))} of tasks"
 
@@ -127,6 +127,16 @@ def setup_lines(config: PipelineConfig, stages: dict[str, Any]) -> list[str]:
 
     kept = result("filter").get("total", {})
     sft, rl, grpo = result("sft"), result("rl-data"), result("grpo")
+    planner = result("planner-sft")
+    planner_line = (
+        [
+            f"Planner SFT (MARS-Planner): {planner.get('steps', '?')} steps on "
+            f"{planner.get('examples', '?')} "
+            f"planner steps (loss {fmt(planner.get('first_loss'))} → {fmt(planner.get('last_loss'))})."
+        ]
+        if config.eval.mars_planner
+        else []
+    )
     return [
         f"Test tasks: **{config.data.n_test}** classic (seed {config.seed}); the teacher ran "
         f"{config.data.n_train} training tasks × {config.teacher.passes} pass(es) "
@@ -140,6 +150,7 @@ def setup_lines(config: PipelineConfig, stages: dict[str, Any]) -> list[str]:
         f"Teacher and students start from SmolLM2-135M-Instruct; served by the same vLLM build with the same "
         f"flags ({' '.join(config.serve.get('extra_args', [])) or 'defaults'}); requests in flight: "
         f"{config.teacher.concurrency} (MARS), {config.student.concurrency} (STAR).",
+        *planner_line,
     ]
 
 
@@ -172,6 +183,9 @@ def markdown(config: PipelineConfig, rows: list[dict[str, Any]], meta: dict[str,
         "* Cells: value [95% bootstrap interval over the test tasks] (`starrec eval`'s intervals).",
         "* MARS raw is scored from the same runs as MARS fused: the ranker records the repaired LLM order "
         "next to the agreement-fused order, and `ranker_fusion=llm` returns exactly that order.",
+        "* MARS-Planner (fused): the planner fine-tuned on the teacher's planner steps (`planner-sft`, "
+        "in-process) plans; the teacher runs every other node, with the MARS rows' tasks, options and "
+        "`ranker_fusion=agreement`. It sits between MARS and STAR: planning alignment alone.",
         "* Best-of-k rows come from one run of max(k) chains per task at temperature 0.7 (chain i uses seed "
         "+ i); the first k chains are fused by Borda count, so each row equals a run with `samples = k`. "
         "Wall time is shown for the largest k only; calls and tokens count exactly the first k chains "
@@ -199,7 +213,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"classical": "grey", "prior": "tab:green", "teacher": "tab:red", "student": "tab:blue"}
+    colours = {"classical": "grey", "prior": "tab:green", "teacher": "tab:red", "hybrid": "tab:orange",
+               "student": "tab:blue"}  # fmt: skip
     shown = [row for row in rows if row["key"] != "best_classical"]
     figure, (bars, scatter) = plt.subplots(1, 2, figsize=(13, 5.5))
     positions = range(len(shown))

@@ -1,4 +1,5 @@
-"""``starrec pipeline run CONFIG.yaml``: teach -> filter -> sft -> rl-data -> grpo -> serve -> eval.
+"""``starrec pipeline run CONFIG.yaml``: teach -> filter -> planner-sft -> sft -> rl-data -> grpo -> serve
+-> eval.
 
 The top floor beside the CLI: each stage calls starrec's own Python API (``teach``, the distill
 functions, ``VLLMServer``, ``evaluate``), skips when its output exists, and returns its result as

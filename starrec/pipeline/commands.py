@@ -11,7 +11,8 @@ from starrec.pipeline.config import STAGES
 
 pipeline_app = typer.Typer(
     name="pipeline",
-    help="The whole STAR pipeline from one config file: teach, filter, sft, rl-data, grpo, serve, eval.",
+    help="The whole STAR pipeline from one config file: teach, filter, planner-sft, sft, rl-data, grpo, "
+    "serve, eval.",
     no_args_is_help=True,
 )
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
-STAGES: tuple[str, ...] = ("data", "teach", "filter", "sft", "rl-data", "grpo", "serve", "eval")
+STAGES: tuple[str, ...] = (
+    "data", "teach", "filter", "planner-sft", "sft", "rl-data", "grpo", "serve", "eval"
+)  # fmt: skip
 """The pipeline's stages in order (what ``--from`` and ``--only`` accept)."""
 MOVIELENS = "movielens-100k"
 STUDENT_ROLES = ("base", "sft", "grpo")
@@ -136,6 +138,13 @@ class EvalSection:
         default=True,
         metadata={"help": "MARS fused (ranker_fusion=agreement) and raw (the same runs' LLM order)."},
     )
+    mars_planner: bool = field(
+        default=True,
+        metadata={
+            "help": "The planner-sft stage (the sft knobs, target planner) and the MARS-Planner (fused) "
+            "row: that planner in-process, the teacher for every other node (false = neither)."
+        },
+    )
     star: list[str] = field(
         default_factory=lambda: list(STUDENT_ROLES),
         metadata={"help": f"Greedy STAR rows (k = 1), any of {', '.join(STUDENT_ROLES)}."},
@@ -163,7 +172,8 @@ class EvalSection:
 
 @dataclass
 class PipelineConfig:
-    """teach -> filter -> sft -> rl-data -> grpo -> serve -> eval, sized by one file (docs/pipeline.md)."""
+    """teach -> filter -> planner-sft -> sft -> rl-data -> grpo -> serve -> eval, sized by one file
+    (docs/pipeline.md)."""
 
     work: Path = field(
         default=Path("pipeline-work"),
@@ -193,7 +203,8 @@ class PipelineConfig:
         default_factory=dict,
         metadata={
             "help": "StarSFTConfig fields (model, max_steps, num_train_epochs, max_length, "
-            "learning_rate, ...) over its CPU/GPU defaults; top_k comes from filter, seed from seed."
+            "learning_rate, ...) over its CPU/GPU defaults; top_k comes from filter, seed from seed; "
+            "planner-sft trains with the same knobs and target planner."
         },
     )
     rl_data: dict[str, Any] = field(
@@ -528,8 +539,20 @@ def validate(config: PipelineConfig, index: LineIndex) -> None:
         if name not in config.eval.classical and name != "cf_prior":
             raise _fail(index, f"eval.method_options.{name}", "names no row of eval.classical (nor cf_prior)")
 
-    _owned_elsewhere(config.sft, "sft", index, {"top_k": "filter.top_k", "seed": "the top-level seed"})
+    owned = {
+        "top_k": "filter.top_k",
+        "seed": "the top-level seed",
+        "target": "the stage (sft or planner-sft)",
+    }
+    _owned_elsewhere(config.sft, "sft", index, owned)
     check_knobs(StarSFTConfig(), config.sft, "sft", index)
+    if config.eval.mars_planner:
+        try:
+            check_knobs(StarSFTConfig(), {**config.sft, "target": "planner"}, "sft", index)
+        except PipelineConfigError as error:
+            raise PipelineConfigError(f"{error} (planner-sft; eval.mars_planner: false skips it)") from None
+        if config.teacher.options.get("use_planner") is False:
+            raise _fail(index, "eval.mars_planner", "needs the planner; teacher.options.use_planner is false")
     _owned_elsewhere(config.rl_data, "rl_data", index, {"seed": "the top-level seed"})
     check_knobs(RLDataConfig(), config.rl_data, "rl_data", index)
     if "mix" in config.rl_data:

@@ -171,6 +171,8 @@ class Evaluation:
             rows += self.cached("cf_prior", self.prior_rows)
         if options.mars:
             rows += self.cached("mars", self.mars_rows)
+        if options.mars_planner:
+            rows += self.cached("mars_planner", self.mars_planner_rows)
         rows += self.star_rows()
         results = {
             "n_tasks": len(self.tasks),
@@ -207,23 +209,42 @@ class Evaluation:
             harness_row("cf_prior", "prior order (cf_prior)", "prior", report, seconds, Cost(), self.prices)
         ]
 
-    def mars_rows(self) -> list[Row]:
-        """MARS fused (agreement) through the harness; raw = the same runs' repaired LLM order."""
-        from starrec.graphs.recommender import MarsRecommender
+    def mars_run(self, planner: bool) -> tuple[Any, dict[str, Any], float]:
+        """(recommender, harness report, seconds) of MARS with the teacher's settings and
+        ``ranker_fusion=agreement``; with ``planner``, the fine-tuned planner (the ``planner-sft``
+        checkpoint in-process, or the injected planner) plans and the teacher runs every other node."""
+        from starrec.contract.roster import PLANNER
+        from starrec.graphs.recommender import MarsPlannerRecommender, MarsRecommender
 
         teacher = self.config.teacher
+        chat_models = {}
+        if planner and self.run.planner_model is not None:
+            chat_models[PLANNER] = self.run.planner_model
+        elif planner:
+            require(self.layout.planner_sft / "config.json", "eval", "planner-sft")
         with opened(teacher_of(self.run), self.config, self.layout, self.run.console) as url:
             context = teacher_context(
                 self.run, url, self.layout.dataset, self.layout.test_tasks, ranker_fusion="agreement"
             )
-            mars = MarsRecommender(
+            if planner and not chat_models:
+                context.models = {**context.models, PLANNER: f"local:{self.layout.planner_sft}"}
+            recommender = (MarsPlannerRecommender if planner else MarsRecommender)(
                 context,
                 chat_model=self.run.teacher_model,
+                chat_models=chat_models,
                 concurrency=teacher.concurrency,
                 timeout_s=teacher.timeout_s,
             )
-            report, seconds = timed(mars, self.tasks, self.dataset, self.seed)
-        save_runs(mars.trajectories, self.layout.eval_dir / "mars-runs")
+            report, seconds = timed(recommender, self.tasks, self.dataset, self.seed)
+        folder = "mars-planner-runs" if planner else "mars-runs"
+        save_runs(recommender.trajectories, self.layout.eval_dir / folder)
+        return recommender, report, seconds
+
+    def mars_row(
+        self, key: str, label: str, kind: str, mars: Any, report: dict[str, Any], seconds: float
+    ) -> Row:
+        """The harness row of a MARS evaluation, with what its runs cost and repaired, and the usage
+        per model (``per_model``: which model served which nodes)."""
         runs = {run.task_id: run for run in mars.trajectories}
         answered = [runs[task.task_id] for task in self.tasks if task.task_id in runs]
         n = max(len(answered), 1)
@@ -233,20 +254,27 @@ class Evaluation:
             completion_tokens=sum(t.completion_tokens for t in answered) / n,
         )
         stats = report["method_stats"]
-        repaired = stats["repaired_runs"] / stats["runs"] if stats["runs"] else 0.0
-        fused = harness_row(
-            "mars_fused",
-            "MARS fused (agreement)",
-            "teacher",
+        return harness_row(
+            key,
+            label,
+            kind,
             report,
             seconds,
             cost,
             self.prices,
-            repaired_run_share=repaired,
+            repaired_run_share=stats["repaired_runs"] / stats["runs"] if stats["runs"] else 0.0,
             run_s_per_task=stats["seconds_per_run"],
+            per_model=stats["per_model"],
         )
+
+    def mars_rows(self) -> list[Row]:
+        """MARS fused (agreement) through the harness; raw = the same runs' repaired LLM order."""
+        mars, report, seconds = self.mars_run(planner=False)
+        fused = self.mars_row("mars_fused", "MARS fused (agreement)", "teacher", mars, report, seconds)
+        runs = {run.task_id: run for run in mars.trajectories}
         shown = {entry["task_id"]: entry["ranking"] for entry in report["per_task"]}
         raw = [llm_order(runs.get(task.task_id)) or shown[task.task_id] for task in self.tasks]
+        same = ("errors", "repaired_run_share", "run_s_per_task")
         raw_row = row(
             "mars_raw",
             "MARS raw (LLM order)",
@@ -254,15 +282,24 @@ class Evaluation:
             scored(raw, self.tasks),
             len(self.tasks),
             seconds,
-            cost,
+            Cost(
+                fused["llm_calls_per_task"],
+                fused["prompt_tokens_per_task"],
+                fused["generated_tokens_per_task"],
+            ),
             self.prices,
-            errors=fused["errors"],
+            **{name: fused[name] for name in same},
             repaired_task_share=0.0,
-            repaired_run_share=repaired,
-            run_s_per_task=stats["seconds_per_run"],
             same_runs_as="mars_fused",
         )
         return [fused, raw_row]
+
+    def mars_planner_rows(self) -> list[Row]:
+        """MARS-Planner (fused): the fine-tuned planner with the teacher's other nodes, the MARS rows'
+        tasks, backend and options; what planning alignment alone is worth."""
+        mars, report, seconds = self.mars_run(planner=True)
+        label = "MARS-Planner (fused)"
+        return [self.mars_row("mars_planner", label, "hybrid", mars, report, seconds)]
 
     def star_rows(self) -> list[Row]:
         """Greedy rows per student, and best-of-k on ``eval.best_of_k_model``; one server per student."""
@@ -384,7 +421,12 @@ def planned_groups(config: Any) -> list[str]:
     from starrec.pipeline.config import STUDENT_ROLES
 
     options = config.eval
-    wanted = {"classical": bool(options.classical), "cf_prior": options.cf_prior, "mars": options.mars}
+    wanted = {
+        "classical": bool(options.classical),
+        "cf_prior": options.cf_prior,
+        "mars": options.mars,
+        "mars_planner": options.mars_planner,
+    }
     groups = [name for name, on in wanted.items() if on]
     for role in STUDENT_ROLES:
         groups += [f"star-{role}"] if role in options.star else []
@@ -408,7 +450,10 @@ def finished_rows(config: Any, layout: Any) -> tuple[list[Row], list[str]]:
 
 def group_inputs(group: str) -> set[str]:
     """The stages a row group is built on: every group on the tasks, a student's rows on its checkpoint
-    (the MARS rows do not depend on ``teach``: the teacher is not trained)."""
+    (the MARS rows do not depend on ``teach``: the teacher is not trained; MARS-Planner's planner is
+    the ``planner-sft`` checkpoint)."""
+    if group == "mars_planner":
+        return {"data", "planner-sft"}
     role = group.removeprefix("best-of-k-").removeprefix("star-")
     return {"data", *ROLE_STAGE.get(role, ())}
 
@@ -428,6 +473,13 @@ def group_settings(config: Any, layout: Any, group: str) -> dict[str, Any]:
         return {**common, "method_options": options.method_options.get("cf_prior", {})}
     if group == "mars":
         return {**common, "teacher": asdict(config.teacher)}
+    if group == "mars_planner":
+        metrics = layout.planner_sft / "sft_metrics.json"
+        planner = {
+            "model": str(layout.planner_sft),
+            "trained": read_json(metrics) if metrics.exists() else None,
+        }
+        return {**common, "teacher": asdict(config.teacher), "planner": planner}
     role = group.removeprefix("best-of-k-").removeprefix("star-")
     student = {
         "options": dict(config.student.options),

@@ -53,6 +53,11 @@ class WorkLayout:
         return self.work / "filter.json"
 
     @property
+    def planner_sft(self) -> Path:
+        """The planner fine-tuned on the teacher's planner steps (the MARS-Planner row's planner)."""
+        return self.work / "planner-sft"
+
+    @property
     def sft(self) -> Path:
         return self.work / "star-sft"
 

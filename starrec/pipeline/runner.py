@@ -4,13 +4,15 @@ Rules (docs/pipeline.md):
 
 1. a stage whose output exists is skipped and its result read back;
 2. once a stage has run in this invocation, every later stage runs too (its input changed); the
-   ``serve`` check never makes anything stale, and ``eval`` recomputes only the row groups that
-   depend on a stage that ran;
+   ``serve`` check never makes anything stale, ``planner-sft`` only ``eval`` (nothing else reads
+   it), and ``eval`` recomputes only the row groups that depend on a stage that ran;
 3. ``from_stage`` redoes that stage and every later one; ``only`` redoes that stage alone. Redone,
    ``eval`` still measures only the row groups that are missing, were measured with other settings,
    or are built on a stage that ran (delete ``eval/rows-<group>.json`` to measure a group again).
 
-``data`` and ``teach`` never discard anything: redone, they only add what is missing.
+``data`` and ``teach`` never discard anything: redone, they only add what is missing. A stage a
+config switch turns off (``planner-sft`` with ``eval.mars_planner: false``) is recorded as ``off``
+and never runs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from starrec.pipeline.stages import (
     filter_stage,
     grpo_result,
     grpo_stage,
+    planner_sft_enabled,
+    planner_sft_stage,
     prepare_data,
     read_json,
     rl_data_stage,
@@ -57,6 +61,8 @@ class Stage:
     result: Callable[[PipelineRun], dict[str, Any]]
     output: str
     """What marks it done, for messages and docs."""
+    enabled: Callable[[PipelineConfig], bool] | None = None
+    """None: always part of the pipeline; else the config switch that turns it off."""
 
 
 def _plain(
@@ -90,6 +96,14 @@ STAGE_LIST: tuple[Stage, ...] = (
         _marker(lambda w: w.filter_report),
         _json(lambda w: w.filter_report),
         "filter.json",
+    ),
+    Stage(
+        "planner-sft",
+        _plain(planner_sft_stage),
+        _marker(lambda w: w.planner_sft / "config.json"),
+        _json(lambda w: w.planner_sft / "sft_metrics.json"),
+        "planner-sft/config.json",
+        enabled=planner_sft_enabled,
     ),
     Stage(
         "sft",
@@ -127,6 +141,13 @@ if tuple(stage.name for stage in STAGE_LIST) != STAGES:
     raise RuntimeError("starrec.pipeline.runner.STAGE_LIST must list the stages of config.STAGES, in order")
 CHECK_ONLY = frozenset({"serve"})
 """Stages whose running makes nothing after them stale."""
+EVAL_ONLY = frozenset({"planner-sft"})
+"""Stages whose output only ``eval`` reads: their running makes only ``eval`` stale."""
+
+
+def stale_before(stage: str, ran: frozenset[str]) -> bool:
+    """Whether ``stage``'s output is out of date because of the stages that ran before it (rule 2)."""
+    return bool(ran - CHECK_ONLY - (EVAL_ONLY if stage != "eval" else frozenset()))
 
 
 def select_stages(from_stage: str | None = None, only: str | None = None) -> list[tuple[Stage, bool]]:
@@ -154,17 +175,19 @@ def run_pipeline(
     from_stage: str | None = None,
     only: str | None = None,
     teacher_model: Any = None,
+    planner_model: Any = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run the selected stages and return ``{"work", "stages": {name: {status, seconds, result}}}``.
 
     ``teacher_model`` (a LangChain chat model) stands in for the configured teacher in ``teach`` and
-    the MARS rows. The config, and every stage's status, seconds and result, go to ``pipeline.json``
-    in the work folder after each stage.
+    the MARS rows; ``planner_model`` for the ``planner-sft`` checkpoint in the MARS-Planner row. The
+    config, and every stage's status, seconds and result, go to ``pipeline.json`` in the work folder
+    after each stage.
     """
     selected = select_stages(from_stage, only)
     layout = WorkLayout.of(config)
-    run = PipelineRun(config, layout, console or Console(), teacher_model)
+    run = PipelineRun(config, layout, console or Console(), teacher_model, planner_model)
     layout.work.mkdir(parents=True, exist_ok=True)
     check_tasks(run)
     record = read_json(layout.record) if layout.record.exists() else {}
@@ -176,8 +199,11 @@ def run_pipeline(
     ran: set[str] = set()
     outcome: dict[str, Any] = {}
     for stage, forced in selected:
-        stale = forced or bool(ran - CHECK_ONLY)
-        if not stale and stage.done is not None and stage.done(run):
+        stale = forced or stale_before(stage.name, frozenset(ran))
+        if stage.enabled is not None and not stage.enabled(config):
+            entry = {"status": "off", "result": {}}
+            run.console.print(f"[dim]{stage.name}: off in this config, skipped[/dim]")
+        elif not stale and stage.done is not None and stage.done(run):
             entry = {**stages_record.get(stage.name, {}), "status": "skipped", "result": stage.result(run)}
             run.console.print(f"[dim]{stage.name}: done ({stage.output}), skipped[/dim]")
         else:
@@ -192,7 +218,13 @@ def run_pipeline(
         outcome[stage.name] = entry
         invocation["seconds"] = round(time.perf_counter() - started, 1)
         write_json(layout.record, record)
-    if only is not None and only != STAGES[-1] and only not in CHECK_ONLY:
+    if only in EVAL_ONLY:
+        if outcome[only]["status"] == "ran":
+            run.console.print(
+                f"[yellow]--only {only}: eval was not redone; --from eval measures the rows built on "
+                "it again (only those)[/yellow]"
+            )
+    elif only is not None and only != STAGES[-1] and only not in CHECK_ONLY:
         later = STAGES[STAGES.index(only) + 1 :]
         run.console.print(
             f"[yellow]--only {only}: the later stages ({', '.join(later)}) were not redone; "

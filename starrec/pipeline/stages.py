@@ -16,7 +16,14 @@ from typing import Any
 from rich.console import Console
 
 from starrec.pipeline.config import PipelineConfig, grpo_updates
-from starrec.pipeline.endpoints import Endpoint, check_endpoint, opened, student_endpoint, teacher_endpoint
+from starrec.pipeline.endpoints import (
+    Endpoint,
+    How,
+    check_endpoint,
+    opened,
+    student_endpoint,
+    teacher_endpoint,
+)
 from starrec.pipeline.layout import WorkLayout
 
 
@@ -26,13 +33,14 @@ class StageInputMissingError(FileNotFoundError):
 
 @dataclass
 class PipelineRun:
-    """What every stage gets: the config, the paths, where to print, and an optional chat model that
-    stands in for the teacher (tests, or an app that already holds one)."""
+    """What every stage gets: the config, the paths, where to print, and optional chat models that
+    stand in for the teacher and for the fine-tuned planner (tests, or an app that already holds one)."""
 
     config: PipelineConfig
     layout: WorkLayout
     console: Console
     teacher_model: Any = None
+    planner_model: Any = None
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -258,20 +266,42 @@ def filter_stage(run: PipelineRun) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- distill
 
 
-def sft_stage(run: PipelineRun) -> dict[str, Any]:
-    """Stage 1 (TRL SFTTrainer) on the outcome-filtered teacher runs; checkpoint in ``star-sft``."""
+def sft_config(run: PipelineRun, target: str) -> Any:
+    """The ``sft`` section over the device defaults, with the shared top-k and seed; ``target`` is the
+    stage's (star for ``sft``, planner for ``planner-sft``)."""
     from starrec.distill.config import StarSFTConfig
-    from starrec.distill.sft import train_sft
-    from starrec.distill.training import set_threads
     from starrec.eval.methods import config_with_overrides
 
-    config, layout = run.config, run.layout
+    config = run.config
+    knobs = {**config.sft, "top_k": config.filter.top_k, "seed": config.seed, "target": target}
+    return config_with_overrides(StarSFTConfig().for_device(config.cpu), knobs, label="sft")
+
+
+def sft_stage(run: PipelineRun) -> dict[str, Any]:
+    """Stage 1 (TRL SFTTrainer) on the outcome-filtered teacher runs; checkpoint in ``star-sft``."""
+    from starrec.distill.sft import train_sft
+    from starrec.distill.training import set_threads
+
+    layout = run.layout
     require(layout.runs / "runs.jsonl", "sft", "teach")
-    set_threads(config.threads)
-    knobs = {**config.sft, "top_k": config.filter.top_k, "seed": config.seed}
-    sft_config = config_with_overrides(StarSFTConfig().for_device(config.cpu), knobs, label="sft")
-    result = train_sft(layout.runs, layout.sft, sft_config, run.console)
-    return result.summary()
+    set_threads(run.config.threads)
+    return train_sft(layout.runs, layout.sft, sft_config(run, "star"), run.console).summary()
+
+
+def planner_sft_enabled(config: PipelineConfig) -> bool:
+    return config.eval.mars_planner
+
+
+def planner_sft_stage(run: PipelineRun) -> dict[str, Any]:
+    """The planner alone on the same filtered runs' planner steps (``starrec distill sft --target
+    planner``), into ``planner-sft``: the planner of the MARS-Planner row."""
+    from starrec.distill.sft import train_sft
+    from starrec.distill.training import set_threads
+
+    layout = run.layout
+    require(layout.runs / "runs.jsonl", "planner-sft", "teach")
+    set_threads(run.config.threads)
+    return train_sft(layout.runs, layout.planner_sft, sft_config(run, "planner"), run.console).summary()
 
 
 def training_evidence(run: PipelineRun) -> Any:
@@ -334,10 +364,17 @@ def grpo_result(run: PipelineRun) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------- serve
 
 
+def planner_of(run: PipelineRun) -> Endpoint:
+    """The fine-tuned planner of the MARS-Planner row: injected, or its checkpoint in-process."""
+    how: How = "injected" if run.planner_model is not None else "in-process"
+    return Endpoint("planner", str(run.layout.planner_sft), how)
+
+
 def evaluated_endpoints(run: PipelineRun) -> list[Endpoint]:
     """The models the eval rows talk to, in the order eval opens them."""
     config = run.config
-    endpoints = [teacher_of(run)] if config.eval.mars else []
+    endpoints = [teacher_of(run)] if config.eval.mars or config.eval.mars_planner else []
+    endpoints += [planner_of(run)] if config.eval.mars_planner else []
     wanted = set(config.eval.star) | ({config.eval.best_of_k_model} if config.eval.ks else set())
     from starrec.pipeline.config import STUDENT_ROLES
 

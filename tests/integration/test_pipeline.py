@@ -36,11 +36,15 @@ def test_tiny_pipeline_trains_evaluates_and_resumes(tmp_path: Path, monkeypatch:
     assert first["data"]["status"] == "skipped"
     assert all(first[name]["status"] == "ran" for name in STAGES[1:])
     assert first["sft"]["result"]["steps"] == 2 and first["grpo"]["result"]["steps"] == 2
+    assert first["planner-sft"]["result"]["steps"] == 2 and (layout.planner_sft / "config.json").is_file()
     assert first["rl-data"]["result"]["instances"] == 4 and first["rl-data"]["result"]["mixed"]["hard"] > 0
     assert (layout.grpo / "model.safetensors").is_file() and (layout.grpo / "reward_curve.png").is_file()
     rows = {row["key"]: row for row in first["eval"]["result"]["rows"]}
     assert list(rows) == ["random", "pop", "itemknn", "best_classical", "cf_prior", "mars_fused", "mars_raw",
-                          "star_base", "star_sft", "star_grpo", "best_of_1", "best_of_2"]  # fmt: skip
+                          "mars_planner", "star_base", "star_sft", "star_grpo", "best_of_1",
+                          "best_of_2"]  # fmt: skip
+    planner_nodes = [row["nodes"] for row in rows["mars_planner"]["per_model"].values()]
+    assert ["planner"] in planner_nodes and rows["mars_planner"]["n_tasks"] == 3
     for key in ("star_base", "star_sft", "star_grpo", "best_of_2"):
         assert rows[key]["n_tasks"] == 3 and rows[key]["chains"] >= 3 and rows[key]["llm_calls_per_task"] >= 1
         assert 0.0 <= rows[key]["repaired_chain_share"] <= 1.0

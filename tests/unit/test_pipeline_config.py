@@ -17,6 +17,7 @@ from starrec.pipeline import STAGES, PipelineConfig, PipelineConfigError, load_c
 from starrec.pipeline import runner as runner_module
 from starrec.pipeline.evaluation import group_inputs
 from starrec.pipeline.runner import Stage, select_stages
+from starrec.pipeline.stages import planner_sft_enabled
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "pipeline-tiny.yaml"
@@ -62,6 +63,9 @@ BAD_CONFIGS = [
     ("teacher:\n  passes: two\n", r"pipeline.yaml:2: field 'teacher.passes' must be an integer, got 'two'"),
     ("teacher:\n  passes: 0\n", r"pipeline.yaml:2: field 'teacher.passes' must be >= 1"),
     ("seed: 0\nsft:\n  top_k: 5\n", r"pipeline.yaml:3: field 'sft.top_k' is set by filter.top_k"),
+    ("sft:\n  target: planner\n", r"pipeline.yaml:2: field 'sft.target' is set by the stage"),
+    ("sft:\n  ablation: no_planner\n", r"yaml:1: .*no_planner runs have none \(planner-sft; eval.mars"),
+    ("teacher:\n  options:\n    use_planner: false\n", r"field 'eval.mars_planner' needs the planner"),
     ("sft:\n  max_stpes: 5\n", r"pipeline.yaml:2: unknown sft option 'max_stpes' for StarSFTConfig"),
     ("sft:\n  max_steps: many\n", r"pipeline.yaml:2: sft option max_steps='many' is not a valid int"),
     ("grpo:\n  num_generations: 4\n  per_device_train_batch_size: 6\n", r"yaml:1: .*a multiple of"),
@@ -125,6 +129,7 @@ def test_eval_row_groups_depend_on_the_stage_that_makes_their_model() -> None:
     assert group_inputs("star-base") == group_inputs("best-of-k-base") == {"data"}
     assert group_inputs("best-of-k-sft") == {"data", "sft"}
     assert group_inputs("mars") == group_inputs("classical") == {"data"}
+    assert group_inputs("mars_planner") == {"data", "planner-sft"}
 
 
 class Recorder:
@@ -143,7 +148,9 @@ class Recorder:
             return {"stage": name}
 
         done = None if name == "serve" else (lambda _: marker.exists())
-        return Stage(name, run, done, lambda _: {"stage": name, "read_back": True}, f"{name}.done")
+        enabled = planner_sft_enabled if name == "planner-sft" else None
+        read_back = {"stage": name, "read_back": True}
+        return Stage(name, run, done, lambda _: read_back, f"{name}.done", enabled=enabled)
 
 
 @pytest.fixture()
@@ -178,6 +185,29 @@ def test_stages_skip_when_done_and_resume_after_a_failure(tmp_path: Path, record
         ("eval", ("grpo", "serve")),
     ]
     assert len(json.loads((tmp_path / "pipeline.json").read_text())["invocations"]) == 3
+
+
+def test_planner_sft_feeds_only_eval_and_turns_off(tmp_path: Path, recorder: Recorder) -> None:
+    config = PipelineConfig(work=tmp_path)
+    run_pipeline(config)
+    (tmp_path / "planner-sft.done").unlink()  # retrained: sft, rl-data and grpo stay as they are
+    recorder.calls.clear()
+    run_pipeline(config)
+    assert recorder.calls == [
+        ("planner-sft", ()),
+        ("serve", ("planner-sft",)),
+        ("eval", ("planner-sft", "serve")),
+    ]
+    (tmp_path / "planner-sft.done").unlink()
+    (tmp_path / "sft.done").unlink()
+    recorder.calls.clear()
+    off = run_pipeline(load_config(None, ["eval.mars_planner=false"], work=tmp_path))
+    assert off["stages"]["planner-sft"] == {"status": "off", "result": {}}
+    assert [call[0] for call in recorder.calls] == ["sft", "rl-data", "grpo", "serve", "eval"]
+    assert not (tmp_path / "planner-sft.done").exists()
+    recorder.calls.clear()
+    run_pipeline(config, from_stage="filter")  # switched on again, after the filter: trained again
+    assert [call[0] for call in recorder.calls] == list(STAGES[2:])
 
 
 def test_from_and_only_redo_stages(tmp_path: Path, recorder: Recorder) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from distill_fixtures import scripted_teacher
-from mars_fixtures import build_movie_dataset
+from mars_fixtures import build_movie_dataset, default_script
 from test_serving_loop import ScriptedServer
 from typer.testing import CliRunner
 
@@ -22,8 +22,10 @@ from starrec.data.agentsociety import write_dataset
 from starrec.data.tasks import read_tasks
 from starrec.eval.metrics import summarize
 from starrec.graphs.teach import RunFolderBusyError, run_folder_lock
+from starrec.llm.scripted import ScriptedChatModel
 from starrec.pipeline import WorkLayout, load_config, run_pipeline
 from starrec.pipeline.evaluation import eval_stage, finished_rows
+from starrec.pipeline.runner import stale_before
 from starrec.pipeline.stages import PipelineRun
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "pipeline-tiny.yaml"
@@ -34,6 +36,7 @@ ROW_KEYS = [
     "cf_prior",
     "mars_fused",
     "mars_raw",
+    "mars_planner",
     "star_base",
     "star_sft",
     "star_grpo",
@@ -90,28 +93,39 @@ def test_stages_and_every_eval_row_without_training(world: dict[str, Any]) -> No
         teach = run_pipeline(config, only="teach", teacher_model=teacher)["stages"]["teach"]
         assert teach["status"] == "ran" and teach["result"]["runs"] == 4 and teach["result"]["errors"] == 0
         assert run_pipeline(config, only="filter")["stages"]["filter"]["result"]["kept_runs"] == 4
-        serve = run_pipeline(config, only="serve", teacher_model=teacher)["stages"]["serve"]["result"]
-        reached = [(e["role"], e["how"]) for e in serve["endpoints"]]
-        assert reached == [("teacher", "injected"), *((role, "endpoint") for role in ("base", "sft", "grpo"))]
-        outcome = run_pipeline(config, only="eval", teacher_model=teacher)
+        # planner-sft: off with the switch (nothing trained or written, recorded as off).
+        off = run_pipeline(config_of(server.base_url, "eval.mars_planner=false"), only="planner-sft")
+        assert off["stages"]["planner-sft"] == {"status": "off", "result": {}}
+        assert not layout.planner_sft.exists()
+        planner = ScriptedChatModel(
+            responses={"planner": default_script([])["planner"]}, cycle=True, model_name="planner-sft"
+        )
+        serve = run_pipeline(config, only="serve", teacher_model=teacher, planner_model=planner)
+        reached = [(e["role"], e["how"]) for e in serve["stages"]["serve"]["result"]["endpoints"]]
+        assert reached == [
+            ("teacher", "injected"),
+            ("planner", "injected"),
+            *((role, "endpoint") for role in ("base", "sft", "grpo")),
+        ]
+        outcome = run_pipeline(config, only="eval", teacher_model=teacher, planner_model=planner)
         results = json.loads(layout.results.read_text())
 
         # Resume inside eval: a finished group is read back; a missing one, or one whose settings
         # changed (here the best-of-k values), is measured again.
         before = {path.name: path.stat().st_mtime_ns for path in layout.eval_dir.glob("rows-*.json")}
         (layout.eval_dir / "rows-cf_prior.json").unlink()
-        again = eval_stage(PipelineRun(config, layout, quiet_console(), teacher))
+        again = eval_stage(PipelineRun(config, layout, quiet_console(), teacher, planner))
         assert [untimed(entry) for entry in again["rows"]] == [untimed(entry) for entry in results["rows"]]
-        fewer = eval_stage(
-            PipelineRun(config_of(server.base_url, "eval.ks=[1]"), layout, quiet_console(), teacher)
-        )
+        fewer_config = config_of(server.base_url, "eval.ks=[1]", "eval.mars_planner=false")
+        fewer = eval_stage(PipelineRun(fewer_config, layout, quiet_console(), teacher))
         assert [entry["key"] for entry in fewer["rows"]][-2:] == ["star_grpo", "best_of_1"]
+        assert "mars_planner" not in {entry["key"] for entry in fewer["rows"]}
         after = {path.name: path.stat().st_mtime_ns for path in layout.eval_dir.glob("rows-*.json")}
         assert {name for name in after if after[name] != before.get(name)} == {
             "rows-cf_prior.json",
             "rows-best-of-k-grpo.json",
         }
-        eval_stage(PipelineRun(config, layout, quiet_console(), teacher))  # back to ks [1, 2]
+        eval_stage(PipelineRun(config, layout, quiet_console(), teacher, planner))  # back to ks [1, 2]
 
     assert results == outcome["stages"]["eval"]["result"]
     rows = {entry["key"]: entry for entry in results["rows"]}
@@ -121,7 +135,7 @@ def test_stages_and_every_eval_row_without_training(world: dict[str, Any]) -> No
         for key in ("hr@1", "hr@3", "hr@5", "hr_avg"):
             low, high = entry["ci95"][key]
             assert low <= entry[key] <= high
-        assert (entry["llm_calls_per_task"] > 0) == (entry["kind"] in ("teacher", "student"))
+        assert (entry["llm_calls_per_task"] > 0) == (entry["kind"] in ("teacher", "hybrid", "student"))
     assert rows["best_classical"]["hr_avg"] == max(rows["random"]["hr_avg"], rows["itemknn"]["hr_avg"])
     for key in ("star_base", "star_sft", "star_grpo", "best_of_1", "best_of_2"):
         assert rows[key]["hr@1"] == 1.0 and rows[key]["unparsed_chain_share"] == 0.0
@@ -138,9 +152,20 @@ def test_stages_and_every_eval_row_without_training(world: dict[str, Any]) -> No
     assert rows["mars_fused"]["hr_avg"] == fused["hr_avg"]
     assert rows["mars_raw"]["hr_avg"] == summarize(llm, truths)["hr_avg"]
 
+    # MARS-Planner: the injected planner planned every run, the teacher ran every other node.
+    hybrid = rows["mars_planner"]
+    assert hybrid["method"] == "MARS-Planner (fused)" and set(hybrid) >= set(rows["mars_fused"])
+    assert hybrid["per_model"]["planner-sft"]["nodes"] == ["planner"]
+    assert hybrid["per_model"]["planner-sft"]["llm_calls"] == 3
+    assert "planner" not in hybrid["per_model"]["scripted"]["nodes"]
+    assert "planner" in rows["mars_fused"]["per_model"]["scripted"]["nodes"]
+    planned = load_trajectories(layout.eval_dir / "mars-planner-runs")
+    assert sorted(run.task_id for run in planned) == sorted(t.task_id for t in test_tasks)
+
     record = json.loads(layout.record.read_text())
-    assert {"data", "teach", "filter", "serve", "eval"} <= set(record["stages"])
-    assert record["config"]["data"]["n_test"] == 3 and len(record["invocations"]) == 5
+    assert {"data", "teach", "filter", "planner-sft", "serve", "eval"} <= set(record["stages"])
+    assert record["stages"]["planner-sft"]["status"] == "off"
+    assert record["config"]["data"]["n_test"] == 3 and len(record["invocations"]) == 6
     assert [untimed(entry) for entry in finished_rows(config, layout)[0]] == [
         untimed(e) for e in results["rows"]
     ]
@@ -182,6 +207,14 @@ def benchmark() -> Any:
     return module
 
 
+def test_planner_sft_makes_only_eval_stale() -> None:
+    assert stale_before("eval", frozenset({"planner-sft"}))
+    assert not stale_before("sft", frozenset({"planner-sft"}))
+    assert not stale_before("grpo", frozenset({"planner-sft", "serve"}))
+    assert stale_before("planner-sft", frozenset({"filter"})) and stale_before("sft", frozenset({"filter"}))
+    assert not stale_before("eval", frozenset({"serve"}))
+
+
 def test_benchmark_flags_set_config_fields(tmp_path: Path) -> None:
     module = benchmark()
     args = module.parse_args(
@@ -201,7 +234,10 @@ def test_benchmark_flags_set_config_fields(tmp_path: Path) -> None:
             "--report-only",
         ]
     )
-    assert "**Not finished yet (no rows): classical, cf_prior, mars, star-base" in report.read_text()
+    assert (
+        "**Not finished yet (no rows): classical, cf_prior, mars, mars_planner, star-base"
+        in report.read_text()
+    )
 
 
 def untimed(entry: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +269,18 @@ def test_cli_runs_a_stage_and_prints_the_stage_table(world: dict[str, Any]) -> N
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "pipeline stages" in result.output and (work / "tasks-test" / "manifest.json").is_file()
-    nothing = ["--set", "eval.mars=false", "--set", "eval.star=[]", "--set", "eval.ks=[]", "--only", "serve"]
+    nothing = [
+        "--set",
+        "eval.mars=false",
+        "--set",
+        "eval.mars_planner=false",
+        "--set",
+        "eval.star=[]",
+        "--set",
+        "eval.ks=[]",
+        "--only",
+        "serve",
+    ]
     checked = CliRunner().invoke(app, [*args[:-2], *nothing])
     assert checked.exit_code == 0, checked.output
     assert json.loads((work / "serve.json").read_text()) == {"endpoints": []}
