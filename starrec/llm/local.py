@@ -175,9 +175,11 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
         "request field (json schema or structural tag), enforced here by an xgrammar logits processor.",
     )
     repetition_penalty: float = Field(
-        default=1.15,
-        description="Penalty on repeated tokens in free text (not under a grammar): keeps a small model "
-        "from looping ('120 items, 120 items, ...').",
+        default=1.0,
+        description="Penalty on repeated tokens in free text (not under a grammar), e.g. 1.15 against a small "
+        "model looping ('120 items, 120 items, ...'). Off by default: transformers also penalises the "
+        "prompt's tokens, so a penalised model stops copying ids from its prompt (measured: SmolLM2 "
+        "then calls item_cf on '2' instead of the '50' it was asked about).",
     )
 
     _repairs: RepairLog = PrivateAttr(default_factory=RepairLog)
