@@ -176,8 +176,8 @@ class LocalChatModel(TextProtocolMixin, BaseChatModel):
     )
     repetition_penalty: float = Field(
         default=1.0,
-        description="Penalty on repeated tokens in free text (not under a grammar), e.g. 1.15 against a small "
-        "model looping ('120 items, 120 items, ...'). Off by default: transformers also penalises the "
+        description="Penalty on repeated tokens in free text (not under a grammar), e.g. 1.15 against a "
+        "small model looping ('120 items, 120 items, ...'). Off by default: transformers also penalises the "
         "prompt's tokens, so a penalised model stops copying ids from its prompt (measured: SmolLM2 "
         "then calls item_cf on '2' instead of the '50' it was asked about).",
     )
