@@ -566,13 +566,10 @@ def validate(config: PipelineConfig, index: LineIndex) -> None:
     check_knobs(Context(), config.teacher.options, "teacher.options", index)
     if "backend" in config.student.options:
         raise _fail(index, "student.options.backend", "is set by student.backend and student.base_urls")
-    for key, value in config.student.options.items():
-        try:
-            split_options(MethodOptions(extra={key: value}))
-        except ValueError as error:
-            if not str(error).startswith("recommend_reserve ("):  # checked with all the knobs below
-                raise PipelineConfigError(f"{index.where(f'student.options.{key}')}: {error}") from None
-    try:
+    try:  # together: some knobs are only valid against others (the ranking reserve and the budget)
         split_options(MethodOptions(extra=dict(config.student.options)))
     except ValueError as error:
-        raise PipelineConfigError(f"{index.where('student.options')}: {error}") from None
+        text = str(error)
+        named = [key for key in config.student.options if f"'{key}'" in text or text.startswith(key)]
+        where = f"student.options.{named[0]}" if named else "student.options"
+        raise PipelineConfigError(f"{index.where(where)}: {error}") from None
