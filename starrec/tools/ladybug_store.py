@@ -29,6 +29,9 @@ def _arrow_tables(tables: GraphTables) -> dict[str, Any]:
             "evidence_neighbours": pa.nulls(len(tables.users), pa.string()),
             "evidence_k": pa.nulls(len(tables.users), pa.int64()),
             "evidence_by": pa.nulls(len(tables.users), pa.string()),
+            "values_profile": pa.nulls(len(tables.users), pa.string()),
+            "values_top": pa.nulls(len(tables.users), pa.list_(pa.string())),
+            "values_by": pa.nulls(len(tables.users), pa.string()),
         }
     )
     count = len(tables.items)

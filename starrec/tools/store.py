@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from starrec.contract.trajectory import QueryTrace
+from starrec.contract.values import ValueProfile
 from starrec.data.schema import Dataset
 from starrec.tools.adhoc import ensure_read_only
 from starrec.tools.queries import load_query
@@ -279,6 +280,42 @@ class GraphStore(ABC):
             result, _ = self.run(f"{kind}_evidence_set", {"rows": list(chunk)}, write=True)
             updated += int(result[0]["updated"]) if result else 0
         return updated
+
+    def get_value_profile(self, user_id: str) -> tuple[ValueProfile | None, QueryTrace]:
+        """The user's mined value profile (None when none is stored or the user is not in the graph)."""
+        rows, trace = self.run("user_values_get", {"id": user_id})
+        if not rows or not rows[0]["values_json"]:
+            return None, trace
+        try:
+            payload = json.loads(rows[0]["values_json"])
+            return ValueProfile.from_dict(payload), trace
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise GraphStoreError(
+                f"{self.location}: the value profile stored on user {user_id!r} is not a valid profile "
+                f"({error}); mine it again with `starrec values mine --users {user_id} --no-resume`"
+            ) from error
+
+    def set_value_profiles(self, profiles: Sequence[ValueProfile], by: str) -> int:
+        """Store profiles on their ``User`` nodes (batched); returns how many nodes were updated."""
+        rows = [
+            {
+                "id": profile.user_id,
+                "values_json": json.dumps(profile.to_dict(), ensure_ascii=False),
+                "top": [score.value for score in profile.top(3) if score.weight > 0],
+                "by": by,
+            }
+            for profile in profiles
+        ]
+        updated = 0
+        for chunk in self.batches(rows, self.write_batch_size):
+            result, _ = self.run("user_values_set", {"rows": list(chunk)}, write=True)
+            updated += int(result[0]["updated"]) if result else 0
+        return updated
+
+    def users_with_values(self) -> list[str]:
+        """Users that have a stored value profile."""
+        rows, _ = self.run("users_with_values", {})
+        return [str(row["id"]) for row in rows]
 
     def ids(self, kind: EvidenceKind, *, missing_evidence_only: bool = False) -> list[str]:
         name = (f"{kind}s_without_evidence") if missing_evidence_only else f"{kind}_ids"

@@ -25,8 +25,10 @@ from starrec.tools.evidence import EvidenceBuildConfig, EvidenceStore, Verbalise
 from starrec.tools.ladybug_store import DATABASE_SUFFIXES, LadybugStore, remove_database
 from starrec.tools.store import GraphStoreError, GraphTables
 
-GRAPH_FORMAT_VERSION = 1
-"""Bump when the schema or the evidence format changes: cached graphs are then rebuilt."""
+GRAPH_FORMAT_VERSION = 2
+"""Bump when the schema or the evidence format changes: cached graphs are then rebuilt.
+
+2: ``User`` nodes carry a mined value profile (``values_profile``, ``values_top``, ``values_by``)."""
 
 StoreName = Literal["ladybug", "neo4j"]
 
