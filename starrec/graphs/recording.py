@@ -45,8 +45,12 @@ class TrajectoryRecorder(BaseCallbackHandler):
 
     run_inline = True  # keep event order in async runs; every handler method is cheap
 
-    def __init__(self, roster: Roster = ROSTER) -> None:
-        self.node_names = roster.node_names
+    def __init__(
+        self, roster: Roster = ROSTER, *, nodes: Sequence[str] = (), step_event: str = STEP_EVENT
+    ) -> None:
+        """``nodes``/``step_event``: record another graph of the house (the value miner) instead."""
+        self.node_names = frozenset(nodes) if nodes else roster.node_names
+        self.step_event = step_event
         self.steps: list[StepRecord] = []
         self._step_of_run: dict[UUID, StepRecord] = {}
         self._started: dict[UUID, float] = {}
@@ -197,13 +201,13 @@ class TrajectoryRecorder(BaseCallbackHandler):
     # -- step reports of the nodes, repairs announced by the structured-output layer -------
 
     def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        if name not in (STEP_EVENT, REPAIR_EVENT):
+        if name not in (self.step_event, REPAIR_EVENT):
             return
         with self._lock:
             owner = self._step_of_run.get(run_id)
             if owner is None or not isinstance(data, Mapping):
                 return
-            if name == STEP_EVENT:
+            if name == self.step_event:
                 owner.round = int(data.get("round", 0))
                 owner.output = dict(data.get("output", {}))
                 owner.thinking = str(data.get("thinking", ""))
