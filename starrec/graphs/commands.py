@@ -58,7 +58,12 @@ def build_context(
     if fusion is not None:
         options = {**options, "ranker_fusion": fusion}
     method_options = MethodOptions(
-        seed=seed, data_dir=data, llm=llm, model=model, base_url=base_url, extra=options,
+        seed=seed,
+        data_dir=data,
+        llm=llm,
+        model=model,
+        base_url=base_url,
+        extra=options,
         models=dict(models or {}),
     )
     try:
@@ -113,7 +118,15 @@ def teach_command(
         raise typer.BadParameter("must be >= 1", param_hint="--passes")
     chosen_shard = parse_shard(shard)
     context = build_context(
-        llm, model, base_url, seed, ablation, fusion, parse_options(option), data, tasks,
+        llm,
+        model,
+        base_url,
+        seed,
+        ablation,
+        fusion,
+        parse_options(option),
+        data,
+        tasks,
         parse_node_models(llm_for),
     )
     try:
@@ -221,3 +234,83 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo_command)
     app.command("merge-runs")(merge_runs_command)
     app.command("trajectory")(show_command)
+    app.add_typer(values_app, name="values")
+
+
+values_app = typer.Typer(
+    help="User values (ZOOM): mine Schwartz value profiles onto the graph.", no_args_is_help=True
+)
+
+
+@values_app.command("mine")
+def values_mine_command(
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder (item.json, user.json, review.json).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder of the miner's runs.jsonl.")],
+    tasks: Annotated[
+        Path | None, typer.Option("--tasks", help="Task folder whose answers are hidden from the graph.")
+    ] = None,
+    store: Annotated[str, typer.Option("--store", help="ladybug or neo4j.")] = "ladybug",
+    path: Annotated[
+        Path | None, typer.Option("--path", help="Ladybug database (default: the cached one).")
+    ] = None,
+    llm: Annotated[str, typer.Option(help="Chat model spec (local, openai:MODEL, scripted:FILE).")] = "local",
+    base_url: Annotated[str | None, typer.Option(help="Endpoint for openai specs.")] = None,
+    users: Annotated[str | None, typer.Option(help="Only these user ids (a,b,c or @file).")] = None,
+    decodings: Annotated[
+        str, typer.Option(help="Evaluators' decodings: greedy,sample:T:P,...")
+    ] = "greedy,sample:0.7:0.9",
+    supervisors: Annotated[int, typer.Option(help="Supervisors in the debate.")] = 2,
+    max_rounds: Annotated[int, typer.Option(help="Debate rounds before the fallback.")] = 3,
+    tolerance: Annotated[float, typer.Option(help="Consensus: largest weight gap per value.")] = 0.2,
+    batch_size: Annotated[int, typer.Option(help="Users per stored batch.")] = 32,
+    concurrency: Annotated[int, typer.Option(help="Users mined at once.")] = 4,
+    resume: Annotated[bool, typer.Option(help="Skip users that already have a profile.")] = True,
+    constrained_decoding: Annotated[str, typer.Option(help="none, or vllm for a vLLM base_url.")] = "none",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Mine a value profile per user (evaluators, supervisor debate) and store it on the User nodes."""
+    from dataclasses import asdict
+
+    from starrec.graphs.values_graph import MinerContext
+    from starrec.graphs.values_mining import MiningConfig, mine_values
+    from starrec.tools.commands import (
+        StoreChoice,
+        _id_list,
+        _ladybug_for_evidence,
+        fail,
+        load_training_view,
+        open_store,
+        print_json,
+    )
+    from starrec.tools.store import GraphStoreError
+
+    try:
+        context = MinerContext(
+            llm=llm, base_url=base_url, decodings=[d.strip() for d in decodings.split(",") if d.strip()],
+            supervisors=supervisors, max_rounds=max_rounds, tolerance=tolerance,
+            constrained_decoding=constrained_decoding,  # type: ignore[arg-type]
+        )  # fmt: skip
+    except ValueError as error:
+        raise fail(str(error)) from error
+    view, task_list = load_training_view(data, tasks)
+    config = MiningConfig(context=context, users=_id_list(users), resume=resume, batch_size=batch_size,
+                          concurrency=concurrency)  # fmt: skip
+    try:
+        if store == "ladybug":
+            graph = _ladybug_for_evidence(data, view, task_list, path)
+        else:
+            graph = open_store(StoreChoice(store), None, None, read_only=False)
+        report = mine_values(graph, out, config, domain=view.domain, show_progress=not as_json)
+        graph.close()
+    except (GraphStoreError, KeyError, ValueError) as error:
+        raise fail(str(error)) from error
+    summary = {**report.as_dict(), "config": {**asdict(config), "context": asdict(context)}}
+    if as_json:
+        print_json(summary)
+        return
+    typer.echo(
+        f"{report.users} users mined ({report.skipped} already had a profile, {report.errors} failed): "
+        f"consensus {report.consensus_rate:.0%}, fallback {report.fallback_rate:.0%}, "
+        f"{report.mean_rounds:.1f} rounds, {report.calls_per_user:.1f} calls and "
+        f"{report.tokens_per_user:.0f} tokens per user, {report.hallucinated_ids} hallucinated ids dropped"
+    )

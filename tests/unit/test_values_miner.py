@@ -99,3 +99,23 @@ def test_the_miner_sees_only_the_leakage_free_history(store, tmp_path: Path) -> 
     _, model = run(store, tmp_path, script)
     u1_prompts = [c.prompt for c in model.calls if "User: u1" in c.prompt]
     assert u1_prompts and all(f"[{answer}]" not in prompt for prompt in u1_prompts)
+
+
+def test_values_mine_command_writes_a_json_report(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from starrec.cli import app
+    from starrec.data.agentsociety import write_dataset
+
+    data = write_dataset(build_movie_dataset(users=2), tmp_path / "data")
+    recording = tmp_path / "script.jsonl"
+    line = json.dumps({"response": {"content": proposal(KIND)}})
+    recording.write_text("\n".join([line] * 8) + "\n", encoding="utf-8")
+    args = ["values", "mine", "--data", str(data), "--out", str(tmp_path / "out"), "--path",
+            str(tmp_path / "g.lbdb"), "--llm", f"scripted:{recording}", "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["users"] == 2 and report["consensus_rate"] == 1.0 and report["calls_per_user"] == 4
+    again = json.loads(CliRunner().invoke(app, args).output.strip().splitlines()[-1])
+    assert again["skipped"] == 2 and again["users"] == 0
