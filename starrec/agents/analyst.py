@@ -60,6 +60,7 @@ async def analyse(
     counters: Counters,
     correction: str | None = None,
     previous: dict[str, Any] | None = None,
+    looked_up: str = "",
 ) -> Analysis:
     """Run one execution agent of the roster: its prompt, and its focus on the data.
 
@@ -67,7 +68,7 @@ async def analyse(
     appended to the shared view of the user.
     """
     system = render(agent.template, env.words)
-    focus = agent.focus(view)
+    focus = "\n\n".join(part for part in (agent.focus(view), looked_up) if part)
     user = focus or "Analyse the history above."
     if correction:
         earlier = "\n".join(f"- {c}" for c in (previous or {}).get("conclusions", [])) or "- (none)"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
+from starrec.contract.tool_names import USER_VALUES
 from starrec.data.user_view import UserView, format_entries
 
 ABSTRACTOR, PLANNER, REFLECTOR, RANKER = "abstractor", "planner", "reflector", "ranker"
@@ -86,6 +87,12 @@ class AgentSpec:
     """The agent's digest of the data, appended to the shared view of the user."""
     prompt: str | Path = ""
     """Its system prompt: a template name in ``starrec/agents/prompts/`` ('' = ``name``) or a file."""
+    lookup: str = ""
+    """A tool the node calls with the user's id before the agent answers ('' = none); the answer is
+    appended to the agent's focus and recorded as a tool call. An agent with a lookup runs only when
+    tools are on and the evidence source has data for it (see ``docs/values.md``)."""
+    switch: str = ""
+    """The boolean ``Context`` field that switches this agent off (an ablation), '' = always on."""
 
     @property
     def template(self) -> str | Path:
@@ -139,6 +146,11 @@ class Roster:
                 return agent
         raise KeyError(f"no agent {name!r} in the roster; known: {', '.join(self.names)}")
 
+    def only(self, names: Iterable[str]) -> Roster:
+        """This roster cut to ``names`` (the agents enabled in one run), in roster order."""
+        keep = set(names)
+        return Roster(tuple(agent for agent in self.agents if agent.name in keep))
+
     def extended(self, *agents: AgentSpec) -> Roster:
         """This roster with more agents appended (an app's own analysts)."""
         return Roster((*self.agents, *agents))
@@ -174,9 +186,19 @@ ROSTER = Roster(
             phase_hint="plausible new directions",
             focus=new_categories,
         ),
+        AgentSpec(
+            name="user_values",
+            tag="values_analysis",
+            role="the values (Schwartz: benevolence, stimulation, security, ...) behind the $user's choices, "
+            "from the mined value profile.",
+            phase_hint="the user's values",
+            lookup=USER_VALUES,
+            switch="use_values",
+        ),
     )
 )
-"""The house roster: MARS's four execution agents."""
+"""The house roster: MARS's four execution agents and ZOOM's user-values agent (which runs only where
+value profiles are stored, see ``docs/values.md``)."""
 
 AGENT_NODES: tuple[str, ...] = ROSTER.names
 """The house agents' node names, in the fixed order used when the planner is off."""

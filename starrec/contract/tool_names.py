@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-AgentToolName = Literal["item_cf", "user_cf"]
+AgentToolName = Literal["item_cf", "user_cf", "user_values"]
 """The tools an agent (or the STAR student) may call inside an analysis."""
 
 ITEM_CF: AgentToolName = "item_cf"
 USER_CF: AgentToolName = "user_cf"
+USER_VALUES: AgentToolName = "user_values"
+"""The stored value profile of a user (ZOOM); the user_values agent looks it up."""
 CANDIDATE_CF = "candidate_cf"
 """The ranker's one-call prior over all candidates (not offered to the analysis agents)."""
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from starrec.contract.tool_names import USER_VALUES
 from starrec.distill.chain import (
     DEFAULT_RECOMMEND_TOP,
     RECOMMEND,
@@ -51,9 +52,12 @@ class ToolExecutor:
         self.k = k
         self._tools: dict[str, Any] = {}
         if evidence is not None:
-            from starrec.tools.langchain_tools import make_cf_tools
+            from starrec.tools.base import ValuesSource
+            from starrec.tools.langchain_tools import make_cf_tools, make_values_tool
 
             self._tools = {tool.name: tool for tool in make_cf_tools(evidence)}
+            if isinstance(evidence, ValuesSource):
+                self._tools[USER_VALUES] = make_values_tool(evidence)
 
     def run(self, body: str) -> tuple[str, bool]:
         """(response text, ok). Invalid calls get an error message the model can read."""
@@ -62,6 +66,8 @@ class ToolExecutor:
             return f"error: {call.error}", False
         if not self._tools:
             return "error: tools are disabled in this setting", False
+        if call.name not in self._tools:
+            return f"error: tool {call.name} is not available here", False
         # candidate_cf shows every candidate unless asked otherwise, as the teacher's tool does.
         arguments = {"k": self.k, **call.arguments} if call.name in ("item_cf", "user_cf") else call.arguments
         try:

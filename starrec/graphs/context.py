@@ -63,6 +63,13 @@ class Context:
         default=True,
         metadata={"help": "Let the planner pick and order agents; off = all four in fixed order."},
     )
+    use_values: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the user_values agent where value profiles are stored (`starrec values mine`); "
+            "off = the no_values ablation. Without stored profiles it never runs."
+        },
+    )
     use_reflector: bool = field(
         default=True, metadata={"help": "Check agent outputs and re-run flagged agents (ablation)."}
     )

@@ -28,12 +28,12 @@ from starrec.agents.ranker import (
     order_by_score,
 )
 from starrec.agents.reflector import reflect
-from starrec.contract.roster import ABSTRACTOR, PLANNER, RANKER, REFLECTOR, ROSTER, Roster
+from starrec.contract.roster import ABSTRACTOR, PLANNER, RANKER, REFLECTOR, ROSTER, AgentSpec, Roster
 from starrec.data.user_view import UserView
 from starrec.graphs.context import Context
 from starrec.graphs.recording import STEP_EVENT
 from starrec.graphs.resources import Resources
-from starrec.graphs.routing import context_of, planned_agents
+from starrec.graphs.routing import context_of, enabled_agents, planned_agents
 from starrec.graphs.state import State
 
 
@@ -106,14 +106,22 @@ class MarsNodes:
         return {
             "summary": result.summary,
             "recent": result.recent,
+            "agents": [agent.name for agent in self.roster.agents if self.enabled(agent, context)],
             **await step_update("abstractor", state, counters, output, warnings=warnings),
         }
+
+    def enabled(self, agent: AgentSpec, context: Context) -> bool:
+        """Whether ``agent`` may run: its switch is on and its lookup (if any) has data."""
+        if agent.switch and not getattr(context, agent.switch):
+            return False
+        return not agent.lookup or self.resources.lookup_tool(agent.lookup, context) is not None
 
     async def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         context = context_of(runtime)
         env, warnings = self.resources.env(context, state.domain, with_tools=False, node=PLANNER)
         counters = Counters()
-        result = await plan(env, view_of(state, env), counters, self.roster)
+        roster = self.roster.only(enabled_agents(state, self.roster))
+        result = await plan(env, view_of(state, env), counters, roster)
         return {
             "plan": result.agents,
             **await step_update(
@@ -131,7 +139,20 @@ class MarsNodes:
             counters = Counters()
             correction = state.corrections.get(name) if state.round > 0 else None
             view = view_of(state, env)
-            result = await analyse(env, agent, view, counters, correction, state.analyses.get(name))
+            looked_up = ""
+            tool = self.resources.lookup_tool(agent.lookup, context) if agent.lookup else None
+            if tool is not None:
+                counters.tool_calls += 1
+                call = {
+                    "name": tool.name,
+                    "args": {"user_id": state.user_id},
+                    "id": "lookup",
+                    "type": "tool_call",
+                }
+                looked_up = str((await tool.ainvoke(call)).content)
+            result = await analyse(
+                env, agent, view, counters, correction, state.analyses.get(name), looked_up=looked_up
+            )
             output = {"conclusions": result.conclusions, "evidence_ids": result.evidence_ids}
             if correction:
                 output["correction"] = correction
@@ -151,7 +172,7 @@ class MarsNodes:
         counters = Counters()
         executed = {
             agent: state.analyses[agent]
-            for agent in planned_agents(state, self.roster.names)
+            for agent in planned_agents(state, enabled_agents(state, self.roster))
             if agent in state.analyses
         }
         result = await reflect(env, view_of(state, env), executed, counters)

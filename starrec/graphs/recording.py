@@ -30,7 +30,7 @@ from starrec.llm.redact import redact, redact_value
 from starrec.llm.structured import REPAIR_EVENT
 from starrec.llm.toolcall_syntax import format_tool_call
 from starrec.llm.usage import ModelIdentity, add_costs, call_cost, identify_model
-from starrec.tools.base import CFResult
+from starrec.tools.base import CFResult, ValuesResult
 
 STEP_EVENT = "mars_step"
 """Custom event each node dispatches once, at its end: ``{node, round, output, thinking, repairs, ...}``."""
@@ -188,7 +188,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
             record.seconds = time.perf_counter() - self._started.pop(run_id, time.perf_counter())
             artifact = output.artifact if isinstance(output, ToolMessage) else None
             record.response = join_text_blocks(output) if isinstance(output, ToolMessage) else str(output)
-            if isinstance(artifact, CFResult):
+            if isinstance(artifact, CFResult | ValuesResult):
                 record.queries = list(artifact.queries)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

@@ -110,6 +110,20 @@ class Resources:
                 self._tools[id(evidence)] = make_cf_tools(evidence)
             return self._tools[id(evidence)]
 
+    def lookup_tool(self, name: str, context: Context) -> BaseTool | None:
+        """The tool an agent's ``lookup`` names, when tools are on and the source has data for it."""
+        from starrec.contract.tool_names import USER_VALUES
+        from starrec.tools.base import ValuesSource
+
+        if name != USER_VALUES or not context.use_tools:
+            return None
+        evidence = self.evidence(context)
+        if not isinstance(evidence, ValuesSource) or not evidence.has_value_profiles():
+            return None
+        from starrec.tools.langchain_tools import make_values_tool
+
+        return make_values_tool(evidence)
+
     def env(
         self, context: Context, domain: str, with_tools: bool, node: str | None = None
     ) -> tuple[AgentEnv, list[str]]:

@@ -25,6 +25,11 @@ def context_of(runtime: Runtime[Context]) -> Context:
     return runtime.context if runtime.context is not None else Context()
 
 
+def enabled_agents(state: State, roster: Roster) -> list[str]:
+    """The agents this run may use, in roster order (the abstractor sets them; the roster before it)."""
+    return list(state.agents) or list(roster.names)
+
+
 def planned_agents(state: State, fixed_order: Sequence[str]) -> list[str]:
     """The agents of the current round: the plan (or ``fixed_order`` without a planner) on round 0,
     the flagged agents in a correction round."""
@@ -60,17 +65,20 @@ class Routes:
     ) -> Literal["planner", "reflector", "ranker"] | AgentName:
         if context_of(runtime).use_planner:
             return "planner"
-        return next_agent(state, self.roster.names) or after_agents(state, context_of(runtime))
+        return next_agent(state, enabled_agents(state, self.roster)) or after_agents(
+            state, context_of(runtime)
+        )
 
     def to_next_agent(
         self, state: State, runtime: Runtime[Context]
     ) -> Literal["reflector", "ranker"] | AgentName:
         """After the planner or an agent: the next planned agent, else reflection/ranking."""
-        return next_agent(state, self.roster.names) or after_agents(state, context_of(runtime))
+        return next_agent(state, enabled_agents(state, self.roster)) or after_agents(
+            state, context_of(runtime)
+        )
 
     def after_reflector(self, state: State, runtime: Runtime[Context]) -> Literal["ranker"] | AgentName:
         """Pass (or no rounds left) -> ranker; fail -> the first flagged agent of the new round."""
         if state.reflection.get("verdict") == "fail" and state.corrections:
-            return next_agent(state, self.roster.names) or "ranker"
+            return next_agent(state, enabled_agents(state, self.roster)) or "ranker"
         return "ranker"
-

@@ -58,6 +58,9 @@ class State(InputState):
     """Long-term summary fused by the abstractor over all chunks but the last."""
     recent: list[HistoryEntry] = field(default_factory=list)
     """The last chunk of behaviours, verbatim (the 'hybrid' input's short-term part)."""
+    agents: list[str] = field(default_factory=list)
+    """The execution agents this run may use, in roster order (set by the abstractor: the roster less
+    agents switched off or without data, e.g. user_values where no value profile is stored)."""
     plan: list[str] = field(default_factory=list)
     """Agents to run, in order (planner output, or the fixed order when the planner is off)."""
     analyses: Annotated[dict[str, Any], merge_dicts] = field(default_factory=dict)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,25 @@ class CFResult(BaseModel):
     evidence: str = Field(description="Natural-language evidence (named categories with representative ids).")
     neighbours: list[Neighbour] = Field(default_factory=list)
     queries: list[QueryTrace] = Field(default_factory=list)
+
+
+class ValuesResult(BaseModel):
+    """What the ``user_values`` tool returns: the stored profile as text plus its JSON."""
+
+    user_id: str
+    found: bool = Field(description="False when no profile is stored for the user; evidence then says so.")
+    evidence: str
+    profile: dict[str, Any] | None = None
+    queries: list[QueryTrace] = Field(default_factory=list)
+
+
+@runtime_checkable
+class ValuesSource(Protocol):
+    """An evidence source that also holds mined value profiles (``starrec values mine``)."""
+
+    def value_profile(self, user_id: str) -> ValuesResult: ...
+
+    def has_value_profiles(self) -> bool: ...
 
 
 class EvidenceSource(Protocol):

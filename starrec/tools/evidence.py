@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 
 from starrec.contract.tool_names import ITEM_CF, USER_CF, AgentToolName
 from starrec.contract.trajectory import QueryTrace
-from starrec.tools.base import CFResult, Neighbour
+from starrec.tools.base import CFResult, Neighbour, ValuesResult
 from starrec.tools.candidate_cf import CandidateCF, CandidateCFConfig, CandidateCFResult, CandidateEngine
 from starrec.tools.oracle import SparseCFIndex
 from starrec.tools.queries import load_query
@@ -273,6 +273,7 @@ class EvidenceStore:
         """Tool calls that asked for fewer neighbours than were stored (re-worded for the k asked)."""
         self.candidates = CandidateCF(store, candidate_config, engine=candidate_engine, noun=noun)
         self._count_lock = threading.Lock()
+        self._has_values: bool | None = None
 
     def candidate_cf(
         self,
@@ -364,6 +365,32 @@ class EvidenceStore:
             neighbours=neighbours,
             queries=traces,
         )
+
+    def value_profile(self, user_id: str) -> ValuesResult:
+        """The user's stored value profile, worded for an agent (the ``user_values`` tool)."""
+        profile, trace = self.store.get_value_profile(user_id)
+        if profile is None:
+            text = (
+                f"No value profile is stored for user {user_id}; judge the values from the history "
+                "(mine profiles with `starrec values mine`)."
+            )
+            return ValuesResult(user_id=user_id, found=False, evidence=text, queries=[trace])
+        lines = [
+            f"- {score.value} {score.weight:.2f}: {score.reason or '-'}"
+            + (f" [{', '.join(score.item_ids)}]" if score.item_ids else "")
+            for score in profile.top(len(profile.scores))
+            if score.weight > 0
+        ]
+        text = f"Mined value profile of user {user_id}, strongest first:\n" + ("\n".join(lines) or "- (none)")
+        return ValuesResult(
+            user_id=user_id, found=True, evidence=text, profile=profile.to_dict(), queries=[trace]
+        )
+
+    def has_value_profiles(self) -> bool:
+        """True when at least one user has a stored profile (checked once; stores are read-only online)."""
+        if self._has_values is None:
+            self._has_values = bool(self.store.users_with_values())
+        return self._has_values
 
     def close(self) -> None:
         self.store.close()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
-from starrec.contract.tool_names import CANDIDATE_CF, ITEM_CF, USER_CF
-from starrec.tools.base import CFResult, EvidenceSource
+from starrec.contract.tool_names import CANDIDATE_CF, ITEM_CF, USER_CF, USER_VALUES
+from starrec.tools.base import CFResult, EvidenceSource, ValuesResult, ValuesSource
 from starrec.tools.candidate_cf import CandidateCFResult
 
 MAX_K = 50
@@ -104,3 +104,29 @@ def make_cf_tools(source: EvidenceSource) -> list[BaseTool]:
             response_format="content_and_artifact",
         ),
     ]
+
+
+class UserValuesArgs(BaseModel):
+    user_id: str = Field(description="Id of the user whose mined value profile to read.")
+
+
+USER_VALUES_DESCRIPTION = (
+    "User values: the user's mined Schwartz value profile (each value's weight, a one-line reason and "
+    "the items that show it), strongest first; says so when none is stored."
+)
+
+
+def make_values_tool(source: ValuesSource) -> BaseTool:
+    """The ``user_values`` lookup (content = the profile as text, artifact = the :class:`ValuesResult`)."""
+
+    def user_values(user_id: str) -> tuple[str, ValuesResult]:
+        result = source.value_profile(user_id)
+        return result.evidence, result
+
+    return StructuredTool.from_function(
+        func=user_values,
+        name=USER_VALUES,
+        description=USER_VALUES_DESCRIPTION,
+        args_schema=UserValuesArgs,
+        response_format="content_and_artifact",
+    )

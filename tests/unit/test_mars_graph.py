@@ -11,13 +11,16 @@ import pytest
 from langchain_core.messages import AIMessage
 from mars_fixtures import FakeEvidence, analysis, build_movie_dataset, default_script, make_request, make_task
 
-from starrec.contract.roster import AGENT_NODES
+from starrec.contract.roster import ROSTER
 from starrec.contract.trajectory import Trajectory
 from starrec.graphs.context import Context
 from starrec.graphs.graph import build_mars_graph, graph, recursion_limit
 from starrec.graphs.recording import TrajectoryRecorder
 from starrec.graphs.state import input_from_request
 from starrec.llm.scripted import ScriptedChatModel
+
+AGENT_NODES = tuple(agent.name for agent in ROSTER.agents if not agent.lookup)
+"""The agents that run with an evidence source that stores no value profiles (user_values does not)."""
 
 
 @pytest.fixture
@@ -275,9 +278,7 @@ def test_rrf_fusion_moves_cf_favourite_up(setup: dict[str, Any]) -> None:
     assert sorted(rrf_state["ranking"]) == sorted(candidates)
 
 
-@pytest.mark.parametrize(
-    "kind", ["echo_shown", "prose", "hallucinated_duplicates", "random_permutation"]
-)
+@pytest.mark.parametrize("kind", ["echo_shown", "prose", "hallucinated_duplicates", "random_permutation"])
 def test_uninformative_rankers_leave_the_prior_order(setup: dict[str, Any], kind: str) -> None:
     """Agreement fusion (the default): none of the four uninformative answers moves the prior."""
     candidates = setup["candidates"]

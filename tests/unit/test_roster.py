@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from mars_fixtures import FakeEvidence, analysis, build_movie_dataset, default_script, make_request, make_task
 
-from starrec.contract.roster import AGENT_NODES, ROSTER, AgentSpec, Roster
+from starrec.contract.roster import ROSTER, AgentSpec, Roster
 from starrec.contract.trajectory import Trajectory
 from starrec.data.user_view import UserView
 from starrec.distill.chain import DEFAULT_RECOMMEND_TOP, parse_chain, serialise_trajectory
@@ -32,6 +32,9 @@ PROMPT = (
     'Answer with one JSON object: {"thinking": "<short reasoning>", "conclusions": ["<conclusion>", ...], '
     '"evidence_ids": ["<item id>", ...]}'
 )
+
+AGENT_NODES = tuple(agent.name for agent in ROSTER.agents if not agent.lookup)
+"""The agents that run with an evidence source that stores no value profiles (user_values does not)."""
 
 
 def rated_items(view: UserView) -> str:
@@ -116,9 +119,12 @@ def test_without_the_planner_the_sixth_agent_runs_in_roster_order(roster: Roster
     assert recursion_limit(context, roster) > recursion_limit(context)
 
 
-def test_the_house_roster_is_the_four_analysts() -> None:
-    assert ROSTER.names == ("user_profile", "historical_interest", "recent_interest", "interest_divergence")
-    assert recursion_limit(Context(max_correction_rounds=1)) == 2 * (8 + 5) + 2
+def test_the_house_roster_is_the_four_analysts_and_user_values() -> None:
+    assert ROSTER.names == (
+        "user_profile", "historical_interest", "recent_interest", "interest_divergence", "user_values",
+    )  # fmt: skip
+    assert ROSTER.agent("user_values").tag == "values_analysis"
+    assert recursion_limit(Context(max_correction_rounds=1)) == 2 * (9 + 6) + 2
 
 
 @pytest.mark.parametrize(

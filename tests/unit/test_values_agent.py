@@ -1,0 +1,97 @@
+"""The user_values agent: the fifth plannable agent, reading stored value profiles through a lookup tool."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mars_fixtures import FakeEvidence, analysis, build_movie_dataset, default_script, make_request, make_task
+
+from starrec.contract.roster import ROSTER
+from starrec.contract.values import profile_from_weights
+from starrec.distill.chain import parse_chain, serialise_trajectory
+from starrec.distill.rollout import ToolExecutor
+from starrec.graphs.context import Context
+from starrec.graphs.graph import build_mars_graph
+from starrec.graphs.recording import TrajectoryRecorder
+from starrec.graphs.state import input_from_request
+from starrec.llm.scripted import ScriptedChatModel
+from starrec.tools.base import ValuesResult
+
+BASE = [agent.name for agent in ROSTER.agents if not agent.lookup]
+
+
+class FakeValuesEvidence(FakeEvidence):
+    """The fixture evidence plus one stored value profile (for u4)."""
+
+    def value_profile(self, user_id: str) -> ValuesResult:
+        if user_id != "u4":
+            return ValuesResult(
+                user_id=user_id, found=False, evidence=f"No value profile is stored for {user_id}."
+            )
+        profile = profile_from_weights(
+            "u4", {"benevolence": 0.9}, {"benevolence": "family films"}, {"benevolence": ["m1"]}
+        )
+        return ValuesResult(user_id=user_id, found=True, evidence="benevolence 0.90: family films [m1]",
+                            profile=profile.to_dict())  # fmt: skip
+
+    def has_value_profiles(self) -> bool:
+        return True
+
+
+def run(
+    evidence: FakeEvidence, context: Context, plan: list[str]
+) -> tuple[dict[str, Any], Any, ScriptedChatModel]:
+    dataset = evidence.dataset
+    task = make_task(dataset, "u4")
+    request = make_request(dataset, task)
+    script = default_script(list(request.candidates), plan=plan)
+    script["user_values"] = [analysis("cares for family: benevolence")]
+    model = ScriptedChatModel(responses=script, cycle=True)
+    graph = build_mars_graph(context, chat_model=model, evidence=evidence)
+    recorder = TrajectoryRecorder()
+    state = asyncio.run(
+        graph.ainvoke(input_from_request(request, dataset), context=context, config={"callbacks": [recorder]})
+    )
+    trajectory = recorder.trajectory(state, task_id=task.task_id, ground_truth=task.ground_truth,
+                                     settings=context.settings())  # fmt: skip
+    return state, trajectory, model
+
+
+def test_with_stored_profiles_the_planner_may_run_user_values_and_the_chain_carries_it() -> None:
+    plan = ["user_values", *BASE]
+    _, trajectory, model = run(FakeValuesEvidence(build_movie_dataset()), Context(chunk_size=3), plan)
+    assert trajectory.nodes == ["abstractor", "planner", *plan, "reflector", "ranker"]
+    planner_prompt = next(call for call in model.calls if call.key == "planner").messages[0].content
+    assert "- user_values: the values" in planner_prompt and "Use all five when unsure." in planner_prompt
+    (call,) = [call for call in model.calls if call.key == "user_values"]
+    assert "benevolence 0.90: family films [m1]" in call.prompt  # the looked-up profile, in its focus
+    step = next(step for step in trajectory.steps if step.node == "user_values")
+    assert [tool.name for tool in step.tool_calls] == ["user_values"]
+    assert step.output["conclusions"] == ["cares for family: benevolence"]
+    text = serialise_trajectory(trajectory)
+    assert "<values_analysis>" in text and "user_values" in text
+    chain = parse_chain(text, trajectory.candidates)
+    assert chain.errors == [] and chain.agents == plan and "values_analysis" in chain.order
+
+
+def test_without_profiles_nothing_changes_and_no_values_switches_it_off() -> None:
+    dataset = build_movie_dataset()
+    _, plain, model = run(FakeEvidence(dataset), Context(chunk_size=3, use_planner=False), [])
+    assert plain.nodes == ["abstractor", *BASE, "reflector", "ranker"]
+    assert all(call.key != "user_values" for call in model.calls)
+    ablated = Context(chunk_size=3, use_planner=False).with_ablation("no_values")
+    _, off, _ = run(FakeValuesEvidence(dataset), ablated, [])
+    assert off.nodes == plain.nodes and off.settings["use_values"] is False
+    _, on, _ = run(FakeValuesEvidence(dataset), Context(chunk_size=3, use_planner=False), [])
+    assert on.nodes == ["abstractor", *BASE, "user_values", "reflector", "ranker"]
+
+
+def test_the_student_can_call_user_values_where_profiles_are_stored() -> None:
+    executor = ToolExecutor(FakeValuesEvidence(build_movie_dataset()))
+    text, ok = executor.run('{"name": "user_values", "arguments": {"user_id": "u4"}}')
+    assert ok and "benevolence 0.90" in text
+    text, ok = ToolExecutor(FakeEvidence(build_movie_dataset())).run(
+        '{"name": "user_values", "arguments": {"user_id": "u4"}}'
+    )
+    assert not ok and "not available" in text
