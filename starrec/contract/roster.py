@@ -151,6 +151,11 @@ class Roster:
         keep = set(names)
         return Roster(tuple(agent for agent in self.agents if agent.name in keep))
 
+    def standalone(self) -> Roster:
+        """The agents that need no stored data (no ``lookup``): what runs on any dataset, and what the
+        student's instructions list unless a caller passes a roster with lookup agents."""
+        return Roster(tuple(agent for agent in self.agents if not agent.lookup))
+
     def extended(self, *agents: AgentSpec) -> Roster:
         """This roster with more agents appended (an app's own analysts)."""
         return Roster((*self.agents, *agents))

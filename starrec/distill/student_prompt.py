@@ -21,6 +21,10 @@ from starrec.data.user_view import candidate_entries, format_entry
 from starrec.distill.chain import DEFAULT_RECOMMEND_TOP
 from starrec.llm.toolcall_syntax import format_tool_call
 
+STUDENT_ROSTER = ROSTER.standalone()
+"""The agents the student's instructions list by default: those that run without stored value profiles,
+as in the teacher runs it learns from (a caller with profiles passes ``ROSTER``)."""
+
 
 def task_prompt(
     summary: str, recent: Sequence[Mapping[str, Any]], candidates: Sequence[Mapping[str, Any]]
@@ -34,7 +38,9 @@ def task_prompt(
 
 
 def star_system_prompt(
-    ablation: str | None = None, roster: Roster = ROSTER, recommend_top: int | None = DEFAULT_RECOMMEND_TOP
+    ablation: str | None = None,
+    roster: Roster = STUDENT_ROSTER,
+    recommend_top: int | None = DEFAULT_RECOMMEND_TOP,
 ) -> str:
     """The student's instructions: the phases of the teacher, written as one compact pass.
 
@@ -107,7 +113,7 @@ def build_student_messages(
     domain: str = "item",
     user_id: str = "",
     ablation: str | None = None,
-    roster: Roster = ROSTER,
+    roster: Roster = STUDENT_ROSTER,
     recommend_top: int | None = DEFAULT_RECOMMEND_TOP,
 ) -> list[dict[str, str]]:
     """``[system, user]`` messages for one task.
@@ -133,7 +139,7 @@ def build_student_messages(
 def trajectory_messages(
     trajectory: Trajectory,
     ablation: str | None = None,
-    roster: Roster = ROSTER,
+    roster: Roster = STUDENT_ROSTER,
     recommend_top: int | None = DEFAULT_RECOMMEND_TOP,
 ) -> list[dict[str, str]]:
     """The student prompt for the task a recorded run solved."""
@@ -155,7 +161,7 @@ def request_messages(
     recent: Sequence[Mapping[str, Any]],
     *,
     ablation: str | None = None,
-    roster: Roster = ROSTER,
+    roster: Roster = STUDENT_ROSTER,
     recommend_top: int | None = DEFAULT_RECOMMEND_TOP,
 ) -> list[dict[str, str]]:
     """The student prompt for a new request, given its abstracted history (summary + last chunk)."""

@@ -95,3 +95,12 @@ def test_the_student_can_call_user_values_where_profiles_are_stored() -> None:
         '{"name": "user_values", "arguments": {"user_id": "u4"}}'
     )
     assert not ok and "not available" in text
+
+
+def test_student_prompt_lists_lookup_agents_only_when_asked() -> None:
+    """The student's default instructions match the teacher runs without profiles (no values phase)."""
+    from starrec.contract.roster import ROSTER
+    from starrec.distill.student_prompt import star_system_prompt
+
+    assert "<values_analysis>" not in star_system_prompt()
+    assert "<values_analysis>" in star_system_prompt(roster=ROSTER)
