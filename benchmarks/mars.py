@@ -12,7 +12,11 @@ interrupted benchmark resumes where it stopped. rrf is computed from the same re
 llm (the ranker records the repaired LLM order and the CF order; fusion is deterministic), so
 the two differ only by the fusion. Writes ``benchmarks/results/mars.{json,md,png}``.
 
-    python benchmarks/mars.py [--tasks 50] [--ablation-tasks 10] [--skip-local]
+    python benchmarks/mars.py [--tasks 50] [--ablation-tasks 10] [--skip-local] [--baseline REV]
+
+``--baseline REV`` adds (e): the no_tools overhead and the concurrency-50 throughput of commit
+``REV`` (a ``git worktree`` under ``benchmarks/work/``) and of this tree, each measured in its own
+subprocess with its own ``PYTHONPATH``, interleaved round by round, with the load average of each.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -147,6 +154,81 @@ def throughput(jobs: list[RunJob], train: Any, evidence: Any, latency_s: float) 
             "ideal_runs_per_s": concurrency / (calls / len(runs) * latency_s),
         }
     return results
+
+
+def probe(kind: str, repeats: int, latency_s: float) -> dict[str, Any]:
+    """One side of (e), run inside the tree under test: only APIs the baseline also has."""
+    data_dir = fetch_movielens_100k(get_settings().cache_dir / "datasets" / "ml-100k")
+    tasks = read_tasks(demo_tasks(data_dir, 50, SEED))
+    train = load_dataset(data_dir).hide_from(tasks)
+    evidence = open_toolkit(data_dir, tasks=tasks)
+    jobs = [
+        RunJob(request, 0, task.ground_truth)
+        for task, request in zip(tasks, build_requests(tasks, train, SEED), strict=True)
+    ]
+    if kind == "overhead":
+        context = Context(use_tools=False)
+        graph = build_mars_graph(context, chat_model=scripted_model(), evidence=evidence)
+        asyncio.run(timed_batch(graph, jobs[:2], train, context, 1))  # warm-up
+        per_run: list[float] = []
+        for _ in range(repeats):
+            runs, _ = asyncio.run(timed_batch(graph, jobs[:20], train, context, 1))
+            per_run.extend(run.seconds * 1000 for run in runs)
+        return {"per_run_ms": per_run}
+    context = Context()
+    graph = build_mars_graph(context, chat_model=scripted_model(latency_s), evidence=evidence)
+    runs, seconds = asyncio.run(timed_batch(graph, (jobs * 10)[:200], train, context, 50))
+    return {"runs": len(runs), "seconds": seconds, "errors": sum(r.error is not None for r in runs)}
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def side_by_side(baseline: str, rounds: int, repeats: int, latency_ms: int) -> dict[str, Any]:
+    """(e): ``baseline`` and this tree, interleaved: overhead (no_tools) and throughput (c=50)."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", baseline], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    tree = WORK_DIR / f"baseline-{commit[:10]}"
+    if not tree.exists():
+        subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", str(tree), commit], check=True
+        )
+    trees = {"before": tree, "after": REPO_ROOT}
+    samples: dict[str, dict[str, list[Any]]] = {
+        side: {"per_run_ms": [], "runs_per_s": [], "load": []} for side in trees
+    }
+    for _ in range(rounds):
+        for kind in ("overhead", "throughput"):
+            for side, root in trees.items():
+                env = {**os.environ, "PYTHONPATH": str(root)}
+                command = [sys.executable, __file__, "--probe", kind, "--repeats", str(repeats),
+                           "--latency-ms", str(latency_ms)]  # fmt: skip
+                load = load_average()
+                out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+                result = json.loads(out.strip().splitlines()[-1])
+                samples[side]["load"].append(f"{kind} {load}")
+                if kind == "overhead":
+                    samples[side]["per_run_ms"].extend(result["per_run_ms"])
+                else:
+                    assert result["errors"] == 0, result
+                    samples[side]["runs_per_s"].append(result["runs"] / result["seconds"])
+    return {
+        "baseline": commit,
+        "rounds": rounds,
+        "sides": {
+            side: {
+                "overhead_runs": len(values["per_run_ms"]),
+                "overhead_mean_ms": statistics.fmean(values["per_run_ms"]),
+                "overhead_p50_ms": percentile(values["per_run_ms"], 0.5),
+                "throughput_runs_per_s": values["runs_per_s"],
+                "throughput_median": statistics.median(values["runs_per_s"]),
+                "load": values["load"],
+            }
+            for side, values in samples.items()
+        },
+    }
 
 
 def rrf_of(trajectory: Trajectory, k: int) -> list[str]:
@@ -332,6 +414,31 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         ),
         "",
     ]
+    compare = results.get("side_by_side")
+    if compare:
+        before, after = compare["sides"]["before"], compare["sides"]["after"]
+        lines += [
+            f"## (e) Before / after, measured side by side (baseline `{compare['baseline'][:10]}`)",
+            "",
+            f"{compare['rounds']} rounds; in each, the baseline commit (a `git worktree`) and this tree run "
+            "in their own subprocess with their own `PYTHONPATH`, one after the other.",
+            "",
+            "| figure | before | after | after / before |",
+            "|---|---:|---:|---:|",
+            f"| overhead, no_tools, mean ms/run ({after['overhead_runs']} runs each) | "
+            f"{before['overhead_mean_ms']:.2f} | {after['overhead_mean_ms']:.2f} | "
+            f"{after['overhead_mean_ms'] / before['overhead_mean_ms']:.2f} |",
+            f"| overhead, no_tools, p50 ms/run | {before['overhead_p50_ms']:.2f} | "
+            f"{after['overhead_p50_ms']:.2f} | {after['overhead_p50_ms'] / before['overhead_p50_ms']:.2f} |",
+            f"| throughput, concurrency 50, {results['latency_ms']} ms model, median runs/s | "
+            f"{before['throughput_median']:.1f} | {after['throughput_median']:.1f} | "
+            f"{after['throughput_median'] / before['throughput_median']:.2f} |",
+            "",
+            "Load average (1, 5, 15 min) when each measurement started:",
+            "",
+            *(f"- {side}: " + "; ".join(compare["sides"][side]["load"]) for side in ("before", "after")),
+            "",
+        ]
     if results.get("notes"):
         lines += ["## Notes", "", *(f"- {note}" for note in results["notes"]), ""]
     path.write_text("\n".join(lines))
@@ -382,9 +489,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="Repeats of (a).")
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--baseline", help="Commit to measure beside this tree in (e).")
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds of (e).")
+    parser.add_argument("--probe", choices=("overhead", "throughput"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe:
+        print(json.dumps(probe(args.probe, args.repeats, args.latency_ms / 1000)))
+        return
     console = Console(stderr=True)
-    import os
 
     data_dir = fetch_movielens_100k(get_settings().cache_dir / "datasets" / "ml-100k")
     tasks_dir = demo_tasks(data_dir, max(args.tasks, 50), SEED)
@@ -398,12 +510,14 @@ def main() -> None:
     results: dict[str, Any] = {
         "command": "python benchmarks/mars.py "
         + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "skip_local")
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in vars(args).items()
+            if k not in ("out", "skip_local", "probe") and v is not None
         )
         + (" --skip-local" if args.skip_local else ""),
         "machine": f"{os.cpu_count()} CPU cores, no GPU",
         "latency_ms": args.latency_ms,
-        "load_start": " ".join(f"{value:.2f}" for value in os.getloadavg()),
+        "load_start": load_average(),
     }
     console.print("(a) orchestration overhead")
     results["overhead"] = overhead(jobs[:20], train, evidence, args.repeats)
@@ -411,10 +525,13 @@ def main() -> None:
     results["throughput"] = throughput(jobs, train, evidence, args.latency_ms / 1000)
     console.print("(d) ablation cost")
     results["ablation_cost"] = ablation_costs(jobs, train, evidence)
+    if args.baseline:
+        console.print(f"(e) side by side with {args.baseline}")
+        results["side_by_side"] = side_by_side(args.baseline, args.rounds, args.repeats, args.latency_ms)
     if not args.skip_local:
         console.print(f"(c)+(d) local model on {args.tasks} tasks (+{args.ablation_tasks} per ablation)")
         results["local"] = hit_rates(data_dir, tasks_dir, args.tasks, args.ablation_tasks, console)
-    results["load_end"] = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    results["load_end"] = load_average()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mars.json").write_text(json.dumps(results, indent=2))
     write_markdown(results, args.out / "mars.md")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
@@ -35,7 +36,9 @@ class Candidate(TypedDict, total=False):
     categories: list[str]
 
 
+@lru_cache(maxsize=65536)
 def _date(timestamp: float) -> str:
+    """The UTC day of a timestamp; cached, as a user's history is rendered once per run."""
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from langchain_core.messages import (
@@ -197,8 +198,12 @@ def ai_message_from_text(
     )
 
 
+@lru_cache(maxsize=4096)
 def approximate_token_count(text: str) -> int:
-    """Words and punctuation marks: a tokenizer-free stand-in used by the scripted model."""
+    """Words and punctuation marks: a tokenizer-free stand-in used by the scripted model.
+
+    Cached: every agent of a run sends the same shared history text, and counting it again and
+    again was the scripted model's largest cost in the overhead benchmark."""
     return len(_TOKEN_PATTERN.findall(text))
 
 
