@@ -62,6 +62,8 @@ def history_of(store: GraphStore, user_id: str) -> list[HistoryEntry]:
 
 @dataclass
 class MiningReport:
+    """What one `starrec values mine` batch did: users mined and skipped, consensus, fallbacks, rounds."""
+
     store: str
     users: int = 0
     skipped: int = 0
