@@ -404,6 +404,7 @@ class Evaluation:
                     self.prices,
                     k=k,
                     errors=report["invalid"]["errors"],
+                    chain_errors=stats.get("chain_errors", 0),
                     any_of_k_hr1=any_hit / n,
                     chain_s_per_task=sum(c.seconds for c in chains) / n,
                     **rates,

@@ -339,6 +339,15 @@ class StarStats:
         self.rankings_repaired = 0
         self.repairs: dict[str, int] = {"hallucinated": 0, "duplicates": 0, "missing": 0}
         self.task_seconds = 0.0
+        self.chain_errors = 0
+        self.chain_error_kinds: dict[str, int] = {}
+
+    def add_chain_error(self, error: BaseException) -> None:
+        """Count a chain that raised (timeout, server error): best-of-k fuses the chains that finished."""
+        with self._lock:
+            self.chain_errors += 1
+            kind = type(error).__name__
+            self.chain_error_kinds[kind] = self.chain_error_kinds.get(kind, 0) + 1
 
     def add(self, result: StarResult) -> None:
         with self._lock:
@@ -366,6 +375,8 @@ class StarStats:
             return {
                 "tasks": self.tasks,
                 "chains": self.chains,
+                "chain_errors": self.chain_errors,
+                "chain_error_kinds": dict(self.chain_error_kinds),
                 "llm_calls": self.llm_calls,
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,

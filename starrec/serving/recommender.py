@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -115,6 +116,9 @@ class StarRecommender(BatchRecommender):
         self.summary_model = summary_model
         self.evidence = evidence
         self.concurrency = max(1, concurrency)
+        self._chain_slots = threading.BoundedSemaphore(self.concurrency)
+        """At most ``concurrency`` chains in flight in all, whatever ``samples`` is: k chains per task
+        at ``concurrency`` tasks would put k x concurrency requests on the server and time them out."""
         self.train: Dataset | None = None
         self.loop: StarLoop | None = None
         self.results: dict[str, StarResult] = {}
@@ -185,10 +189,20 @@ class StarRecommender(BatchRecommender):
         prior, prior_scores = self.prior_for(request)
 
         def sample(setting: tuple[float, int]) -> Any:
-            return loop.run_sample(messages, request.candidates, *setting, prior)
+            with self._chain_slots:
+                try:
+                    return loop.run_sample(messages, request.candidates, *setting, prior)
+                except Exception as error:  # one failed sample must not sink the other k - 1
+                    return error
 
         with ThreadPoolExecutor(max_workers=len(settings)) as pool:
-            chains = list(pool.map(sample, settings))
+            outcomes = list(pool.map(sample, settings))
+        chains = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                loop.stats.add_chain_error(outcome)
+        if not chains:
+            raise next(outcome for outcome in outcomes if isinstance(outcome, BaseException))
         result = loop.finish(chains, request.candidates, time.perf_counter() - started, prior, prior_scores)
         self.results[request.task_id] = result
         return result

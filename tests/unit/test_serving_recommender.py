@@ -116,3 +116,78 @@ def test_make_method_star_with_base_url_finds_the_served_model() -> None:
         assert recommender.summary_model is None and recommender.config.samples == 2
     with pytest.raises(ValueError, match="--model DIR"):
         make_method("star", MethodOptions())
+
+
+class CountingBackend:
+    """A thread-safe in-process backend that answers like ``oracle_student`` and records how many
+    generations were in flight at once; seed 1 raises, like a request that timed out."""
+
+    name = "counting"
+
+    def __init__(self, failing_seed: int | None = None) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.failing_seed = failing_seed
+
+    def generate(self, messages, assistant_prefix, *, stop, max_tokens, temperature, seed):  # type: ignore[no-untyped-def]
+        import time
+
+        from starrec.serving.backends import Generation
+
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.02)  # keeps several calls overlapping, so an unbounded fan-out would show
+            if seed == self.failing_seed:
+                raise TimeoutError("request timed out")
+            request = {"messages": [*messages, *([{"role": "assistant"}] if assistant_prefix else [])]}
+            return Generation(oracle_student(request), 10, 10, "stop")
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def test_best_of_k_keeps_chains_in_flight_within_concurrency(tiny_dataset: Dataset) -> None:
+    backend = CountingBackend()
+    recommender = StarRecommender(
+        backend,
+        StarLoopConfig(samples=4, seed=0),
+        options=StarOptions(use_abstractor=False),
+        evidence=RecordingEvidence(),
+        concurrency=2,
+    )
+    report = evaluate(recommender, TASKS, tiny_dataset, seed=0, progress=False)
+    assert report["invalid"]["errors"] == 0
+    assert recommender.stats()["chains"] == 8
+    assert backend.most_in_flight <= 2
+
+
+def test_a_failed_sample_is_counted_and_the_other_chains_still_rank(tiny_dataset: Dataset) -> None:
+    recommender = StarRecommender(
+        CountingBackend(failing_seed=1),
+        StarLoopConfig(samples=3, seed=0),
+        options=StarOptions(use_abstractor=False),
+        evidence=RecordingEvidence(),
+        concurrency=2,
+    )
+    report = evaluate(recommender, TASKS, tiny_dataset, seed=0, progress=False)
+    stats = recommender.stats()
+    assert report["invalid"]["errors"] == 0 and report["hr@1"] == 1.0
+    assert stats["chain_errors"] == 2 and stats["chain_error_kinds"] == {"TimeoutError": 2}
+    assert all(len(result.chains) == 2 for result in recommender.results.values())
+
+
+def test_a_task_whose_every_sample_fails_is_an_error(tiny_dataset: Dataset) -> None:
+    recommender = StarRecommender(
+        CountingBackend(failing_seed=0),
+        StarLoopConfig(samples=1, seed=0),
+        options=StarOptions(use_abstractor=False),
+        evidence=RecordingEvidence(),
+    )
+    report = evaluate(recommender, TASKS, tiny_dataset, seed=0, progress=False)
+    assert report["invalid"]["errors"] == len(TASKS)
+    assert recommender.stats()["chain_errors"] == len(TASKS)
