@@ -37,7 +37,7 @@ from starrec.eval.methods import MethodOptions, make_method
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-METHODS = ("random", "identity", "pop", "itemknn", "bpr", "lightgcn")
+METHODS = ("random", "identity", "pop", "itemknn", "bpr", "lightgcn", "sasrec")
 TUNED = tuple(SEARCH_SPACES)
 console = Console(stderr=True)
 
@@ -116,6 +116,8 @@ def evaluate_all(
             results[scenario][name] = {
                 **{key: report[key] for key in METRIC_KEYS},
                 "n_tasks": report["n_tasks"],
+                "ci95": report["ci95"],
+                "training": stats.get("training"),
                 "fit_seconds": stats.get("fit_seconds"),
                 "fit_cpu_seconds": stats.get("fit_cpu_seconds"),
                 "eval_seconds": report["elapsed_s"],
@@ -142,18 +144,23 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
         "",
         "## HR_avg by method and scenario",
         "",
+        "95% bootstrap intervals in brackets; n = "
+        + ", ".join(f"{next(iter(rows.values()))['n_tasks']} ({s})" for s, rows in results.items())
+        + " tasks.",
+        "",
         "| method | " + " | ".join(results) + " |",
         "|---|" + "---:|" * len(results),
     ]
     for name in methods:
-        lines.append(f"| {name} | " + " | ".join(f"{results[s][name]['hr_avg']:.3f}" for s in results) + " |")
+        lines.append(f"| {name} | " + " | ".join(format_hr(results[s][name]) for s in results) + " |")
     for scenario, rows in results.items():
         lines += [
             "",
             f"## {scenario}",
             "",
-            "| method | HR@1 | HR@3 | HR@5 | HR_avg | NDCG@5 | fit s (wall / CPU) | fallbacks |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
+            "| method | HR@1 | HR@3 | HR@5 | HR_avg [95% CI] | NDCG@5 | training s (wall / CPU) "
+            "| epochs | fallbacks |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|",
         ]
         for name in methods:
             row = rows[name]
@@ -162,7 +169,7 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
                 fit = f"{row['fit_seconds']:.1f} / {row['fit_cpu_seconds']:.1f}"
             lines.append(
                 f"| {name} | {row['hr@1']:.3f} | {row['hr@3']:.3f} | {row['hr@5']:.3f} | "
-                f"{row['hr_avg']:.3f} | {row['ndcg@5']:.3f} | {fit} | "
+                f"{format_hr(row)} | {row['ndcg@5']:.3f} | {fit} | {format_epochs(row.get('training'))} | "
                 f"{format_fallbacks(row['method_stats'])} |"
             )
     lines += ["", "## Hyper-parameters", ""]
@@ -186,6 +193,19 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
             )
     lines += ["", "![HR_avg by method and scenario](baselines.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def format_hr(row: dict[str, Any]) -> str:
+    low, high = row["ci95"]["hr_avg"]
+    return f"{row['hr_avg']:.3f} [{low:.2f}, {high:.2f}]"
+
+
+def format_epochs(training: dict[str, Any] | None) -> str:
+    """``best 26 of 32 (+26 refit)`` for an early-stopped model, ``-`` for the others."""
+    if not training:
+        return "-"
+    refit = f" (+{training['refit_epochs']} refit)" if training["refit_epochs"] else ""
+    return f"best {training['best_epoch']} of {training['epochs_trained']}{refit}"
 
 
 def format_fallbacks(stats: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from torch import nn
 
 from starrec.baselines.interactions import InteractionIndex
 from starrec.baselines.training import EmbeddingConfig, EmbeddingModel, EmbeddingRecommender
+from starrec.data.schema import Dataset
 from starrec.eval.methods import MethodOptions, config_with_overrides
 
 
@@ -40,7 +41,7 @@ class MatrixFactorization(EmbeddingModel):
 class BPRRecommender(EmbeddingRecommender):
     name = "bpr"
 
-    def build_model(self, index: InteractionIndex) -> EmbeddingModel:
+    def build_model(self, index: InteractionIndex, view: Dataset) -> EmbeddingModel:
         return MatrixFactorization(index.n_users, index.n_items, self.config.embedding_dim)
 
 

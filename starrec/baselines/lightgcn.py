@@ -14,6 +14,7 @@ from torch import nn
 
 from starrec.baselines.interactions import InteractionIndex
 from starrec.baselines.training import EmbeddingConfig, EmbeddingModel, EmbeddingRecommender
+from starrec.data.schema import Dataset
 from starrec.eval.methods import MethodOptions, config_with_overrides
 
 
@@ -22,7 +23,6 @@ class LightGCNConfig(EmbeddingConfig):
     layers: int = field(
         default=3, metadata={"help": "Propagation layers K (0 = plain matrix factorisation)."}
     )
-    epochs: int = field(default=40, metadata={"help": "Passes over the training interactions."})
     learning_rate: float = field(
         default=5e-2, metadata={"help": "Adam learning rate (large batches, so high)."}
     )
@@ -95,7 +95,7 @@ class LightGCNRecommender(EmbeddingRecommender):
     name = "lightgcn"
     config: LightGCNConfig
 
-    def build_model(self, index: InteractionIndex) -> EmbeddingModel:
+    def build_model(self, index: InteractionIndex, view: Dataset) -> EmbeddingModel:
         return LightGCN(index, self.config.embedding_dim, self.config.layers)
 
 

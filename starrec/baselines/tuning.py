@@ -26,31 +26,33 @@ from starrec.eval.methods import MethodOptions, make_method
 VALIDATION_SCENARIO = "validation"
 METRIC_KEYS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5")
 
-SEARCH_SPACES: dict[str, list[dict[str, Any]]] = {
-    "itemknn": [
-        {"window": window, "decay": decay, "shrink": shrink}
-        for window in (5, 10, 50)
-        for decay in (0.7, 0.9)
-        for shrink in (0.0, 20.0)
-    ],
-    "bpr": [
-        {"embedding_dim": 64, "epochs": 30, "learning_rate": 1e-2, "batch_size": 4096, "reg": reg}
-        for reg in (1e-5, 1e-4, 1e-3)
-    ],
-    "lightgcn": [
-        {
-            "embedding_dim": 64,
-            "epochs": 40,
-            "learning_rate": 5e-2,
-            "batch_size": 16384,
-            "reg": reg,
-            "layers": layers,
-        }
-        for layers in (1, 3)
-        for reg in (1e-4, 1e-3)
-    ],
+SEARCH_SPACES: dict[str, dict[str, list[Any]]] = {
+    "itemknn": {"window": [5, 10, 50], "decay": [0.7, 0.9], "shrink": [0.0, 20.0]},
+    "bpr": {
+        "embedding_dim": [64, 32, 128],
+        "learning_rate": [5e-3, 2e-3, 1e-2],
+        "reg": [1e-4, 1e-5, 1e-3],
+        "negatives_per_positive": [1, 4],
+    },
+    "lightgcn": {
+        "layers": [3, 1, 2],
+        "embedding_dim": [64, 128],
+        "reg": [1e-4, 1e-3],
+        "negatives_per_positive": [1, 4],
+    },
+    "sasrec": {
+        "dropout": [0.2, 0.5],
+        "layers": [2, 1],
+        "embedding_dim": [64, 128],
+        "learning_rate": [1e-3, 3e-3],
+    },
 }
-"""Small grids per model (keys are config fields, as ``--option key=value`` would set them)."""
+"""Per model, the values tried for each knob (keys are config fields, as ``--option key=value``
+would set them; the first value is the starting point). :func:`tune` searches them one knob at a
+time: every value of a knob is tried with the best values found so far for the others, and the
+best is kept before the next knob (coordinate ascent), so the cost is the sum of the list
+lengths, not their product. Epochs are not a knob: early stopping on a hold-out of the fit view
+chooses them for every trial."""
 
 
 @dataclass(frozen=True)
@@ -111,33 +113,58 @@ class TuningResult:
         }
 
 
+def coordinate_points(space: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """The starting point of a search space: every knob at its first value."""
+    return {knob: values[0] for knob, values in space.items()}
+
+
 def tune(
     method: str,
     split: ValidationSplit,
     *,
     seed: int = 0,
     grid: Sequence[Mapping[str, Any]] | None = None,
+    space: Mapping[str, Sequence[Any]] | None = None,
 ) -> TuningResult:
-    """Fit every grid point on ``split.fit_view``, score it on ``split.tasks``, keep the best HR_avg.
+    """Pick ``method``'s configuration by validation HR_avg on ``split.tasks``.
 
-    Ties keep the earlier (listed first, cheaper) grid point.
+    With ``grid``, every listed point is tried; otherwise ``space`` (default
+    ``SEARCH_SPACES[method]``) is searched one knob at a time as described there. Every trial
+    is fitted on ``split.fit_view``. Ties keep the earlier (listed first) point.
     """
-    points = list(grid if grid is not None else SEARCH_SPACES[method])
-    if not points:
+    if grid is not None and not grid:
         raise ValueError(f"empty search grid for {method!r}")
+    space = space if space is not None else SEARCH_SPACES.get(method, {})
+    if grid is None and not space:
+        raise ValueError(f"empty search space for {method!r}")
     started = time.perf_counter()
-    trials: list[Trial] = []
-    with Progress(transient=True, disable=not Console().is_terminal) as progress:
-        bar = progress.add_task(f"tuning {method}", total=len(points))
-        for params in points:
+    trials: dict[tuple[tuple[str, Any], ...], Trial] = {}
+
+    def trial(params: Mapping[str, Any]) -> Trial:
+        key = tuple(sorted(params.items()))
+        if key not in trials:
             recommender = make_method(method, MethodOptions(seed=seed, extra=dict(params)))
             report = evaluate(
                 recommender, split.tasks, split.train, seed=seed, progress=False, include_per_task=False
             )
-            metrics = {key: report[key] for key in METRIC_KEYS}
-            trials.append(Trial(dict(params), metrics, report["method_stats"]["fit_seconds"]))
+            metrics = {name: report[name] for name in METRIC_KEYS}
+            trials[key] = Trial(dict(params), metrics, report["method_stats"]["fit_seconds"])
             progress.update(bar, advance=1)
-    best = max(trials, key=lambda trial: trial.metrics["hr_avg"])
+        return trials[key]
+
+    total = len(grid) if grid is not None else sum(len(values) for values in space.values()) - len(space) + 1
+    with Progress(transient=True, disable=not Console().is_terminal) as progress:
+        bar = progress.add_task(f"tuning {method}", total=total)
+        if grid is not None:
+            best = max((trial(point) for point in grid), key=lambda t: t.metrics["hr_avg"])
+        else:
+            best = trial(coordinate_points(space))
+            for knob, values in space.items():
+                for value in values:
+                    candidate = trial({**best.params, knob: value})
+                    if candidate.metrics["hr_avg"] > best.metrics["hr_avg"]:
+                        best = candidate
+    ordered = list(trials.values())
     return TuningResult(
-        method, best.params, best.metrics, trials, len(split.tasks), time.perf_counter() - started
+        method, best.params, best.metrics, ordered, len(split.tasks), time.perf_counter() - started
     )

@@ -27,6 +27,7 @@ METHOD_FACTORIES: dict[str, str] = {
     "cf_prior": "starrec.baselines.prior:make_cf_prior",
     "bpr": "starrec.baselines.bpr:make_bpr",
     "lightgcn": "starrec.baselines.lightgcn:make_lightgcn",
+    "sasrec": "starrec.baselines.sasrec:make_sasrec",
     "mars": "starrec.graphs.recommender:make_mars",
     "mars_planner": "starrec.graphs.recommender:make_mars_planner",
     "star": "starrec.serving.recommender:make_star",

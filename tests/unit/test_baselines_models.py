@@ -18,8 +18,21 @@ from starrec.eval.recommender import Recommender
 
 FAST_OPTIONS = {
     "itemknn": {},
-    "bpr": {"epochs": 30, "embedding_dim": 16, "batch_size": 256, "learning_rate": 0.02},
-    "lightgcn": {"epochs": 30, "embedding_dim": 16, "batch_size": 512, "learning_rate": 0.02, "layers": 2},
+    "bpr": {
+        "max_epochs": 30,
+        "early_stopping": False,
+        "embedding_dim": 16,
+        "batch_size": 256,
+        "learning_rate": 0.02,
+    },
+    "lightgcn": {
+        "max_epochs": 30,
+        "early_stopping": False,
+        "embedding_dim": 16,
+        "batch_size": 512,
+        "learning_rate": 0.02,
+        "layers": 2,
+    },
 }
 
 
@@ -55,7 +68,7 @@ def test_model_recovers_planted_clusters(name: str, planted: tuple[Dataset, list
 def test_training_is_deterministic_under_a_seed(name: str, planted: tuple[Dataset, list[Task]]) -> None:
     train, tasks = planted
     requests = requests_for(tasks, train)[:20]
-    short = {**FAST_OPTIONS[name], "epochs": 5}
+    short = {**FAST_OPTIONS[name], "max_epochs": 5}
 
     def run(seed: int) -> tuple[list[list[str]], float]:
         method = make_method(name, MethodOptions(seed=seed, extra=short))
@@ -75,7 +88,7 @@ def test_unknown_user_and_cold_items_fall_back_to_popularity(name: str) -> None:
     train = Dataset({u: {} for u in ("u1", "u2", "u3")}, {i: {} for i in "abcd"}, interactions)
     options = dict(FAST_OPTIONS[name])
     if name != "itemknn":
-        options.update(epochs=2, batch_size=4)
+        options.update(max_epochs=2, batch_size=4)
     method = make_method(name, MethodOptions(extra=options))
     method.fit(train)
     ranking = list(method.rank(RankRequest("t", "stranger", ("zz", "c", "a", "b"))))
@@ -95,18 +108,23 @@ def test_rank_before_fit_is_a_clear_error() -> None:
 
 def test_options_override_config_fields_with_type_conversion() -> None:
     method = make_lightgcn(
-        MethodOptions(seed=5, extra={"epochs": "7", "learning_rate": "0.01", "layers": "1"})
+        MethodOptions(seed=5, extra={"max_epochs": "7", "learning_rate": "0.01", "layers": "1"})
     )
-    assert (method.config.epochs, method.config.learning_rate, method.config.layers, method.config.seed) == (
+    assert (
+        method.config.max_epochs,
+        method.config.learning_rate,
+        method.config.layers,
+        method.config.seed,
+    ) == (
         7,
         0.01,
         1,
         5,
     )
-    with pytest.raises(ValueError, match=r"unknown option 'epoch'.*valid options: .*epochs"):
+    with pytest.raises(ValueError, match=r"unknown option 'epoch'.*valid options: .*max_epochs"):
         make_bpr(MethodOptions(extra={"epoch": "3"}))
-    with pytest.raises(ValueError, match="epochs='many' is not a valid int"):
-        make_bpr(MethodOptions(extra={"epochs": "many"}))
+    with pytest.raises(ValueError, match="max_epochs='many' is not a valid int"):
+        make_bpr(MethodOptions(extra={"max_epochs": "many"}))
     knn = make_itemknn(MethodOptions(extra={"window": "5", "decay": "1"}))
     assert knn.config.window == 5 and knn.config.decay == 1.0
     # Values the CLI already parsed: ints widen to float fields, fractional floats never truncate.

@@ -61,8 +61,14 @@ def test_validation_split_is_seeded_and_capped(trap: tuple[Dataset, list[Task], 
 def test_tune_keeps_the_best_validating_config(trap: tuple[Dataset, list[Task], Dataset]) -> None:
     _, _, train = trap
     split = validation_split(train, seed=0, max_users=60)
-    untrained = {"epochs": 0, "embedding_dim": 16}
-    trained = {"epochs": 30, "embedding_dim": 16, "batch_size": 256, "learning_rate": 0.02}
+    untrained = {"max_epochs": 0, "embedding_dim": 16}
+    trained = {
+        "max_epochs": 30,
+        "early_stopping": False,
+        "embedding_dim": 16,
+        "batch_size": 256,
+        "learning_rate": 0.02,
+    }
     result = tune("bpr", split, seed=0, grid=[untrained, trained])
     assert result.best_params == trained
     assert [trial.params for trial in result.trials] == [untrained, trained]
@@ -75,3 +81,20 @@ def test_tune_rejects_an_empty_grid(trap: tuple[Dataset, list[Task], Dataset]) -
     _, _, train = trap
     with pytest.raises(ValueError, match="empty search grid"):
         tune("itemknn", validation_split(train, max_users=5), grid=[])
+
+
+def test_coordinate_search_tries_each_knob_with_the_best_of_the_others(
+    trap: tuple[Dataset, list[Task], Dataset],
+) -> None:
+    _, _, train = trap
+    split = validation_split(train, seed=0, max_users=40)
+    space = {"max_epochs": [0, 25], "embedding_dim": [16, 8], "early_stopping": [False]}
+    result = tune("bpr", split, seed=0, space=space)
+    tried = [trial.params for trial in result.trials]
+    assert len(tried) == 3  # 2 + 2 + 1 values, minus the 2 repeats of the running best
+    assert tried[0] == {"max_epochs": 0, "embedding_dim": 16, "early_stopping": False}
+    # max_epochs=25 beats an untrained model, so the embedding_dim knob is searched with it.
+    assert tried[1]["max_epochs"] == 25 and tried[2] == {**tried[1], "embedding_dim": 8}
+    assert result.best_metrics["hr_avg"] == max(t.metrics["hr_avg"] for t in result.trials)
+    with pytest.raises(ValueError, match="empty search space"):
+        tune("bpr", split, space={})
