@@ -60,8 +60,9 @@ class PopRecommender(Recommender):
         self.all_unseen_requests = 0
 
     def fit(self, train: Dataset) -> None:
-        self.popularity = Counter({item: len({event.user_id for event in events})
-                                   for item, events in train.by_item.items()})
+        self.popularity = Counter(
+            {item: len({event.user_id for event in events}) for item, events in train.by_item.items()}
+        )
         self._known_users = set(train.by_user)
 
     def rank(self, request: RankRequest) -> list[str]:
@@ -70,8 +71,10 @@ class PopRecommender(Recommender):
         unseen = sum(item not in self.popularity for item in request.candidates)
         self.unseen_candidates += unseen
         self.all_unseen_requests += unseen == len(request.candidates)
-        return sorted(request.candidates,
-                      key=lambda item: (-self.popularity[item], stable_fraction(self.seed, "pop-tie", item)))
+        return sorted(
+            request.candidates,
+            key=lambda item: (-self.popularity[item], stable_fraction(self.seed, "pop-tie", item)),
+        )
 
     def stats(self) -> dict[str, Any]:
         return {

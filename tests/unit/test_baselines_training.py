@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import pytest
 from baselines_fixtures import planted_clusters, requests_for
@@ -155,3 +156,38 @@ def test_sasrec_early_stopping_refits(planted: tuple[Dataset, list[Task]]) -> No
     method.fit(train)
     training = method.stats()["training"]
     assert training["validation_tasks"] == 20 and training["refit_epochs"] == training["best_epoch"] > 0
+
+
+def test_contrastive_value_term_aligns_users_who_share_values(planted: tuple[Dataset, list[Task]]) -> None:
+    import numpy as np
+    import torch
+
+    from starrec.baselines.bpr import BPRConfig, BPRRecommender, info_nce
+
+    train, tasks = planted
+
+    def cluster_values(view: Dataset, user_ids: Sequence[str]) -> np.ndarray:
+        # A user's "values" are their cluster, one-hot: what the contrastive term should align with.
+        return np.eye(4, dtype=np.float32)[[int(user[1]) for user in user_ids]]
+
+    def same_cluster_margin(method: BPRRecommender) -> float:
+        users, _ = method._trainer.vectors()
+        index = method._trainer.index
+        unit = users / np.linalg.norm(users, axis=1, keepdims=True)
+        clusters = np.array([int(user[1]) for user in index.user_ids])
+        similarity = unit @ unit.T
+        same = clusters[:, None] == clusters[None, :]
+        return float(similarity[same].mean() - similarity[~same].mean())
+
+    options = dict(embedding_dim=16, batch_size=256, learning_rate=0.02, max_epochs=8, early_stopping=False)
+    plain = BPRRecommender(BPRConfig(**options))
+    valued = BPRRecommender(BPRConfig(**options, value_weight=1.0), cluster_values)
+    plain.fit(train)
+    valued.fit(train)
+    assert same_cluster_margin(valued) > same_cluster_margin(plain) + 0.1
+    rankings = [list(valued.rank(r)) for r in requests_for(tasks, train)]
+    assert hit_rate_at_k(rankings, [t.ground_truth for t in tasks], 5) >= 0.9
+    aligned = torch.eye(3)
+    assert float(info_nce(aligned, aligned, 0.1)) < float(info_nce(aligned, aligned.flip(0), 0.1))
+    with pytest.raises(ValueError, match="needs a source of user value vectors"):
+        BPRRecommender(BPRConfig(value_weight=0.5))
