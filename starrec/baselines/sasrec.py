@@ -47,8 +47,8 @@ class SASRecConfig(TrainingConfig):
     heads: int = field(default=1, metadata={"help": "Attention heads per block."})
     dropout: float = field(default=0.2, metadata={"help": "Dropout on embeddings and in every block."})
     max_epochs: int = field(default=200, metadata={"help": "Upper bound on passes over the sequences."})
-    eval_every: int = field(default=5, metadata={"help": "Epochs between two hold-out evaluations."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
+    eval_every: int = field(default=3, metadata={"help": "Epochs between two hold-out evaluations."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Adam learning rate."})
     batch_size: int = field(default=128, metadata={"help": "Sequences per optimiser step."})
 
     def __post_init__(self) -> None:

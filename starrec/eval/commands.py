@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from starrec.eval.methods import METHOD_FACTORIES
 
 METRIC_COLUMNS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5")
+Protocol = Literal["sampled", "full"]
 
 
 def parse_options(options: list[str] | None) -> dict[str, str]:
@@ -151,8 +152,18 @@ def eval_command(
     llm_cache: Annotated[Path | None, typer.Option(help=(
         "SQLite file of the persistent LLM call cache for MARS's chat model (keyed on model, messages and "
         "sampling parameters). Off by default."))] = None,
+    protocol: Annotated[Protocol, typer.Option(help=(
+        "sampled: rank each task's 20 candidates (AgentRecBench, the default). full: retrieve the top "
+        "--retrieve-n of the whole catalogue with --retriever, re-rank them with --method, and report "
+        "HR@10, NDCG@10, MRR and the retriever's Recall@N."))] = "sampled",
+    retriever: Annotated[str, typer.Option(help=(
+        "--protocol full: the method that scores the whole catalogue (itemknn, bpr, lightgcn, sasrec, "
+        "cf_prior, pop, ...). --method equal to it keeps the retrieval order."))] = "itemknn",
+    retrieve_n: Annotated[int, typer.Option(help="--protocol full: items kept by the retriever.")] = 50,
+    retriever_option: Annotated[list[str] | None, typer.Option(
+        help="--protocol full: retriever knob key=value (repeatable).")] = None,
 ) -> None:
-    """Rank every task with a method and print HR@1/3/5, HR_avg and NDCG@5."""
+    """Rank every task with a method and print its metrics (sampled: HR@1/3/5, HR_avg, NDCG@5)."""
     from starrec.data.agentsociety import load_dataset
     from starrec.data.tasks import read_manifest, read_tasks
     from starrec.eval.harness import evaluate
@@ -171,6 +182,16 @@ def eval_command(
     if data is None and recommender.needs_data:
         raise typer.BadParameter(f"method {method!r} learns from interactions; pass --data DIR",
                                  param_hint="--data")
+    if protocol == "full":
+        if data is None:
+            raise typer.BadParameter("--protocol full ranks a dataset's whole catalogue; pass --data DIR",
+                                     param_hint="--data")
+        if no_shuffle:
+            raise typer.BadParameter("--no-shuffle measures position bias on sampled tasks only",
+                                     param_hint="--no-shuffle")
+        run_full(recommender, method, task_list, data, retriever, retrieve_n, seed, limit,
+                 parse_options(retriever_option), json_out, markdown_out, tasks)
+        return
     dataset = load_dataset(data) if data is not None else None
     report = evaluate(recommender, task_list, dataset, seed=seed, limit=limit, shuffle=not no_shuffle)
     report["tasks_dir"] = str(tasks)
@@ -185,6 +206,75 @@ def eval_command(
     if markdown_out is not None:
         markdown_out.parent.mkdir(parents=True, exist_ok=True)
         markdown_out.write_text(markdown_report(report, f"{method} on {tasks}"), encoding="utf-8")
+
+
+FULL_COLUMNS = ("hr@10", "ndcg@10", "mrr")
+
+
+def full_cells(report: dict[str, Any]) -> list[str]:
+    """Value and interval of HR@10, NDCG@10, MRR and the retriever's Recall@N."""
+    keys = (*FULL_COLUMNS, f"recall@{report['retrieve_n']}")
+    cells = []
+    for key in keys:
+        low, high = report["ci95"][key]
+        cells.append(f"{report[key]:.4f} [{low:.2f}, {high:.2f}]")
+    return cells
+
+
+def full_markdown(report: dict[str, Any], title: str) -> str:
+    recall = f"recall@{report['retrieve_n']}"
+    lines = [f"# {title}", "", f"| method | tasks | {' | '.join(FULL_COLUMNS)} | {recall} |",
+             "|---|---:|" + "---:|" * (len(FULL_COLUMNS) + 1),
+             f"| {report['method']} | {report['n_tasks']} | " + " | ".join(full_cells(report)) + " |", "",
+             f"Full-corpus protocol: {report['catalogue_size']} items; the retriever ({report['retriever']}) "
+             f"scored on average {report['mean_retrieval_candidates']:.0f} unseen items per user and kept "
+             f"{report['retrieve_n']}. cells: value [95% bootstrap interval over tasks, seed 0].", "",
+             "invalid rankings: " + ", ".join(f"{k}={v}" for k, v in report["invalid"].items()), "",
+             f"seed={report['seed']} elapsed={report['elapsed_s']:.1f}s", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_full(
+    recommender: Any, method: str, task_list: list[Any], data: Path, retriever_name: str, retrieve_n: int,
+    seed: int, limit: int | None, retriever_extra: dict[str, str], json_out: Path | None,
+    markdown_out: Path | None, tasks_dir: Path,
+) -> None:
+    """``starrec eval --protocol full``: retrieve, re-rank (unless --method is the retriever), score."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from starrec.data.agentsociety import load_dataset
+    from starrec.eval.full_corpus import evaluate_full
+    from starrec.eval.methods import MethodOptions, make_method
+
+    try:
+        options = MethodOptions(seed=seed, data_dir=data, extra=retriever_extra)
+        retriever = make_method(retriever_name, options)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--retriever") from error
+    reranker = None if method == retriever_name else recommender
+    try:
+        report = evaluate_full(retriever, task_list, load_dataset(data), reranker, retrieve_n=retrieve_n,
+                               seed=seed, limit=limit)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--tasks / --retrieve-n") from error
+    report["tasks_dir"], report["data_dir"] = str(tasks_dir), str(data)
+    title = f"{report['method']} on {tasks_dir} (full corpus)"
+    table = Table(title=title)
+    for column in ("method", "tasks", *FULL_COLUMNS, f"recall@{retrieve_n}"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    table.add_row(report["method"], str(report["n_tasks"]), *full_cells(report))
+    console = Console()
+    console.print(table)
+    console.print(f"[dim]{report['catalogue_size']} items in the catalogue; cells: value [95% bootstrap "
+                  "interval over tasks, seed 0][/dim]")
+    console.print("invalid rankings: " + ", ".join(f"{k}={v}" for k, v in report["invalid"].items()))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2, default=str))
+    if markdown_out is not None:
+        markdown_out.parent.mkdir(parents=True, exist_ok=True)
+        markdown_out.write_text(full_markdown(report, title), encoding="utf-8")
 
 
 def register(app: typer.Typer) -> None:

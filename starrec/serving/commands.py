@@ -1,4 +1,4 @@
-"""CLI commands of this area (registered by :mod:`starrec.cli`): ``starrec serve``."""
+"""CLI commands of this area (registered by :mod:`starrec.cli`): ``starrec serve``, ``starrec recommend``."""
 
 from __future__ import annotations
 
@@ -87,6 +87,92 @@ def serve(
     console.print(f"stopped (exit code {code})")
 
 
+def recommend(
+    user: Annotated[str, typer.Option(help="The user to recommend for (an id of the dataset).")],
+    data: Annotated[
+        Path, typer.Option(help="Dataset dir (AgentSociety layout, e.g. from `starrec data import`).")
+    ],
+    k: Annotated[int, typer.Option(help="How many items to recommend.")] = 10,
+    method: Annotated[
+        str, typer.Option(help="Retriever: the method that scores the whole catalogue.")
+    ] = "itemknn",
+    rerank: Annotated[
+        str | None,
+        typer.Option(help="Re-rank the retriever's top --retrieve-n with this method (mars, star, ...)."),
+    ] = None,
+    retrieve_n: Annotated[int, typer.Option(help="Items the re-ranker sees.")] = 50,
+    option: Annotated[list[str] | None, typer.Option(help="Retriever knob key=value (repeatable).")] = None,
+    rerank_option: Annotated[
+        list[str] | None, typer.Option(help="Re-ranker knob key=value (repeatable).")
+    ] = None,
+    llm: Annotated[
+        str | None, typer.Option(help="LLM backend of an LLM re-ranker: openai | local | scripted.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name or directory (LLM re-rankers).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (LLM re-rankers).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the method and the candidate shuffle.")] = 0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+    ] = None,
+) -> None:
+    """Print one user's top-k over the whole catalogue, with the CF evidence behind each item."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from starrec.data.agentsociety import load_dataset
+    from starrec.eval.commands import parse_options
+    from starrec.eval.methods import MethodOptions, make_method
+    from starrec.serving.recommend import recommend_for_user
+
+    def build(name: str, options: list[str] | None, hint: str):
+        try:
+            return make_method(
+                name,
+                MethodOptions(
+                    seed=seed,
+                    data_dir=data,
+                    llm=llm,
+                    model=model,
+                    base_url=base_url,
+                    extra=parse_options(options),
+                ),
+            )
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint=hint) from error
+
+    retriever = build(method, option, "--method")
+    reranker = build(rerank, rerank_option, "--rerank") if rerank else None
+    dataset = load_dataset(data)
+    try:
+        result = recommend_for_user(
+            dataset, user, retriever, k=k, reranker=reranker, retrieve_n=retrieve_n, seed=seed
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--user / --k") from error
+    title = f"top {k} for user {user} ({result.history_size} interactions) by {result.method}"
+    if reranker is not None:
+        title += f" re-ranking {result.retriever}'s top {retrieve_n}"
+    table = Table(title=title)
+    for column in ("#", "item", "title", "evidence"):
+        table.add_column(column, justify="right" if column == "#" else "left", overflow="fold")
+    for item in result.items:
+        table.add_row(str(item.rank), item.item_id, item.title, item.evidence)
+    console = Console()
+    console.print(table)
+    if any(result.repairs.values()):
+        console.print(
+            "[yellow]the answer was repaired: "
+            + ", ".join(f"{key}={value}" for key, value in result.repairs.items())
+            + "[/yellow]"
+        )
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result.as_dict(), indent=2))
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the top-level app."""
     app.command("serve")(serve)
+    app.command("recommend")(recommend)
