@@ -6,6 +6,10 @@ learned baselines on a validation split carved from the training view with every
 every scenario hidden, then evaluates each method with the real harness. Writes
 ``benchmarks/results/baselines.{json,md,png}``.
 
+Each tuning result and each (scenario, method) cell is saved under ``--work`` as soon as it is
+measured, so a stopped run resumes where it stopped (SASRec fits take minutes each here). A cell
+is re-measured when its method's chosen hyper-parameters differ from the ones it was run with.
+
     python benchmarks/baselines.py [--n 100] [--seed 0] [--methods random,identity,...] [--no-tune]
 """
 
@@ -53,7 +57,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated method names.")
     parser.add_argument("--no-tune", action="store_true", help="Use each method's default config.")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="Where the json/md/png go.")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="Checkpoint folder (default benchmarks/work/baselines-n{N}-seed{SEED}); delete it to redo.",
+    )
     args = parser.parse_args(argv)
+    if args.work is None:
+        args.work = REPO_ROOT / "benchmarks" / "work" / f"baselines-n{args.n}-seed{args.seed}"
     args.methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     unknown = [name for name in args.methods if name not in METHODS]
     if unknown:
@@ -80,23 +92,54 @@ def build_scenario_tasks(data_dir: Path, dataset: Dataset, n: int, seed: int) ->
     return tasks
 
 
+class Checkpoint:
+    """A JSON file per kind of result under the work folder, rewritten after every new entry."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def load(self, kind: str) -> dict[str, Any]:
+        path = self.folder / f"{kind}.json"
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"{path}: not valid JSON ({error}); delete it to re-measure that part") from None
+
+    def save(self, kind: str, content: dict[str, Any]) -> None:
+        path = self.folder / f"{kind}.json"
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(content, indent=2))
+        partial.replace(path)
+
+
 def tune_methods(
-    dataset: Dataset, tasks: dict[str, list[Task]], methods: list[str], seed: int
+    dataset: Dataset, tasks: dict[str, list[Task]], methods: list[str], seed: int, checkpoint: Checkpoint
 ) -> dict[str, Any]:
     """Tune on a validation split of the view with *all* scenarios' test tasks hidden."""
     every_task = [task for scenario_tasks in tasks.values() for task in scenario_tasks]
     split = validation_split(dataset.hide_from(every_task), seed=seed)
     console.print(f"validation split: {len(split.tasks)} tasks from the training view")
-    results: dict[str, TuningResult] = {}
+    results: dict[str, dict[str, Any]] = checkpoint.load("tuning")
     for name in methods:
-        if name in TUNED:
-            results[name] = tune(name, split, seed=seed)
-            best = results[name]
-            console.print(
-                f"tuned {name}: {best.best_params} validation HR_avg {best.best_metrics['hr_avg']:.4f} "
-                f"({best.seconds:.0f} s, {len(best.trials)} configs)"
-            )
-    return {"n_validation_tasks": len(split.tasks), "methods": results}
+        if name not in TUNED:
+            continue
+        if name in results:
+            console.print(f"tuned {name}: {results[name]['best_params']} (from {checkpoint.folder})")
+            continue
+        best: TuningResult = tune(name, split, seed=seed)
+        results[name] = best.as_dict()
+        checkpoint.save("tuning", results)
+        console.print(
+            f"tuned {name}: {best.best_params} validation HR_avg {best.best_metrics['hr_avg']:.4f} "
+            f"({best.seconds:.0f} s, {len(best.trials)} configs)"
+        )
+    return {
+        "n_validation_tasks": len(split.tasks),
+        "methods": {name: results[name] for name in methods if name in results},
+    }
 
 
 def evaluate_all(
@@ -105,11 +148,20 @@ def evaluate_all(
     methods: list[str],
     params: dict[str, dict[str, Any]],
     seed: int,
+    checkpoint: Checkpoint,
 ) -> dict[str, dict[str, Any]]:
+    saved = checkpoint.load("cells")
     results: dict[str, dict[str, Any]] = {}
     for scenario, scenario_tasks in tasks.items():
         results[scenario] = {}
         for name in methods:
+            cell = saved.get(scenario, {}).get(name)
+            if cell is not None and cell.get("params") == params.get(name, {}):
+                results[scenario][name] = cell
+                console.print(
+                    f"{scenario:>15} {name:>9}: HR_avg {cell['hr_avg']:.3f}  (from {checkpoint.folder})"
+                )
+                continue
             method = make_method(name, MethodOptions(seed=seed, extra=dict(params.get(name, {}))))
             report = evaluate(method, scenario_tasks, dataset, seed=seed, include_per_task=False)
             stats = report["method_stats"]
@@ -123,7 +175,10 @@ def evaluate_all(
                 "eval_seconds": report["elapsed_s"],
                 "invalid": report["invalid"],
                 "method_stats": stats,
+                "params": dict(params.get(name, {})),
             }
+            saved.setdefault(scenario, {})[name] = results[scenario][name]
+            checkpoint.save("cells", saved)
             console.print(
                 f"{scenario:>15} {name:>9}: HR_avg {report['hr_avg']:.3f}  ({report['elapsed_s']:.1f} s)"
             )
@@ -187,10 +242,16 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
         ]
         for name, result in tuning["methods"].items():
             chosen = ", ".join(f"{key}={value}" for key, value in result["best_params"].items())
+            tried = result.get("configs_tried", len(result["trials"]))
             lines.append(
                 f"| {name} | {chosen} | {result['best_validation']['hr_avg']:.4f} | "
-                f"{len(result['trials'])} | {result['seconds']:.0f} |"
+                f"{tried} | {result['seconds']:.0f} |"
             )
+        notes = [
+            f"{name}: {result['note']}" for name, result in tuning["methods"].items() if result.get("note")
+        ]
+        if notes:
+            lines += ["", *(f"- {note}" for note in notes)]
     lines += ["", "![HR_avg by method and scenario](baselines.png)", ""]
     path.write_text("\n".join(lines))
 
@@ -258,9 +319,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data_dir = fetch_movielens_100k(get_settings().cache_dir / "datasets" / "ml-100k")
     dataset = load_dataset(data_dir)
     tasks = build_scenario_tasks(data_dir, dataset, args.n, args.seed)
-    tuning = None if args.no_tune else tune_methods(dataset, tasks, args.methods, args.seed)
-    params = {name: result.best_params for name, result in (tuning or {"methods": {}})["methods"].items()}
-    results = evaluate_all(dataset, tasks, args.methods, params, args.seed)
+    checkpoint = Checkpoint(args.work / ("untuned" if args.no_tune else "tuned"))
+    tuning = None if args.no_tune else tune_methods(dataset, tasks, args.methods, args.seed, checkpoint)
+    params = {name: result["best_params"] for name, result in (tuning or {"methods": {}})["methods"].items()}
+    results = evaluate_all(dataset, tasks, args.methods, params, args.seed, checkpoint)
     command = "python benchmarks/baselines.py" + "".join(
         part
         for part in (
@@ -277,12 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "n_per_scenario": args.n,
         "seed": args.seed,
         "methods": args.methods,
-        "tuning": None
-        if tuning is None
-        else {
-            "n_validation_tasks": tuning["n_validation_tasks"],
-            "methods": {name: result.as_dict() for name, result in tuning["methods"].items()},
-        },
+        "tuning": tuning,
         "chosen_params": params,
         "results": results,
         "environment": {
