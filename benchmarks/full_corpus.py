@@ -38,12 +38,13 @@ from rich.table import Table
 from starrec.config import get_settings
 from starrec.data import fetch_movielens_100k, load_dataset
 from starrec.data.scenarios import build_tasks, data_files_fingerprint
-from starrec.data.schema import Dataset, Task
+from starrec.data.schema import Dataset, RankRequest, Task
 from starrec.data.tasks import MANIFEST_FILE, write_tasks
 from starrec.eval.full_corpus import evaluate_full
 from starrec.eval.harness import CI_RESAMPLES, CI_SEED
 from starrec.eval.methods import METHOD_FACTORIES, MethodOptions, make_method
 from starrec.eval.metrics import bootstrap_interval, per_task_full_scores
+from starrec.eval.recommender import Recommender
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -52,9 +53,11 @@ METHODS = ("pop", "itemknn", "bpr", "lightgcn", "sasrec")
 RERANKERS = ("mars", "star")
 RETRIEVER = "itemknn"
 K = 10
-MARS_KNOBS = {"max_history": "20", "chunk_size": "10", "max_tool_calls": "1", "tool_choice": "required",
+MARS_KNOBS = {"max_history": "10", "chunk_size": "10", "max_tool_calls": "1", "tool_choice": "required",
               "max_new_tokens": "160", "llm_threads": "1"}  # fmt: skip
-"""starrec.graphs.demo.DEMO_KNOBS: what lets SmolLM2 on a small CPU finish a MARS run in reasonable time."""
+"""starrec.graphs.demo.DEMO_KNOBS (SmolLM2 on a small CPU), with the pipeline teacher's 10-item history."""
+STAR_KNOBS = {"max_history": "10", "max_completion_tokens": "512", "abstractor_max_tokens": "192"}
+"""configs/pipeline-ml100k.yaml's student options."""
 console = Console(stderr=True)
 
 
@@ -188,7 +191,7 @@ def llm_options(name: str, args: argparse.Namespace, data_dir: Path) -> tuple[Me
         return options, f"MARS ({model}) re-ranking {RETRIEVER} top {args.retrieve_n}"
     if name == "star":
         options = MethodOptions(seed=args.seed, data_dir=data_dir, model=args.star_model,
-                                concurrency=args.concurrency)  # fmt: skip
+                                concurrency=args.concurrency, extra=dict(STAR_KNOBS))  # fmt: skip
         student = (
             "untrained base SmolLM2-135M-Instruct as the student (no STAR checkpoint on this machine)"
             if args.star_model == "smollm2"
@@ -196,6 +199,70 @@ def llm_options(name: str, args: argparse.Namespace, data_dir: Path) -> tuple[Me
         )
         return options, f"STAR ({student}) re-ranking {RETRIEVER} top {args.retrieve_n}"
     raise ValueError(f"unknown re-ranker {name!r}; choose from {', '.join(RERANKERS)}")
+
+
+class CheckpointedReranker(Recommender):
+    """Wraps an LLM re-ranker: every answer (and its CF prior) is appended to a JSON-lines file as it
+    arrives, and a rerun answers those requests from the file, so a long CPU run can be stopped and
+    resumed. A request is the same request only if user, task and the shown candidates all match."""
+
+    def __init__(self, inner: Recommender, path: Path) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.path = path
+        self.answers: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    self.answers[record["key"]] = record
+        self.reused = 0
+
+    @staticmethod
+    def key(request: RankRequest) -> str:
+        return json.dumps([request.task_id, request.user_id, list(request.candidates)])
+
+    def fit(self, train: Dataset) -> None:
+        self.inner.fit(train)
+
+    def rank(self, request: RankRequest) -> Sequence[str]:
+        result = self.rank_batch([request])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def rank_batch(self, requests: Sequence[RankRequest]) -> list[Sequence[str] | BaseException]:
+        todo = [request for request in requests if self.key(request) not in self.answers]
+        self.reused += len(requests) - len(todo)
+        if todo:
+            fresh = self.inner.rank_batch(todo)
+            priors = self.inner.prior_orders()
+            with self.path.open("a", encoding="utf-8") as out:
+                for request, answer in zip(todo, fresh, strict=True):
+                    record = {"key": self.key(request), "task_id": request.task_id,
+                              "prior": priors.get(request.task_id)}  # fmt: skip
+                    if isinstance(answer, BaseException):
+                        record["error"] = f"{type(answer).__name__}: {answer}"
+                    else:
+                        record["ranking"] = list(answer)
+                    self.answers[record["key"]] = record
+                    out.write(json.dumps(record) + "\n")
+        results: list[Sequence[str] | BaseException] = []
+        for request in requests:
+            record = self.answers[self.key(request)]
+            results.append(RuntimeError(record["error"]) if "error" in record else record["ranking"])
+        return results
+
+    def prior_orders(self) -> dict[str, list[str]]:
+        return {record["task_id"]: record["prior"] for record in self.answers.values() if record["prior"]}
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.inner.stats(), "answers_reused_from_checkpoint": self.reused}
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
 
 
 class Rows:
@@ -250,16 +317,17 @@ def run_rows(
         return
     subset = tasks[: args.llm_users]
     base_key = f"{RETRIEVER}@llm_users"
-    if base_key not in rows.rows:
+    if rows.rows.get(base_key, {}).get("n_tasks") != len(subset):
         retriever = make_method(RETRIEVER, MethodOptions(seed=args.seed, data_dir=data_dir))
         report = evaluate_full(retriever, subset, dataset, retrieve_n=args.retrieve_n, k=K, seed=args.seed)
         rows.save(base_key, row_of(report, f"{RETRIEVER} order (the same {len(subset)} users)", "retriever"))
     for name in rerankers:
-        if name in rows.rows:
+        if rows.rows.get(name, {}).get("n_tasks") == len(subset):
             continue
         options, label = llm_options(name, args, data_dir)
         console.rule(label)
-        reranker = make_method(name, options)
+        checkpoint = args.work / f"{name}-answers-seed{args.seed}-n{args.retrieve_n}.jsonl"
+        reranker = CheckpointedReranker(make_method(name, options), checkpoint)
         retriever = make_method(RETRIEVER, MethodOptions(seed=args.seed, data_dir=data_dir))
         report = evaluate_full(retriever, subset, dataset, reranker, retrieve_n=args.retrieve_n, k=K,
                                seed=args.seed, batch_size=max(args.concurrency, 1))  # fmt: skip
@@ -272,9 +340,7 @@ def run_rows(
             rows.save(f"{name}_prior", prior)
         rows.save(name, row)
         console.print(summary_line(row))
-        close = getattr(reranker, "close", None)
-        if close is not None:
-            close()
+        reranker.close()
 
 
 def cell(row: dict[str, Any], key: str, ci_key: str | None = None) -> str:
@@ -407,8 +473,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data_dir = fetch_movielens_100k(get_settings().cache_dir / "datasets" / "ml-100k")
     dataset = load_dataset(data_dir)
     tasks = classic_tasks(data_dir, dataset, args.n, args.seed)
-    setup = {"n": args.n, "llm_users": args.llm_users, "retrieve_n": args.retrieve_n, "seed": args.seed,
-             "llm": args.llm, "star_model": args.star_model}  # fmt: skip
+    setup = {"n": args.n, "retrieve_n": args.retrieve_n, "seed": args.seed, "llm": args.llm,
+             "star_model": args.star_model}  # fmt: skip
     rows = Rows(args.work / "rows.json", setup)
     if not args.report_only:
         run_rows(args, rows, data_dir, dataset, tasks)
@@ -425,10 +491,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "setup": setup,
         "methods_requested": requested,
         "catalogue_size": max((row.get("catalogue_size", 0) for row in rows.rows.values()), default=0),
-        "mean_unseen": next(
-            (row["mean_retrieval_candidates"] for row in rows.rows.values() if row["kind"] == "classical"),
-            0.0,
-        ),
+        "mean_unseen": max((r.get("mean_retrieval_candidates", 0) for r in rows.rows.values()), default=0),
         "rows": rows.rows,
         "notes": notes,
     }
