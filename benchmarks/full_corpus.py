@@ -41,10 +41,11 @@ from starrec.data.scenarios import build_tasks, data_files_fingerprint
 from starrec.data.schema import Dataset, RankRequest, Task
 from starrec.data.tasks import MANIFEST_FILE, write_tasks
 from starrec.eval.full_corpus import evaluate_full
-from starrec.eval.harness import CI_RESAMPLES, CI_SEED
+from starrec.eval.harness import CI_RESAMPLES, CI_SEED, INVALID_KEYS
 from starrec.eval.methods import METHOD_FACTORIES, MethodOptions, make_method
-from starrec.eval.metrics import bootstrap_interval, per_task_full_scores
+from starrec.eval.metrics import bootstrap_interval, per_task_full_scores, rank_of
 from starrec.eval.recommender import Recommender
+from starrec.eval.repair import repair_ranking
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -292,6 +293,83 @@ class Rows:
         partial.replace(self.path)
 
 
+def partial_rows(args: argparse.Namespace, rows: Rows, tasks: list[Task]) -> list[str]:
+    """Rows for re-rankers stopped before all ``--llm-users``, scored from their answer checkpoints.
+
+    The answers were given on the same leakage-free view and the same requests as the full run (the
+    checkpoint key holds the shown candidates), so each finished user is scored exactly as
+    ``evaluate_full`` would score it: repaired, an errored answer scored in the shown order and
+    counted. Returns a note per partial row.
+    """
+    base = rows.rows.get(f"{RETRIEVER}@llm_users")
+    subset = tasks[: args.llm_users]
+    notes: list[str] = []
+    if base is None or base["n_tasks"] != len(subset):
+        return notes
+    for name in [name for name in args.rerankers.split(",") if name]:
+        path = args.work / f"{name}-answers-seed{args.seed}-n{args.retrieve_n}.jsonl"
+        if rows.rows.get(name, {}).get("n_tasks") == len(subset) or not path.is_file():
+            continue
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        by_task = {record["task_id"]: record for record in records}
+        done = [task for task in subset if task.task_id in by_task]
+        if not done:
+            continue
+        rankings, priors, invalid = [], {}, dict.fromkeys(INVALID_KEYS, 0)
+        for task in done:
+            record = by_task[task.task_id]
+            shown = json.loads(record["key"])[2]
+            if "error" in record:
+                invalid["errors"] += 1
+                rankings.append(list(shown))
+            else:
+                ranking, repair = repair_ranking(record["ranking"], shown)
+                counts = repair.counts()
+                invalid["repaired_tasks"] += any(counts.values())
+                for key, value in counts.items():
+                    invalid[key] += value
+                rankings.append(ranking)
+            if record.get("prior"):
+                priors[task.task_id] = record["prior"]
+        _, label = llm_options(name, args, args.data_dir)
+        label += f" (partial: {len(done)} of {len(subset)} users, scored from the answer checkpoint)"
+        row = scored_row(rankings, done, base, label, "llm")
+        row["invalid"] = invalid
+        row["vs_retriever"] = paired_delta(row, base)
+        prior_tasks = [task for task in done if task.task_id in priors]
+        if prior_tasks:
+            prior_label = f"{name.upper()}'s CF prior over the same top {args.retrieve_n} (no LLM)"
+            prior = scored_row(
+                [priors[t.task_id] for t in prior_tasks], prior_tasks, base, prior_label, "prior"
+            )
+            row["vs_prior"] = paired_delta(row, prior)
+            rows.rows[f"{name}_prior"] = prior
+        rows.rows[name] = row
+        notes.append(f"- {label}: the run was stopped at {len(done)} of {len(subset)} users; LLM cost "
+                     "counters are not in the checkpoint, so they are not shown for this row.")  # fmt: skip
+    return notes
+
+
+def scored_row(
+    rankings: list[list[str]], tasks: Sequence[Task], base: dict[str, Any], label: str, kind: str
+) -> dict[str, Any]:
+    """A row from final rankings over the retrieved N (Recall@N from the retriever's ranks)."""
+    truths = [task.ground_truth or "" for task in tasks]
+    scores = per_task_full_scores(rankings, truths, K)
+    row: dict[str, Any] = {"label": label, "kind": kind, "method": label, "retriever": RETRIEVER,
+                           "n_tasks": len(tasks), "retrieve_n": base["retrieve_n"], "ci95": {}}  # fmt: skip
+    cut = base["retrieve_n"]
+    ranks = [base["retrieval_ranks"].get(task.task_id) for task in tasks]
+    survived = [1.0 if rank is not None and rank <= cut else 0.0 for rank in ranks]
+    for name, values in {**scores, "recall": survived}.items():
+        row[name] = sum(values) / len(values)
+        low, high = bootstrap_interval(values, resamples=CI_RESAMPLES, seed=CI_SEED)
+        row["ci95"][name] = [round(low, 4), round(high, 4)]
+    row["ranks"] = {task.task_id: rank_of(ranking, task.ground_truth or "")
+                    for task, ranking in zip(tasks, rankings, strict=True)}  # fmt: skip
+    return row
+
+
 def command_line() -> str:
     return "python benchmarks/full_corpus.py " + " ".join(
         repr(arg) if not arg or " " in arg else arg for arg in sys.argv[1:]
@@ -481,11 +559,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.report_only:
         run_rows(args, rows, data_dir, dataset, tasks)
     rows.rows = {**rows.stored(), **rows.rows}
+    args.data_dir = data_dir
+    notes = partial_rows(args, rows, tasks)
     requested = [name for name in args.methods.split(",") if name]
-    notes = []
     missing = [name for name in METHODS if name not in rows.rows]
     if missing:
-        notes.append(f"Not measured in this run: {', '.join(missing)}.")
+        notes.append(f"- Not measured in this run: {', '.join(missing)}.")
     payload = {
         "commands": sorted({row["command"] for row in rows.rows.values() if "command" in row}),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
