@@ -49,3 +49,49 @@ def test_paired_delta_compares_the_same_users() -> None:
     assert delta["n_tasks"] == 3 and delta["tasks_changed_rank"] == 2  # d is not paired
     assert delta["hr@10"] == pytest.approx((0 - 1) / 3)
     assert delta["mrr"] == pytest.approx(((1 - 1 / 2) + (1 / 20 - 1 / 5)) / 3)
+
+
+def test_llm_rows_resume_and_a_stopped_run_is_scored_partially(
+    ml100k_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in re-ranker (pop, with a sorted 'prior') replaces MARS: the rows' plumbing, not the LLM."""
+    from starrec.eval.methods import MethodOptions, make_method
+
+    benchmark = load_benchmark()
+    calls: list[str] = []
+
+    def stand_in(name: str, options: MethodOptions | None = None):
+        if name != "mars":
+            return make_method(name, options)
+        inner = make_method("pop", MethodOptions())
+        shown: dict[str, list[str]] = {}
+        rank = inner.rank
+
+        def recording(request):
+            calls.append(request.task_id)
+            shown[request.task_id] = sorted(request.candidates)
+            return rank(request)
+
+        inner.rank = recording  # type: ignore[method-assign]
+        inner.prior_orders = lambda: dict(shown)  # type: ignore[method-assign]
+        return inner
+
+    monkeypatch.setattr(benchmark, "make_method", stand_in)
+    work = tmp_path / "work"
+    arguments = ["--n", "8", "--llm-users", "3", "--methods", "", "--rerankers", "mars", "--work", str(work),
+                 "--results", str(tmp_path)]  # fmt: skip
+    full = benchmark.main(arguments)["rows"]["mars"]
+    assert full["n_tasks"] == 3 and len(calls) == 3 and full["vs_retriever"]["n_tasks"] == 3
+    assert full["vs_prior"]["n_tasks"] == 3 and full["invalid"]["errors"] == 0
+    checkpoint = next(work.glob("mars-answers-*.jsonl"))
+    lines = checkpoint.read_text().splitlines()
+    assert len(lines) == 3
+    checkpoint.write_text("\n".join(lines[:2]) + "\n")  # as if stopped after two users
+    stored = json.loads((work / "rows.json").read_text())
+    del stored["rows"]["mars"], stored["rows"]["mars_prior"]
+    (work / "rows.json").write_text(json.dumps(stored))
+    partial = benchmark.main([*arguments, "--report-only"])["rows"]["mars"]
+    assert partial["n_tasks"] == 2 and "partial: 2 of 3 users" in partial["label"] and len(calls) == 3
+    for task_id, rank in partial["ranks"].items():
+        assert rank == full["ranks"][task_id]  # scored exactly as the full run scored those users
+    assert "partial: 2 of 3 users" in (tmp_path / "full_corpus.md").read_text()
