@@ -28,6 +28,7 @@ METHOD_FACTORIES: dict[str, str] = {
     "bpr": "starrec.baselines.bpr:make_bpr",
     "lightgcn": "starrec.baselines.lightgcn:make_lightgcn",
     "sasrec": "starrec.baselines.sasrec:make_sasrec",
+    "recbole": "starrec.baselines.recbole_models:make_recbole",
     "mars": "starrec.graphs.recommender:make_mars",
     "mars_planner": "starrec.graphs.recommender:make_mars_planner",
     "star": "starrec.serving.recommender:make_star",
@@ -80,6 +81,7 @@ OPTIONAL_MODULES: dict[str, str] = {
     "gguf": "local",
     "trl": "train",
     "datasets": "train",
+    "recbole": "recbole",
 }
 """Modules the core install leaves out -> the extra that brings them."""
 

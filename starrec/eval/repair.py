@@ -56,7 +56,8 @@ def repair_ranking(
             seen.add(item)
             repaired.append(item)
     order = list(fallback) if fallback is not None else list(candidates)
-    order += [item for item in candidates if item not in set(order)]
+    listed = set(order)  # built once: rebuilt per candidate it made a full-catalogue repair quadratic
+    order += [item for item in candidates if item not in listed]
     for item in order:
         if item in allowed and item not in seen:
             repair.missing.append(item)
