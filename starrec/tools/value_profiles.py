@@ -177,13 +177,17 @@ def item_value_profiles(
     return profiles
 
 
-def history_vector(history: Sequence[Interaction], profiles: ItemValueProfiles) -> np.ndarray:
-    """Mean profile of the distinct profiled items of ``history``; the centre when there are none."""
+def history_vector(history: Sequence[str], profiles: ItemValueProfiles) -> np.ndarray:
+    """Mean profile of the distinct profiled item ids of ``history``; the centre when there are none."""
     index = profiles.row_of
-    rows = sorted({index[event.item_id] for event in history if event.item_id in index})
+    rows = sorted({index[item] for item in history if item in index})
     if not rows:
         return profiles.centre
     return profiles.matrix[rows].mean(axis=0).astype(np.float32)
+
+
+def item_ids_of(history: Sequence[Interaction]) -> list[str]:
+    return [event.item_id for event in history]
 
 
 def user_value_matrix(train: Dataset, user_ids: Sequence[str], profiles: ItemValueProfiles) -> np.ndarray:
@@ -194,7 +198,8 @@ def user_value_matrix(train: Dataset, user_ids: Sequence[str], profiles: ItemVal
     """
     if not user_ids:
         return np.zeros((0, len(SCHWARTZ_VALUES)), dtype=np.float32)
-    return np.stack([history_vector(train.history(user), profiles) for user in user_ids]).astype(np.float32)
+    vectors = [history_vector(item_ids_of(train.history(user)), profiles) for user in user_ids]
+    return np.stack(vectors).astype(np.float32)
 
 
 def value_affinity(user_vector: np.ndarray, item_rows: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -207,9 +212,9 @@ def value_affinity(user_vector: np.ndarray, item_rows: np.ndarray, centre: np.nd
 
 
 def candidate_affinity(
-    history: Sequence[Interaction], candidates: Sequence[str], profiles: ItemValueProfiles
+    history: Sequence[str], candidates: Sequence[str], profiles: ItemValueProfiles
 ) -> dict[str, float]:
-    """Candidate -> value affinity with the user's (training) history."""
+    """Candidate -> value affinity with the item ids of the user's (training) history."""
     scores = value_affinity(history_vector(history, profiles), profiles.rows(candidates), profiles.centre)
     return {item: float(score) for item, score in zip(candidates, scores, strict=True)}
 

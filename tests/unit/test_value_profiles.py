@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from values_fixtures import FakeValueEmbedder, build_value_dataset, hub_tasks, value_item
 
 from starrec.contract.values import SCHWARTZ_VALUES
 from starrec.tools.value_profiles import (
     ItemValueProfiles,
     candidate_affinity,
+    item_ids_of,
     item_text,
     item_value_profiles,
     profiles_from_embeddings,
@@ -16,7 +18,6 @@ from starrec.tools.value_profiles import (
     user_value_matrix,
     value_affinity,
 )
-from tests.values_fixtures import FakeValueEmbedder, build_value_dataset, hub_tasks, value_item
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def test_affinity_prefers_candidates_that_share_the_users_values(dataset, tmp_pa
     profiles = item_value_profiles(dataset, FakeValueEmbedder(), cache_dir=tmp_path)
     view = dataset.hide_from(hub_tasks(dataset))
     candidates = [value_item(v, 3) for v in SCHWARTZ_VALUES]
-    affinity = candidate_affinity(view.history("u_tradition"), candidates, profiles)
+    affinity = candidate_affinity(item_ids_of(view.history("u_tradition")), candidates, profiles)
     assert max(affinity, key=affinity.get) == value_item("tradition", 3)
     assert affinity[value_item("tradition", 3)] > 0.5 > max(
         score for item, score in affinity.items() if item != value_item("tradition", 3)
