@@ -16,6 +16,7 @@ from starrec.tools.value_profiles import (
     profiles_from_embeddings,
     top_values,
     user_value_matrix,
+    user_values_from_profiles,
     value_affinity,
 )
 
@@ -82,3 +83,14 @@ def test_affinity_prefers_candidates_that_share_the_users_values(dataset, tmp_pa
     assert candidate_affinity((), candidates, profiles) == dict.fromkeys(candidates, 0.0)
     flat = value_affinity(profiles.centre, profiles.rows(candidates), profiles.centre)
     np.testing.assert_array_equal(flat, 0.0)
+
+
+def test_bpr_user_values_source_reads_the_view_it_is_given(dataset, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("STARREC_CACHE_DIR", str(tmp_path))
+    source = user_values_from_profiles(embedder=FakeValueEmbedder())
+    view = dataset.hide_from(hub_tasks(dataset))
+    users = ["u_security", "u_hedonism"]
+    matrix = source(view, users)
+    profiles = item_value_profiles(view, FakeValueEmbedder(), cache_dir=tmp_path)
+    np.testing.assert_allclose(matrix, user_value_matrix(view, users, profiles), atol=1e-6)
+    assert list((tmp_path / "values").glob("item-profiles-*.npz")), "profiles are cached offline"
