@@ -5,7 +5,7 @@ the candidates; each candidate then scores ``(1 - weight) * base points + weight
 (:func:`starrec.eval.fusion.value_prior`, the same blend as MARS's ``Context.value_weight``), where
 the base points are Borda points of its order and the affinity compares the candidate's value
 profile with the mean profile of the user's training history (:mod:`starrec.tools.value_profiles`).
-``weight`` 0 returns the base order. Options: ``--option weight=0.3``, ``--option base=pop``,
+``weight`` 0 returns the base order. Options: ``--option weight=0.1``, ``--option base=pop``,
 ``--option profiles=FILE.npz``; ``--option base.KEY=VALUE`` goes to the base method.
 """
 
@@ -37,7 +37,11 @@ BASE_PREFIX = "base."
 class ValuesRerankConfig:
     base: str = field(default="itemknn", metadata={"help": "The method whose order is re-ranked."})
     weight: float = field(
-        default=0.2, metadata={"help": "Share of the score given to value affinity (0 = the base order)."}
+        default=0.1,
+        metadata={
+            "help": "Share of the score given to value affinity (0 = the base order). 0.1: the best of "
+            "0.1/0.2/0.3 on the 100 ML-100k tasks of benchmarks/values.py, and no better than itemknn there."
+        },
     )
     profiles: str | None = field(
         default=None,
