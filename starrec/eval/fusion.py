@@ -151,3 +151,47 @@ def near_tie_runs(
             runs.append([])
         runs[-1].append(item)
     return runs
+
+
+def prior_points(prior: Sequence[str], prior_scores: Mapping[str, float] | None = None) -> dict[str, float]:
+    """A prior's points in [0, 1]: Borda ``(n - position) / n``, averaged with score / best score when
+    scores are given (the prior points of :func:`agreement_fusion`)."""
+    n = len(prior)
+    points = {item: (n - index) / n for index, item in enumerate(prior)}
+    best = max((prior_scores or {}).values(), default=0.0)
+    if prior_scores is not None and best > 0:
+        points = {
+            item: 0.5 * value + 0.5 * max(prior_scores.get(item, 0.0), 0.0) / best
+            for item, value in points.items()
+        }
+    return points
+
+
+def value_prior(
+    prior: Sequence[str],
+    affinity: Mapping[str, float],
+    weight: float,
+    prior_scores: Mapping[str, float] | None = None,
+) -> tuple[list[str], dict[str, float]]:
+    """Blend a prior order with user-item value affinity (ZOOM values, docs/values.md).
+
+    Each candidate scores ``(1 - weight) * prior points + weight * (affinity + 1) / 2`` (affinity
+    in [-1, 1], a candidate without one counts 0); candidates are ordered by that score, ties in
+    prior order. Returns the order and the blended scores (in [0, 1], usable as ``prior_scores``).
+    ``weight`` 0 returns the prior order unchanged (and its points).
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"value weight must be in [0, 1], got {weight}")
+    points = prior_points(prior, prior_scores)
+    if weight == 0.0:
+        return list(prior), points
+    blended = {
+        item: (1.0 - weight) * points[item] + weight * (_clip(affinity.get(item, 0.0)) + 1.0) / 2
+        for item in prior
+    }
+    position = {item: index for index, item in enumerate(prior)}
+    return sorted(prior, key=lambda item: (-blended[item], position[item])), blended
+
+
+def _clip(value: float) -> float:
+    return min(max(value, -1.0), 1.0)

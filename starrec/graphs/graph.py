@@ -23,6 +23,7 @@ from starrec.graphs.resources import Resources
 from starrec.graphs.routing import Routes
 from starrec.graphs.state import InputState, State
 from starrec.tools.base import EvidenceSource
+from starrec.tools.value_profiles import ItemValueProfiles
 
 GRAPH_NAME = "mars"
 
@@ -68,6 +69,7 @@ def build_mars_graph(
     checkpointer: Checkpointer = None,
     name: str = GRAPH_NAME,
     roster: Roster = ROSTER,
+    value_profiles: ItemValueProfiles | None = None,
 ) -> CompiledStateGraph:
     """Compile the MARS graph.
 
@@ -75,10 +77,14 @@ def build_mars_graph(
     ``data_dir``); ``chat_models`` gives single nodes their own instance (``{"planner": model}``,
     names checked against the roster), over ``Context.models``. ``context`` only sets the default
     recursion limit; pass the run's context to ``invoke(..., context=...)``.
-    ``roster`` lists the execution agents (default: the house four).
+    ``roster`` lists the execution agents (default: the house four). ``value_profiles``: item value
+    profiles for the ranker's value prior (``Context.value_weight``), over ``Context.value_profiles``.
     """
     roster.check_nodes(chat_models or {}, "build_mars_graph(chat_models=...)")
-    nodes = MarsNodes(Resources(chat_model=chat_model, evidence=evidence, chat_models=chat_models), roster)
+    resources = Resources(
+        chat_model=chat_model, evidence=evidence, chat_models=chat_models, value_profiles=value_profiles
+    )
+    nodes = MarsNodes(resources, roster)
     routes = Routes(roster)
     agents = roster.names
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)

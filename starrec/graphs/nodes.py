@@ -30,11 +30,13 @@ from starrec.agents.ranker import (
 from starrec.agents.reflector import reflect
 from starrec.contract.roster import ABSTRACTOR, PLANNER, RANKER, REFLECTOR, ROSTER, AgentSpec, Roster
 from starrec.data.user_view import UserView
+from starrec.eval.fusion import value_prior
 from starrec.graphs.context import Context
 from starrec.graphs.recording import STEP_EVENT
 from starrec.graphs.resources import Resources
 from starrec.graphs.routing import context_of, enabled_agents, planned_agents
 from starrec.graphs.state import State
+from starrec.tools.value_profiles import candidate_affinity
 
 
 def view_of(state: State, env: AgentEnv) -> UserView:
@@ -224,20 +226,31 @@ class MarsNodes:
                 f"ranker_fusion={context.ranker_fusion} without CF evidence (use_tools off or no data_dir): "
                 "LLM order used"
             )
+        prior_order, prior_scores = cf_order, scores if context.ranker_prior == "candidate_cf" else None
+        affinity: dict[str, float] = {}
+        if context.value_weight > 0 and cf_order:
+            profiles = await asyncio.to_thread(self.resources.value_profiles, context)
+            if profiles is None:
+                warnings.append("value_weight > 0 but no item value profiles (value_profiles or data_dir)")
+            else:
+                history_ids = [e["item_id"] for e in state.history if e.get("item_id")]
+                affinity = candidate_affinity(history_ids, candidates, profiles)
+                weight = context.value_weight
+                prior_order, prior_scores = value_prior(cf_order, affinity, weight, prior_scores)
         analyses = {agent: state.analyses[agent] for agent in planned_agents_all(state)}
-        shown = cf_order if context.ranker_prior == "candidate_cf" and cf_order else None
+        shown = prior_order if context.ranker_prior == "candidate_cf" and prior_order else None
         raw, thinking = await llm_ranking(
             env, view_of(state, env), analyses, hint, counters, order=shown, notes=notes
         )
         llm_order, final, agreement = finalise(
             raw,
             candidates,
-            cf_order,
+            prior_order,
             context.ranker_fusion,
             context.rrf_k,
             counters,
             context.fusion_max_weight,
-            scores if context.ranker_prior == "candidate_cf" else None,
+            prior_scores,
         )
         output = {
             "raw_ranking": raw,
@@ -250,6 +263,9 @@ class MarsNodes:
             "cf_scores": {item: round(score, 4) for item, score in scores.items() if score},
             "cf_queries": [trace.model_dump() for trace in traces],
         }
+        if affinity:
+            output["value_ranking"] = prior_order
+            output["value_affinity"] = {item: round(score, 4) for item, score in affinity.items()}
         return {
             "llm_ranking": llm_order,
             "cf_ranking": cf_order,

@@ -19,6 +19,7 @@ from starrec.agents.env import AgentEnv
 from starrec.graphs.context import Context
 from starrec.llm.structured import llm_capabilities
 from starrec.tools.base import EvidenceSource
+from starrec.tools.value_profiles import ItemValueProfiles, item_value_profiles
 
 
 class Resources:
@@ -34,6 +35,7 @@ class Resources:
         chat_model: BaseChatModel | None = None,
         evidence: EvidenceSource | None = None,
         chat_models: Mapping[str, BaseChatModel] | None = None,
+        value_profiles: ItemValueProfiles | None = None,
     ) -> None:
         self._explicit_model = chat_model
         self._explicit_models = dict(chat_models or {})
@@ -41,6 +43,8 @@ class Resources:
         self._models: dict[tuple[Any, ...], BaseChatModel] = {}
         self._evidence: dict[tuple[str, str | None], EvidenceSource] = {}
         self._tools: dict[int, list[BaseTool]] = {}
+        self._explicit_profiles = value_profiles
+        self._profiles: dict[tuple[str | None, str | None], ItemValueProfiles] = {}
         self._lock = threading.Lock()
 
     def chat_model(self, context: Context, node: str | None = None) -> BaseChatModel:
@@ -101,6 +105,26 @@ class Resources:
                 tasks = read_tasks(Path(context.tasks_dir)) if context.tasks_dir else None
                 self._evidence[key] = open_toolkit(context.data_dir, tasks=tasks)
             return self._evidence[key]
+
+    def value_profiles(self, context: Context) -> ItemValueProfiles | None:
+        """Item value profiles for the ranker's value prior: the instance given, the context's file,
+        or built from ``data_dir`` with the bundled sentence embedder (cached); None without any."""
+        if self._explicit_profiles is not None:
+            return self._explicit_profiles
+        if not context.value_profiles and not context.data_dir:
+            return None
+        key = (context.value_profiles, context.data_dir)
+        with self._lock:
+            if key not in self._profiles:
+                if context.value_profiles:
+                    self._profiles[key] = ItemValueProfiles.load(Path(context.value_profiles))
+                else:
+                    from starrec.data import load_dataset
+                    from starrec.tools.text_embedder import SentenceEmbedder
+
+                    catalogue = load_dataset(Path(str(context.data_dir)))
+                    self._profiles[key] = item_value_profiles(catalogue, SentenceEmbedder())
+            return self._profiles[key]
 
     def tools(self, evidence: EvidenceSource) -> list[BaseTool]:
         with self._lock:

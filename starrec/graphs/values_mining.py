@@ -103,6 +103,13 @@ def _summarise(report: MiningReport, runs: list[Trajectory]) -> None:
     report.usd_per_user = None if any(c is None for c in costs) else sum(costs) / len(done)  # type: ignore[misc]
 
 
+def mining_report(store: str, runs: list[Trajectory]) -> MiningReport:
+    """The counts of recorded mining runs (e.g. every run of ``OUT/runs.jsonl`` for some users)."""
+    report = MiningReport(store)
+    _summarise(report, runs)
+    return report
+
+
 async def _mine_one(
     graph: Any, store: GraphStore, user: str, domain: str, context: MinerContext
 ) -> Trajectory:
