@@ -49,7 +49,7 @@ from starrec.graphs.recommender import MarsRecommender
 from starrec.graphs.values_graph import MinerContext
 from starrec.graphs.values_mining import MiningConfig, mine_values, mining_report
 from starrec.llm.scripted import ScriptedChatModel
-from starrec.tools.toolkit import open_dataset_toolkit
+from starrec.tools.toolkit import open_dataset_toolkit, writable_dataset_graph
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -217,14 +217,15 @@ def scripted_mars(dataset: Dataset, tasks: list[Task], profiles_file: Path) -> l
 
 def mine(train: Dataset, users: list[str], base_url: str, concurrency: int) -> dict[str, Any]:
     """(b) the real mining run into the training view's graph (resumes: mined users are skipped)."""
-    evidence = open_dataset_toolkit(train)
     context = MinerContext(llm="openai:smollm2", base_url=base_url, constrained_decoding="vllm")
     out = WORK_DIR / "mining"
     config = MiningConfig(
         context=context, users=tuple(users), concurrency=concurrency, batch_size=concurrency, by=MINED_BY
     )
     started = time.perf_counter()
-    this_run = mine_values(evidence.store, out, config, domain=train.domain)
+    with writable_dataset_graph(train) as graph:  # the graph MARS reads in (c)
+        this_run = mine_values(graph, out, config, domain=train.domain)
+    evidence = open_dataset_toolkit(train)
     wanted = {f"values:{user}" for user in users}
     runs = [
         Trajectory.model_validate(r) for r in RunsFile(out / "runs.jsonl").records() if r["task_id"] in wanted

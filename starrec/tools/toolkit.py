@@ -245,6 +245,27 @@ def open_dataset_toolkit(
     )
 
 
+@contextmanager
+def writable_dataset_graph(dataset: Dataset) -> Iterator[LadybugStore]:
+    """A writer on the cached graph that :func:`open_dataset_toolkit` serves for ``dataset``.
+
+    For offline writes that readers must then see, such as mined value profiles. Ladybug admits one
+    writer or many readers, so the process's shared read-only handle is closed first (a handle taken
+    before this call stops working) and the next :func:`open_dataset_toolkit` opens a fresh one.
+    """
+    handle = open_dataset_toolkit(dataset)
+    path = Path(handle.store.location)
+    with _OPEN_LOCK:
+        _OPEN.pop(f"ladybug:{path.resolve()}", None)
+    handle.store.close()
+    with build_lock(path):
+        writer = LadybugStore(path)
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+
 def _open_ladybug(
     db_path: Path,
     fingerprint: str,

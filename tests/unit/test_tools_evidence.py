@@ -149,3 +149,20 @@ def test_open_dataset_toolkit_caches_by_content(isolated_cache: Path) -> None:
     assert hidden is not first and hidden.store.location != first.store.location
     assert first.store.edge_count("target", "trap") == 1 and hidden.store.edge_count("target", "trap") == 0
     assert hidden.user_cf("target", 5).queries[0].name == "user_evidence_get"
+
+
+def test_writable_dataset_graph_writes_what_the_next_reader_sees(isolated_cache: Path) -> None:
+    from starrec.contract.values import profile_from_weights
+    from starrec.tools import open_dataset_toolkit
+    from starrec.tools.toolkit import writable_dataset_graph
+
+    dataset, _ = _trap_dataset()
+    reader = open_dataset_toolkit(dataset)
+    assert reader.store.get_value_profile("target")[0] is None
+    with writable_dataset_graph(dataset) as writer:
+        assert writer.location == reader.store.location
+        writer.set_value_profiles([profile_from_weights("target", {"hedonism": 0.8})], by="test")
+    fresh = open_dataset_toolkit(dataset)
+    assert fresh is not reader
+    profile = fresh.store.get_value_profile("target")[0]
+    assert profile is not None and profile.weights()["hedonism"] == 0.8
