@@ -67,8 +67,19 @@ class Context:
         default=True,
         metadata={
             "help": "Run the user_values agent where value profiles are stored (`starrec values mine`); "
-            "off = the no_values ablation. Without stored profiles it never runs."
+            "off = the no_values ablation. Without stored profiles it runs only with values_live_mining."
         },
+    )
+    values_live_mining: bool = field(
+        default=False,
+        metadata={
+            "help": "Where a user has no stored value profile, the user_values tool mines one live with "
+            "the miner subgraph on the user_values node's model (cached per process, counted); off = the "
+            "agent is told none is stored, and it does not run when no user has one."
+        },
+    )
+    values_live_rounds: int = field(
+        default=1, metadata={"help": "Debate rounds of a live mining (each round: one call per supervisor)."}
     )
     use_reflector: bool = field(
         default=True, metadata={"help": "Check agent outputs and re-run flagged agents (ablation)."}
@@ -220,6 +231,8 @@ class Context:
             for node, spec in self.models.items()
         ):
             raise ValueError(f"Context.models must map node names to model specs, got {self.models!r}")
+        if self.values_live_rounds < 1:
+            raise ValueError(f"Context.values_live_rounds must be >= 1, got {self.values_live_rounds}")
         if not 0.0 <= self.value_weight <= 1.0:
             raise ValueError(f"Context.value_weight must be in [0, 1], got {self.value_weight}")
         if not 0.0 <= self.fusion_max_weight <= 1.0:

@@ -151,7 +151,11 @@ class MarsNodes:
                     "id": "lookup",
                     "type": "tool_call",
                 }
-                looked_up = str((await tool.ainvoke(call)).content)
+                message = await tool.ainvoke(call)
+                looked_up = str(message.content)
+                source = getattr(getattr(message, "artifact", None), "source", None)
+                if source in ("live", "none"):
+                    counters.count("values_mined_live" if source == "live" else "values_not_stored")
             result = await analyse(
                 env, agent, view, counters, correction, state.analyses.get(name), looked_up=looked_up
             )

@@ -18,7 +18,7 @@ from langchain_core.tools import BaseTool
 from starrec.agents.env import AgentEnv
 from starrec.graphs.context import Context
 from starrec.llm.structured import llm_capabilities
-from starrec.tools.base import EvidenceSource
+from starrec.tools.base import EvidenceSource, ValuesSource
 from starrec.tools.value_profiles import ItemValueProfiles, item_value_profiles
 
 
@@ -45,6 +45,7 @@ class Resources:
         self._tools: dict[int, list[BaseTool]] = {}
         self._explicit_profiles = value_profiles
         self._profiles: dict[tuple[str | None, str | None], ItemValueProfiles] = {}
+        self._live: dict[tuple[int, int, int], ValuesSource] = {}
         self._lock = threading.Lock()
 
     def chat_model(self, context: Context, node: str | None = None) -> BaseChatModel:
@@ -137,16 +138,47 @@ class Resources:
     def lookup_tool(self, name: str, context: Context) -> BaseTool | None:
         """The tool an agent's ``lookup`` names, when tools are on and the source has data for it."""
         from starrec.contract.tool_names import USER_VALUES
-        from starrec.tools.base import ValuesSource
 
         if name != USER_VALUES or not context.use_tools:
             return None
         evidence = self.evidence(context)
-        if not isinstance(evidence, ValuesSource) or not evidence.has_value_profiles():
+        if not isinstance(evidence, ValuesSource):
             return None
         from starrec.tools.langchain_tools import make_values_tool
 
+        if context.values_live_mining:
+            live = self.live_values(context, evidence)
+            if live is not None:
+                return make_values_tool(live)
+        if not evidence.has_value_profiles():
+            return None
         return make_values_tool(evidence)
+
+    def live_values(self, context: Context, evidence: ValuesSource) -> ValuesSource | None:
+        """``evidence`` with live mining where a profile is missing (one per source and model, so a
+        user mined live is mined once); None when the source cannot give a user's history."""
+        from starrec.contract.roster import ROSTER
+        from starrec.contract.tool_names import USER_VALUES
+        from starrec.graphs.values_live import LiveMiningValues, live_miner_context
+        from starrec.graphs.values_mining import history_of
+
+        store = getattr(evidence, "store", None)
+        if store is None:
+            return None
+        node = next(agent.name for agent in ROSTER.agents if agent.lookup == USER_VALUES)
+        model = self.chat_model(context, node)
+        spec, base_url = context.model_for(node)
+        key = (id(evidence), id(model), context.values_live_rounds)
+        with self._lock:
+            if key not in self._live:
+                miner = live_miner_context(
+                    spec, base_url, context.values_live_rounds, context.constrained_decoding,
+                    context.max_new_tokens,
+                )  # fmt: skip
+                self._live[key] = LiveMiningValues(
+                    evidence, lambda user: history_of(store, user), model, miner, context.domain
+                )
+            return self._live[key]
 
     def env(
         self, context: Context, domain: str, with_tools: bool, node: str | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -41,6 +41,10 @@ class ValuesResult(BaseModel):
     evidence: str
     profile: dict[str, Any] | None = None
     queries: list[QueryTrace] = Field(default_factory=list)
+    source: Literal["stored", "live", "none"] = Field(
+        default="stored",
+        description="Where the profile came from: the graph, a live mining run (none stored), or nowhere.",
+    )
 
 
 @runtime_checkable

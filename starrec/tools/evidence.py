@@ -18,6 +18,7 @@ from typing import Literal, Protocol
 
 from starrec.contract.tool_names import ITEM_CF, USER_CF, AgentToolName
 from starrec.contract.trajectory import QueryTrace
+from starrec.contract.values import ValueProfile
 from starrec.tools.base import CFResult, Neighbour, ValuesResult
 from starrec.tools.candidate_cf import CandidateCF, CandidateCFConfig, CandidateCFResult, CandidateEngine
 from starrec.tools.oracle import SparseCFIndex
@@ -45,6 +46,23 @@ class Verbaliser(Protocol):
     name: str
 
     def verbalise(self, request: EvidenceRequest) -> Verbalised: ...
+
+
+def profile_result(
+    user_id: str, profile: ValueProfile, queries: list[QueryTrace], source: str = "stored"
+) -> ValuesResult:
+    """A value profile worded for an agent, strongest value first (stored or mined live)."""
+    lines = [
+        f"- {score.value} {score.weight:.2f}: {score.reason or '-'}"
+        + (f" [{', '.join(score.item_ids)}]" if score.item_ids else "")
+        for score in profile.top(len(profile.scores))
+        if score.weight > 0
+    ]
+    heading = "Mined value profile" if source == "stored" else "Value profile mined live (none was stored)"
+    text = f"{heading} of user {user_id}, strongest first:\n" + ("\n".join(lines) or "- (none)")
+    return ValuesResult(
+        user_id=user_id, found=True, evidence=text, profile=profile.to_dict(), queries=queries, source=source
+    )
 
 
 @dataclass
@@ -374,17 +392,8 @@ class EvidenceStore:
                 f"No value profile is stored for user {user_id}; judge the values from the history "
                 "(mine profiles with `starrec values mine`)."
             )
-            return ValuesResult(user_id=user_id, found=False, evidence=text, queries=[trace])
-        lines = [
-            f"- {score.value} {score.weight:.2f}: {score.reason or '-'}"
-            + (f" [{', '.join(score.item_ids)}]" if score.item_ids else "")
-            for score in profile.top(len(profile.scores))
-            if score.weight > 0
-        ]
-        text = f"Mined value profile of user {user_id}, strongest first:\n" + ("\n".join(lines) or "- (none)")
-        return ValuesResult(
-            user_id=user_id, found=True, evidence=text, profile=profile.to_dict(), queries=[trace]
-        )
+            return ValuesResult(user_id=user_id, found=False, evidence=text, queries=[trace], source="none")
+        return profile_result(user_id, profile, [trace])
 
     def has_value_profiles(self) -> bool:
         """True when at least one user has a stored profile (checked once; stores are read-only online)."""

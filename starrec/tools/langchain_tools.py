@@ -123,8 +123,15 @@ def make_values_tool(source: ValuesSource) -> BaseTool:
         result = source.value_profile(user_id)
         return result.evidence, result
 
+    asynchronous = getattr(source, "avalue_profile", None)  # a source that may call a model (live mining)
+
+    async def auser_values(user_id: str) -> tuple[str, ValuesResult]:
+        result = await asynchronous(user_id) if asynchronous else source.value_profile(user_id)
+        return result.evidence, result
+
     return StructuredTool.from_function(
         func=user_values,
+        coroutine=auser_values if asynchronous else None,
         name=USER_VALUES,
         description=USER_VALUES_DESCRIPTION,
         args_schema=UserValuesArgs,

@@ -104,3 +104,77 @@ def test_student_prompt_lists_lookup_agents_only_when_asked() -> None:
 
     assert "<values_analysis>" not in star_system_prompt()
     assert "<values_analysis>" in star_system_prompt(roster=ROSTER)
+
+
+class HistoryOnlyEvidence(FakeEvidence):
+    """The fixture evidence with the user histories of a real graph and no stored value profile."""
+
+    def __init__(self, dataset, graph) -> None:
+        super().__init__(dataset)
+        self.store = graph
+
+    def value_profile(self, user_id: str) -> ValuesResult:
+        return ValuesResult(user_id=user_id, found=False, evidence="none stored", source="none")
+
+    def has_value_profiles(self) -> bool:
+        return False
+
+
+def miner_answer(weights: dict[str, float]) -> str:
+    import json
+
+    values = [
+        {"value": v, "weight": w, "reason": f"{v} shows", "item_ids": ["m1"]} for v, w in weights.items()
+    ]
+    return json.dumps({"thinking": "t", "values": values})
+
+
+def live_run(tmp_path, supervisors: list[str], **context: Any) -> tuple[Any, ScriptedChatModel]:
+    from starrec.tools.toolkit import build_ladybug_graph
+
+    dataset = build_movie_dataset()
+    task = make_task(dataset, "u4")
+    graph, _ = build_ladybug_graph(dataset.hide_from([task]), tmp_path / "g.lbdb")
+    request = make_request(dataset, task)
+    script = default_script(list(request.candidates), plan=[])
+    script["user_values"] = [analysis("cares for family: benevolence")]
+    script["value evaluator"] = [miner_answer({"benevolence": 0.9, "security": 0.5})]
+    script["value supervisor"] = supervisors
+    model = ScriptedChatModel(responses=script, cycle=True)
+    evidence = HistoryOnlyEvidence(dataset, graph)
+    mars = build_mars_graph(
+        Context(chunk_size=3, use_planner=False, **context), chat_model=model, evidence=evidence
+    )
+    recorder = TrajectoryRecorder()
+    try:
+        for _ in range(2):  # the second run finds the profile mined by the first
+            state = asyncio.run(mars.ainvoke(input_from_request(request, dataset),
+                                             context=Context(chunk_size=3, use_planner=False, **context),
+                                             config={"callbacks": [recorder]}))  # fmt: skip
+    finally:
+        graph.close()
+    return recorder.trajectory(state, task_id=task.task_id, ground_truth=task.ground_truth), model
+
+
+def test_live_mining_fills_a_missing_profile_once_and_counts_it(tmp_path) -> None:
+    agree = [miner_answer({"benevolence": 0.9, "security": 0.5})]
+    trajectory, model = live_run(tmp_path, agree, values_live_mining=True)
+    assert "user_values" in trajectory.nodes
+    keys = [call.key for call in model.calls]
+    assert keys.count("value evaluator") == 2 and keys.count("value supervisor") == 2  # mined in run 1 only
+    prompts = [call.prompt for call in model.calls if call.key == "user_values"]
+    assert len(prompts) == 2 and all(
+        "mined live" in prompt and "benevolence 0.90" in prompt for prompt in prompts
+    )
+    step = next(step for step in trajectory.steps if step.node == "user_values")
+    assert step.repairs.get("values_mined_live") == 1
+
+
+def test_live_mining_is_bounded_by_its_round_limit_and_off_by_default(tmp_path) -> None:
+    # The two supervisors disagree in every round: one round, then the fallback decides.
+    split = [miner_answer({"benevolence": 0.9}), miner_answer({"power": 0.9, "hedonism": 0.8})]
+    _, model = live_run(tmp_path / "a", split, values_live_mining=True, values_live_rounds=1)
+    assert [call.key for call in model.calls].count("value supervisor") == 2
+    trajectory, model = live_run(tmp_path / "b", split)
+    assert "user_values" not in trajectory.nodes
+    assert all(call.key not in ("value evaluator", "value supervisor") for call in model.calls)
