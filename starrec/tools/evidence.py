@@ -49,7 +49,10 @@ class Verbaliser(Protocol):
 
 
 def profile_result(
-    user_id: str, profile: ValueProfile, queries: list[QueryTrace], source: str = "stored"
+    user_id: str,
+    profile: ValueProfile,
+    queries: list[QueryTrace],
+    source: Literal["stored", "live"] = "stored",
 ) -> ValuesResult:
     """A value profile worded for an agent, strongest value first (stored or mined live)."""
     lines = [
