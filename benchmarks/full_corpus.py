@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -93,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=(
             "STAR's student: a checkpoint of `starrec distill sft`, or 'smollm2' (the untrained base model, "
             "labelled so)."
+        ),
+    )
+    parser.add_argument(
+        "--base-url",
+        help=(
+            "An OpenAI-compatible endpoint (e.g. `starrec serve`, vLLM) for both re-rankers: MARS with "
+            "--llm openai:NAME, STAR with --star-model NAME as served there."
         ),
     )
     parser.add_argument("--concurrency", type=int, default=1, help="LLM requests in flight.")
@@ -189,12 +197,15 @@ def llm_options(name: str, args: argparse.Namespace, data_dir: Path) -> tuple[Me
     """Options and an honest label for an LLM re-ranker."""
     if name == "mars":
         options = MethodOptions(seed=args.seed, data_dir=data_dir, llm=args.llm, concurrency=args.concurrency,
-                                extra=dict(MARS_KNOBS))  # fmt: skip
+                                base_url=args.base_url, extra=dict(MARS_KNOBS))  # fmt: skip
         model = "SmolLM2-135M-Instruct, local CPU" if args.llm == "local" else args.llm
+        if args.base_url:
+            model += " on an OpenAI-compatible endpoint"
         return options, f"MARS ({model}) re-ranking {RETRIEVER} top {args.retrieve_n}"
     if name == "star":
         options = MethodOptions(seed=args.seed, data_dir=data_dir, model=args.star_model,
-                                concurrency=args.concurrency, extra=dict(STAR_KNOBS))  # fmt: skip
+                                base_url=args.base_url, concurrency=args.concurrency,
+                                extra=dict(STAR_KNOBS))  # fmt: skip
         student = (
             "untrained base SmolLM2-135M-Instruct as the student (no STAR checkpoint on this machine)"
             if args.star_model == "smollm2"
@@ -307,8 +318,10 @@ def partial_rows(args: argparse.Namespace, rows: Rows, tasks: list[Task]) -> lis
     if base is None or base["n_tasks"] != len(subset):
         return notes
     for name in [name for name in args.rerankers.split(",") if name]:
-        path = args.work / f"{name}-answers-seed{args.seed}-n{args.retrieve_n}.jsonl"
-        if rows.rows.get(name, {}).get("n_tasks") == len(subset) or not path.is_file():
+        path = answers_path(name, args)
+        stored = rows.rows.get(name, {})
+        finished = stored.get("n_tasks") == len(subset) and stored.get("llm_setup") == llm_setup(name, args)
+        if finished or not path.is_file():
             continue
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         by_task = {record["task_id"]: record for record in records}
@@ -335,6 +348,7 @@ def partial_rows(args: argparse.Namespace, rows: Rows, tasks: list[Task]) -> lis
         label += f" (partial: {len(done)} of {len(subset)} users, scored from the answer checkpoint)"
         row = scored_row(rankings, done, base, label, "llm")
         row["invalid"] = invalid
+        row["llm_setup"] = llm_setup(name, args)
         row["vs_retriever"] = paired_delta(row, base)
         prior_tasks = [task for task in done if task.task_id in priors]
         if prior_tasks:
@@ -376,6 +390,20 @@ def command_line() -> str:
     )
 
 
+def llm_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What an LLM row was measured with: a stored row or answer file is reused only for the same."""
+    model = args.llm if name == "mars" else args.star_model
+    return {"model": model, "endpoint": bool(args.base_url)}
+
+
+def answers_path(name: str, args: argparse.Namespace) -> Path:
+    setup = llm_setup(name, args)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", str(setup["model"])).strip("-") + (
+        "-endpoint" if setup["endpoint"] else ""
+    )
+    return args.work / f"{name}-answers-seed{args.seed}-n{args.retrieve_n}-{slug}.jsonl"
+
+
 def run_rows(
     args: argparse.Namespace, rows: Rows, data_dir: Path, dataset: Dataset, tasks: list[Task]
 ) -> None:
@@ -402,16 +430,17 @@ def run_rows(
         report = evaluate_full(retriever, subset, dataset, retrieve_n=args.retrieve_n, k=K, seed=args.seed)
         rows.save(base_key, row_of(report, f"{RETRIEVER} order (the same {len(subset)} users)", "retriever"))
     for name in rerankers:
-        if rows.rows.get(name, {}).get("n_tasks") == len(subset):
+        stored = rows.rows.get(name, {})
+        if stored.get("n_tasks") == len(subset) and stored.get("llm_setup") == llm_setup(name, args):
             continue
         options, label = llm_options(name, args, data_dir)
         console.rule(label)
-        checkpoint = args.work / f"{name}-answers-seed{args.seed}-n{args.retrieve_n}.jsonl"
+        checkpoint = answers_path(name, args)
         reranker = CheckpointedReranker(make_method(name, options), checkpoint)
         retriever = make_method(RETRIEVER, MethodOptions(seed=args.seed, data_dir=data_dir))
         report = evaluate_full(retriever, subset, dataset, reranker, retrieve_n=args.retrieve_n, k=K,
                                seed=args.seed, batch_size=max(args.concurrency, 1))  # fmt: skip
-        row = row_of(report, label, "llm")
+        row = row_of(report, label, "llm") | {"llm_setup": llm_setup(name, args)}
         prior_label = f"{name.upper()}'s CF prior over the same top {args.retrieve_n} (no LLM)"
         prior = prior_row(reranker, subset, rows.rows[base_key], prior_label)
         row["vs_retriever"] = paired_delta(row, rows.rows[base_key])
@@ -553,8 +582,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data_dir = fetch_movielens_100k(get_settings().cache_dir / "datasets" / "ml-100k")
     dataset = load_dataset(data_dir)
     tasks = classic_tasks(data_dir, dataset, args.n, args.seed)
-    setup = {"n": args.n, "retrieve_n": args.retrieve_n, "seed": args.seed, "llm": args.llm,
-             "star_model": args.star_model}  # fmt: skip
+    setup = {"n": args.n, "retrieve_n": args.retrieve_n, "seed": args.seed}
     rows = Rows(args.work / "rows.json", setup)
     if not args.report_only:
         run_rows(args, rows, data_dir, dataset, tasks)
