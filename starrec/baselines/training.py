@@ -240,11 +240,7 @@ def early_stopped_fit(
     curve = TrainingCurve()
     if not config.early_stopping or config.max_epochs == 0:
         model = build(train)
-        progress, bar = _progress(f"{label} training", config.max_epochs)
-        with progress:
-            for _ in range(config.max_epochs):
-                curve.losses.append(model.train_epoch())
-                progress.update(bar, advance=1, status=f"loss {curve.losses[-1]:.4f}")
+        _train_epochs(model, config.max_epochs, f"{label} training", curve.losses)
         curve.best_epoch = config.max_epochs
         return model, curve
     holdout = Holdout.carve(train, config.validation_users, config.seed)
@@ -280,12 +276,17 @@ def early_stopped_fit(
             model.restore(best_snapshot)
         return model, curve
     model = build(train)
-    progress, bar = _progress(f"{label} refit on the whole view", curve.best_epoch)
-    with progress:
-        for _ in range(curve.best_epoch):
-            curve.refit_losses.append(model.train_epoch())
-            progress.update(bar, advance=1, status=f"loss {curve.refit_losses[-1]:.4f}")
+    _train_epochs(model, curve.best_epoch, f"{label} refit on the whole view", curve.refit_losses)
     return model, curve
+
+
+def _train_epochs(model: Trainable, epochs: int, title: str, losses: list[float]) -> None:
+    """``epochs`` passes over the data with a progress bar, each epoch's loss appended to ``losses``."""
+    progress, bar = _progress(title, epochs)
+    with progress:
+        for _ in range(epochs):
+            losses.append(model.train_epoch())
+            progress.update(bar, advance=1, status=f"loss {losses[-1]:.4f}")
 
 
 @contextmanager
