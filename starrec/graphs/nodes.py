@@ -116,7 +116,7 @@ class MarsNodes:
         """Whether ``agent`` may run: its switch is on and its lookup (if any) has data."""
         if agent.switch and not getattr(context, agent.switch):
             return False
-        return not agent.lookup or self.resources.lookup_tool(agent.lookup, context) is not None
+        return not agent.lookup or self.resources.lookup_tool(agent.lookup, context, agent.name) is not None
 
     async def planner(self, state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         context = context_of(runtime)
@@ -142,7 +142,11 @@ class MarsNodes:
             correction = state.corrections.get(name) if state.round > 0 else None
             view = view_of(state, env)
             looked_up = ""
-            tool = self.resources.lookup_tool(agent.lookup, context) if agent.lookup else None
+            tool = (
+                self.resources.lookup_tool(agent.lookup, context, agent.name, state.domain)
+                if agent.lookup
+                else None
+            )
             if tool is not None:
                 counters.tool_calls += 1
                 call = {
@@ -153,9 +157,12 @@ class MarsNodes:
                 }
                 message = await tool.ainvoke(call)
                 looked_up = str(message.content)
-                source = getattr(getattr(message, "artifact", None), "source", None)
-                if source in ("live", "none"):
-                    counters.count("values_mined_live" if source == "live" else "values_not_stored")
+                artifact = getattr(message, "artifact", None)
+                if context.values_live_mining and artifact is not None:  # what the live fallback did
+                    if artifact.source == "live":
+                        counters.count("values_live_cached" if artifact.cached else "values_mined_live")
+                    elif artifact.source == "none":
+                        counters.count("values_live_missed")
             result = await analyse(
                 env, agent, view, counters, correction, state.analyses.get(name), looked_up=looked_up
             )

@@ -45,7 +45,7 @@ class Resources:
         self._tools: dict[int, list[BaseTool]] = {}
         self._explicit_profiles = value_profiles
         self._profiles: dict[tuple[str | None, str | None], ItemValueProfiles] = {}
-        self._live: dict[tuple[int, int, int], ValuesSource] = {}
+        self._live: dict[tuple[int, int, int, str], ValuesSource] = {}
         self._lock = threading.Lock()
 
     def chat_model(self, context: Context, node: str | None = None) -> BaseChatModel:
@@ -135,8 +135,9 @@ class Resources:
                 self._tools[id(evidence)] = make_cf_tools(evidence)
             return self._tools[id(evidence)]
 
-    def lookup_tool(self, name: str, context: Context) -> BaseTool | None:
-        """The tool an agent's ``lookup`` names, when tools are on and the source has data for it."""
+    def lookup_tool(self, name: str, context: Context, node: str, domain: str = "item") -> BaseTool | None:
+        """The tool an agent's ``lookup`` names, when tools are on and the source has data for it
+        (``node``: the agent that looks up, whose model mines live; ``domain``: what items are)."""
         from starrec.contract.tool_names import USER_VALUES
 
         if name != USER_VALUES or not context.use_tools:
@@ -147,36 +148,47 @@ class Resources:
         from starrec.tools.langchain_tools import make_values_tool
 
         if context.values_live_mining:
-            live = self.live_values(context, evidence)
+            live = self.live_values(context, evidence, node, domain)
             if live is not None:
                 return make_values_tool(live)
         if not evidence.has_value_profiles():
             return None
         return make_values_tool(evidence)
 
-    def live_values(self, context: Context, evidence: ValuesSource) -> ValuesSource | None:
-        """``evidence`` with live mining where a profile is missing (one per source and model, so a
-        user mined live is mined once); None when the source cannot give a user's history."""
-        from starrec.contract.roster import ROSTER
-        from starrec.contract.tool_names import USER_VALUES
+    def live_values(
+        self, context: Context, evidence: ValuesSource, node: str, domain: str
+    ) -> ValuesSource | None:
+        """``evidence`` with live mining where a profile is missing, on ``node``'s model; None when
+        the source cannot give a user's history. Mined profiles are shared by every graph of the
+        process on the same store, model spec, round limit and domain (a model passed as an
+        instance: by this graph only)."""
         from starrec.graphs.values_live import LiveMiningValues, live_miner_context
         from starrec.graphs.values_mining import history_of
 
         store = getattr(evidence, "store", None)
         if store is None:
             return None
-        node = next(agent.name for agent in ROSTER.agents if agent.lookup == USER_VALUES)
         model = self.chat_model(context, node)
         spec, base_url = context.model_for(node)
-        key = (id(evidence), id(model), context.values_live_rounds)
+        domain = context.domain or domain
+        key = (id(evidence), id(model), context.values_live_rounds, domain)
         with self._lock:
             if key not in self._live:
                 miner = live_miner_context(
                     spec, base_url, context.values_live_rounds, context.constrained_decoding,
                     context.max_new_tokens,
                 )  # fmt: skip
+                # A model instance passed in has no spec to share a cache by: this graph's cache only.
+                explicit = node in self._explicit_models or (
+                    self._explicit_model is not None and node not in context.models
+                )
+                cache_key = (
+                    None
+                    if explicit
+                    else (str(store.location), f"{spec}@{base_url}", str(context.values_live_rounds), domain)
+                )
                 self._live[key] = LiveMiningValues(
-                    evidence, lambda user: history_of(store, user), model, miner, context.domain
+                    evidence, lambda user: history_of(store, user), model, miner, domain, cache_key
                 )
             return self._live[key]
 

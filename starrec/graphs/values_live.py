@@ -1,12 +1,13 @@
 """Live value mining: the ``user_values`` tool's fallback when a user has no stored profile.
 
 Offline mining (``starrec values mine``) is the normal path: profiles are on the ``User`` nodes
-and a tool call is a lookup. A user mined after the graph was built (a new user, a graph whose
-profiles were never mined) would otherwise get "no profile stored"; with
-``Context.values_live_mining`` the tool runs the same miner subgraph for that user, bounded to
-``Context.values_live_rounds`` debate rounds, on the user_values node's own model. A profile
-mined live is kept for the rest of the process (stores are read-only online) and every live run,
-failure and empty history is counted.
+and a tool call is a lookup. A graph user whose profile was never mined (mining ran on a subset,
+or not at all) would otherwise get "no profile stored"; with ``Context.values_live_mining`` the
+tool runs the same miner subgraph on that user's graph history, bounded to
+``Context.values_live_rounds`` debate rounds, on the user_values node's own model. A profile mined
+live is kept for the rest of the process, per graph, model and round limit (online stores are
+read-only), concurrent calls for one user mine once, and every live run, cache hit, failure and
+empty history is counted (:attr:`LiveMiningValues.counts`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from starrec.graphs.values_graph import MinerContext, build_values_graph
 from starrec.tools.base import ValuesResult, ValuesSource
 from starrec.tools.evidence import profile_result
 
+_MINED: dict[tuple[str, ...], dict[str, ValuesResult]] = {}
+"""Profiles mined live in this process: cache key (graph, model, rounds, domain) -> user -> result."""
+_MINED_LOCK = threading.Lock()
+
 
 class LiveMiningValues:
     """A :class:`ValuesSource` that mines a profile live where ``source`` has none stored."""
@@ -35,6 +40,7 @@ class LiveMiningValues:
         chat_model: BaseChatModel,
         miner_context: MinerContext,
         domain: str = "item",
+        cache_key: tuple[str, ...] | None = None,
     ) -> None:
         self.source = source
         self.history = history
@@ -42,8 +48,10 @@ class LiveMiningValues:
         self.domain = domain
         self.graph = build_values_graph(chat_model=chat_model, name="values_live")
         self.counts: Counter[str] = Counter()
-        self._mined: dict[str, ValuesResult] = {}
+        with _MINED_LOCK:  # no key: a cache of this instance only
+            self._mined = _MINED.setdefault(cache_key, {}) if cache_key is not None else {}
         self._lock = threading.Lock()
+        self._in_flight: dict[tuple[int, str], asyncio.Lock] = {}
 
     def has_value_profiles(self) -> bool:
         """Always: a user without a stored profile is mined."""
@@ -57,14 +65,18 @@ class LiveMiningValues:
         stored = await asyncio.to_thread(self.source.value_profile, user_id)
         if stored.found:
             return stored
-        with self._lock:
-            if user_id in self._mined:
+        with self._lock:  # one mining per user at a time on this loop; the others wait for its result
+            user_lock = self._in_flight.setdefault((id(asyncio.get_running_loop()), user_id), asyncio.Lock())
+        async with user_lock:
+            with self._lock:
+                cached = self._mined.get(user_id)
+            if cached is not None:
                 self.counts["live_cached"] += 1
-                return self._mined[user_id]
-        result = await self._mine(user_id, stored)
-        with self._lock:
+                return cached.model_copy(update={"cached": True})
+            result = await self._mine(user_id, stored)
             if result.found:
-                self._mined[user_id] = result
+                with self._lock:
+                    self._mined[user_id] = result
         return result
 
     async def _mine(self, user_id: str, stored: ValuesResult) -> ValuesResult:

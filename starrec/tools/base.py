@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from starrec.contract.tool_names import AgentToolName
 from starrec.contract.trajectory import QueryTrace
@@ -41,10 +41,18 @@ class ValuesResult(BaseModel):
     evidence: str
     profile: dict[str, Any] | None = None
     queries: list[QueryTrace] = Field(default_factory=list)
-    source: Literal["stored", "live", "none"] = Field(
-        default="stored",
-        description="Where the profile came from: the graph, a live mining run (none stored), or nowhere.",
+    source: Literal["stored", "live", "none"] | None = Field(
+        default=None,
+        description="Where the profile came from: the graph, a live mining run (none stored), or nowhere "
+        "(default: stored when found, else none).",
     )
+    cached: bool = Field(default=False, description="A live profile answered from the process cache.")
+
+    @model_validator(mode="after")
+    def _default_source(self) -> ValuesResult:
+        if self.source is None:
+            self.source = "stored" if self.found else "none"
+        return self
 
 
 @runtime_checkable

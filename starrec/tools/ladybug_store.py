@@ -111,6 +111,10 @@ class LadybugStore(GraphStore):
 
     def _execute(self, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         with self._lock:
+            if self._conn is None:
+                raise GraphStoreError(
+                    f"Ladybug database {self.path} was closed (e.g. by writable_dataset_graph); open it again"
+                )
             try:
                 result = self._conn.execute(query, params)
             except RuntimeError as error:

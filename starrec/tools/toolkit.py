@@ -251,14 +251,14 @@ def writable_dataset_graph(dataset: Dataset) -> Iterator[LadybugStore]:
 
     For offline writes that readers must then see, such as mined value profiles. Ladybug admits one
     writer or many readers, so the process's shared read-only handle is closed first (a handle taken
-    before this call stops working) and the next :func:`open_dataset_toolkit` opens a fresh one.
+    before this call then raises "was closed") and the next :func:`open_dataset_toolkit` opens a
+    fresh one. Do not open the same view's toolkit inside the block: it waits for this writer.
     """
     handle = open_dataset_toolkit(dataset)
     path = Path(handle.store.location)
-    with _OPEN_LOCK:
+    with _OPEN_LOCK, build_lock(path):
         _OPEN.pop(f"ladybug:{path.resolve()}", None)
-    handle.store.close()
-    with build_lock(path):
+        handle.store.close()
         writer = LadybugStore(path)
         try:
             yield writer

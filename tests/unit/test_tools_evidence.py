@@ -12,7 +12,7 @@ from starrec.tools import make_cf_tools, open_toolkit
 from starrec.tools import toolkit as toolkit_module
 from starrec.tools.evidence import EvidenceBuildConfig, EvidenceStore, build_evidence
 from starrec.tools.ladybug_store import LadybugStore
-from starrec.tools.store import GraphTables
+from starrec.tools.store import GraphStoreError, GraphTables
 from starrec.tools.synthetic import power_law_dataset
 
 
@@ -164,5 +164,7 @@ def test_writable_dataset_graph_writes_what_the_next_reader_sees(isolated_cache:
         writer.set_value_profiles([profile_from_weights("target", {"hedonism": 0.8})], by="test")
     fresh = open_dataset_toolkit(dataset)
     assert fresh is not reader
+    with pytest.raises(GraphStoreError, match="was closed"):
+        reader.store.get_value_profile("target")
     profile = fresh.store.get_value_profile("target")[0]
     assert profile is not None and profile.weights()["hedonism"] == 0.8

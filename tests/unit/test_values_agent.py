@@ -166,8 +166,22 @@ def test_live_mining_fills_a_missing_profile_once_and_counts_it(tmp_path) -> Non
     assert len(prompts) == 2 and all(
         "mined live" in prompt and "benevolence 0.90" in prompt for prompt in prompts
     )
-    step = next(step for step in trajectory.steps if step.node == "user_values")
-    assert step.repairs.get("values_mined_live") == 1
+    first, second = [step for step in trajectory.steps if step.node == "user_values"]
+    assert first.repairs.get("values_mined_live") == 1 and "values_live_cached" not in first.repairs
+    assert second.repairs.get("values_live_cached") == 1 and "values_mined_live" not in second.repairs
+
+
+def test_a_user_with_no_graph_history_is_not_mined_and_is_counted(tmp_path) -> None:
+    from starrec.graphs.values_live import LiveMiningValues, live_miner_context
+
+    model = ScriptedChatModel(responses={}, cycle=True)
+    live = LiveMiningValues(
+        HistoryOnlyEvidence(build_movie_dataset(), None), lambda user: [], model,
+        live_miner_context("scripted", None, 1, "none", 128),
+    )  # fmt: skip
+    result = asyncio.run(live.avalue_profile("ghost"))
+    assert not result.found and result.source == "none" and model.calls == []
+    assert live.counts == {"live_empty_history": 1}
 
 
 def test_live_mining_is_bounded_by_its_round_limit_and_off_by_default(tmp_path) -> None:
