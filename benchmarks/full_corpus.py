@@ -199,8 +199,9 @@ def llm_options(name: str, args: argparse.Namespace, data_dir: Path) -> tuple[Me
         options = MethodOptions(seed=args.seed, data_dir=data_dir, llm=args.llm, concurrency=args.concurrency,
                                 base_url=args.base_url, extra=dict(MARS_KNOBS))  # fmt: skip
         model = "SmolLM2-135M-Instruct, local CPU" if args.llm == "local" else args.llm
-        if args.base_url:
-            model += " on an OpenAI-compatible endpoint"
+        if args.base_url:  # vLLM structured outputs (on in `starrec serve`): valid answers by construction
+            options.extra["constrained_decoding"] = "vllm"
+            model += " on a vLLM endpoint, constrained decoding"
         return options, f"MARS ({model}) re-ranking {RETRIEVER} top {args.retrieve_n}"
     if name == "star":
         options = MethodOptions(seed=args.seed, data_dir=data_dir, model=args.star_model,
