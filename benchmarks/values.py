@@ -389,10 +389,12 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"{m['concurrency']} users at once).",
             "",
             "| users mined | failed | consensus rate | fallback rate | mean rounds | rounds histogram | "
-            "hallucinated ids dropped | unknown values | LLM calls/user | tokens/user | s/user | USD/user |",
-            "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+            "hallucinated ids dropped | unknown values | repeated values | LLM calls/user | tokens/user | "
+            "s/user | USD/user |",
+            "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
             f"| {m['users']} | {m['errors']} | {m['consensus_rate']:.2f} | {m['fallback_rate']:.2f} | "
             f"{m['mean_rounds']:.2f} | {m['rounds']} | {m['hallucinated_ids']} | {m['unknown_values']} | "
+            f"{m.get('repeated_values', '-')} | "
             f"{m['calls_per_user']:.1f} | {m['tokens_per_user']:.0f} | {m['seconds_per_user']} | "
             f"{'n/a (local model, no price)' if m['usd_per_user'] is None else m['usd_per_user']} |",
             "",

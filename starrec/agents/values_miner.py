@@ -96,8 +96,11 @@ def clean_proposal(
     cited: dict[str, list[str]] = {}
     for entry in proposal.values:
         name = entry.value.strip().lower().replace("-", "_").replace(" ", "_")
-        if name not in SCHWARTZ_VALUES or name in weights:
+        if name not in SCHWARTZ_VALUES:
             counters.count("unknown_values")
+            continue
+        if name in weights:  # a repeat: JSON schema cannot forbid one, so constrained answers have them too
+            counters.count("repeated_values")
             continue
         if not 0.0 <= entry.weight <= 1.0:
             counters.count("weights_clipped")

@@ -74,6 +74,7 @@ class MiningReport:
     rounds: dict[str, int] = field(default_factory=dict)
     hallucinated_ids: int = 0
     unknown_values: int = 0
+    repeated_values: int = 0
     calls_per_user: float = 0.0
     tokens_per_user: float = 0.0
     usd_per_user: float | None = None
@@ -97,6 +98,7 @@ def _summarise(report: MiningReport, runs: list[Trajectory]) -> None:
     report.rounds = {str(r): rounds.count(r) for r in sorted(set(rounds))}
     report.hallucinated_ids = sum(run.repairs.get("hallucinated_ids", 0) for run in done)
     report.unknown_values = sum(run.repairs.get("unknown_values", 0) for run in done)
+    report.repeated_values = sum(run.repairs.get("repeated_values", 0) for run in done)
     report.calls_per_user = sum(run.llm_calls for run in done) / len(done)
     report.tokens_per_user = sum(run.prompt_tokens + run.completion_tokens for run in done) / len(done)
     costs = [run.cost_usd for run in done]

@@ -84,10 +84,12 @@ def test_deadlock_falls_back_to_the_first_evaluator_after_the_round_limit(store,
 
 
 def test_hallucinated_ids_and_unknown_values_are_dropped_and_counted(store, tmp_path: Path) -> None:
-    bad = proposal({**KIND, "wealth": 0.9}, ids=["m1", "not-an-item"])
+    bad = json.loads(proposal({**KIND, "wealth": 0.9}, ids=["m1", "not-an-item"]))
+    bad["values"].append(dict(bad["values"][0], weight=0.1))  # benevolence again
+    bad = json.dumps(bad)
     report, _ = run(store, tmp_path, {"value evaluator": [bad], "value supervisor": [bad]})
     assert report.hallucinated_ids == 2 * 4 * 3  # users x answers x values citing it
-    assert report.unknown_values == 2 * 4
+    assert report.unknown_values == 2 * 4 and report.repeated_values == 2 * 4
     profile, _ = store.get_value_profile("u2")
     assert all("not-an-item" not in score.item_ids for score in profile.scores)
 
