@@ -185,6 +185,11 @@ def test_contrastive_value_term_aligns_users_who_share_values(planted: tuple[Dat
     plain.fit(train)
     valued.fit(train)
     assert same_cluster_margin(valued) > same_cluster_margin(plain) + 0.1
+    # No contrastive collapse: the users do not fold onto one direction (all cosines near 1).
+    users, _ = valued._trainer.vectors()
+    unit = users / np.linalg.norm(users, axis=1, keepdims=True)
+    off_diagonal = (unit @ unit.T)[~np.eye(len(unit), dtype=bool)]
+    assert float(off_diagonal.mean()) < 0.5
     rankings = [list(valued.rank(r)) for r in requests_for(tasks, train)]
     assert hit_rate_at_k(rankings, [t.ground_truth for t in tasks], 5) >= 0.9
     aligned = torch.eye(3)

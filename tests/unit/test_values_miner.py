@@ -121,3 +121,34 @@ def test_values_mine_command_writes_a_json_report(tmp_path: Path) -> None:
     assert report["users"] == 2 and report["consensus_rate"] == 1.0 and report["calls_per_user"] == 4
     again = json.loads(CliRunner().invoke(app, args).output.strip().splitlines()[-1])
     assert again["skipped"] == 2 and again["users"] == 0
+
+
+def test_a_failed_summarisation_cannot_smuggle_in_values_or_items() -> None:
+    """Items without metadata summarise to their bare ids; an evaluator that then invents values and
+    items gets them dropped (counted), and a profile never cites an item outside the history."""
+    import asyncio
+
+    from starrec.graphs.recording import TrajectoryRecorder
+    from starrec.graphs.values_graph import MINER_NODES, VALUES_STEP_EVENT, build_values_graph
+
+    history = [{"item_id": "m1"}, {"item_id": "m2"}]  # no title, no categories
+    invented = proposal({"wealth": 0.9, "fame": 0.8, "hedonism": 0.4}, ids=["m9", "blockbuster"])
+    model = ScriptedChatModel(
+        responses={"value evaluator": [invented], "value supervisor": [invented]}, cycle=True
+    )
+    recorder = TrajectoryRecorder(nodes=MINER_NODES, step_event=VALUES_STEP_EVENT)
+    state = asyncio.run(
+        build_values_graph(chat_model=model).ainvoke(
+            {"user_id": "u1", "domain": "movie", "history": history},
+            context=MinerContext(llm="scripted"),
+            config={"callbacks": [recorder]},
+        )
+    )
+    assert state["summaries"] == {"m1": "m1", "m2": "m2"}
+    profile = state["profile"]
+    weights = {score["value"]: score["weight"] for score in profile["values"]}
+    assert set(weights) == set(SCHWARTZ_VALUES) and weights["hedonism"] == pytest.approx(0.4)
+    assert sum(weights.values()) == pytest.approx(0.4)  # nothing but the one known value
+    assert all(item in ("m1", "m2") for score in profile["values"] for item in score["item_ids"])
+    repairs = recorder.trajectory(state, task_id="values:u1").repairs
+    assert repairs["unknown_values"] == 2 * 4 and repairs["hallucinated_ids"] == 2 * 4
