@@ -23,6 +23,7 @@ with the same arguments resumes. Writes ``benchmarks/results/full_corpus.{json,m
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -200,7 +201,12 @@ def llm_options(name: str, args: argparse.Namespace, data_dir: Path) -> tuple[Me
                                 base_url=args.base_url, extra=dict(MARS_KNOBS))  # fmt: skip
         model = "SmolLM2-135M-Instruct, local CPU" if args.llm == "local" else args.llm
         if args.base_url:  # vLLM structured outputs (on in `starrec serve`): valid answers by construction
-            options.extra["constrained_decoding"] = "vllm"
+            # starrec's own <tool_call> syntax: vLLM's native tool_choice=required needs a tool-call parser.
+            options.extra |= {
+                "constrained_decoding": "vllm",
+                "tool_protocol": "text",
+                "structured_output": "json",
+            }
             model += " on a vLLM endpoint, constrained decoding"
         return options, f"MARS ({model}) re-ranking {RETRIEVER} top {args.retrieve_n}"
     if name == "star":
@@ -394,7 +400,8 @@ def command_line() -> str:
 def llm_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """What an LLM row was measured with: a stored row or answer file is reused only for the same."""
     model = args.llm if name == "mars" else args.star_model
-    return {"model": model, "endpoint": bool(args.base_url)}
+    options, _ = llm_options(name, args, Path())
+    return {"model": model, "endpoint": bool(args.base_url), "knobs": dict(sorted(options.extra.items()))}
 
 
 def answers_path(name: str, args: argparse.Namespace) -> Path:
@@ -402,7 +409,8 @@ def answers_path(name: str, args: argparse.Namespace) -> Path:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", str(setup["model"])).strip("-") + (
         "-endpoint" if setup["endpoint"] else ""
     )
-    return args.work / f"{name}-answers-seed{args.seed}-n{args.retrieve_n}-{slug}.jsonl"
+    knobs = hashlib.sha256(json.dumps(setup["knobs"]).encode()).hexdigest()[:8]
+    return args.work / f"{name}-answers-seed{args.seed}-n{args.retrieve_n}-{slug}-{knobs}.jsonl"
 
 
 def run_rows(
