@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
+
+from benchmark_scripts import load_benchmark
 
 from starrec.data.scenarios import SCENARIOS
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "baselines.py"
-
-
-def load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("baselines_benchmark", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_benchmark_writes_json_markdown_and_plot(ml100k_dir: Path, tmp_path: Path) -> None:
-    benchmark = load_benchmark()
-    arguments = ["--n", "5", "--methods", "random,pop,itemknn", "--no-tune", "--out", str(tmp_path)]
+    benchmark = load_benchmark("baselines")
+    arguments = ["--n", "5", "--methods", "random,pop,itemknn", "--no-tune", "--out", str(tmp_path),
+                 "--work", str(tmp_path / "work")]  # fmt: skip
     payload = benchmark.main(arguments)
     saved = json.loads((tmp_path / "baselines.json").read_text())
     assert saved["command"] == "python benchmarks/baselines.py --n 5 --methods random,pop,itemknn --no-tune"
@@ -38,3 +29,20 @@ def test_benchmark_writes_json_markdown_and_plot(ml100k_dir: Path, tmp_path: Pat
     markdown = (tmp_path / "baselines.md").read_text()
     assert "| itemknn |" in markdown and "Not tuned" in markdown
     assert (tmp_path / "baselines.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_stopped_run_resumes_from_its_cells(ml100k_dir: Path, tmp_path: Path) -> None:
+    benchmark = load_benchmark("baselines")
+    arguments = ["--n", "5", "--methods", "random,pop", "--no-tune", "--out", str(tmp_path),
+                 "--work", str(tmp_path / "work")]  # fmt: skip
+    benchmark.main(arguments)
+    cells_file = tmp_path / "work" / "untuned" / "cells.json"
+    cells = json.loads(cells_file.read_text())
+    assert set(cells) == set(SCENARIOS) and set(cells["classic"]) == {"random", "pop"}
+    cells["classic"]["pop"]["hr_avg"] = 0.123  # a marker: a resumed run reads it, not re-measures
+    del cells["classic"]["random"]  # as if the run had stopped before this cell
+    cells_file.write_text(json.dumps(cells))
+    again = benchmark.main(arguments)
+    assert again["results"]["classic"]["pop"]["hr_avg"] == 0.123
+    assert again["results"]["classic"]["random"]["n_tasks"] == 5  # measured again
+    assert "random" in json.loads(cells_file.read_text())["classic"]

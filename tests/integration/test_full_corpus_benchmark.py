@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "full_corpus.py"
-
-
-def load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("full_corpus_benchmark", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def test_benchmark_writes_json_markdown_and_plot_and_resumes(ml100k_dir: Path, tmp_path: Path) -> None:
-    benchmark = load_benchmark()
+    benchmark = load_benchmark("full_corpus")
     arguments = ["--n", "8", "--methods", "pop,itemknn", "--rerankers", "", "--work", str(tmp_path / "work"),
                  "--results", str(tmp_path)]  # fmt: skip
     benchmark.main(arguments)
@@ -42,7 +31,7 @@ def test_benchmark_writes_json_markdown_and_plot_and_resumes(ml100k_dir: Path, t
 
 
 def test_paired_delta_compares_the_same_users() -> None:
-    benchmark = load_benchmark()
+    benchmark = load_benchmark("full_corpus")
     llm = {"label": "llm", "ranks": {"a": 1, "b": 20, "c": None}}
     base = {"label": "base", "ranks": {"a": 2, "b": 5, "c": None, "d": 1}}
     delta = benchmark.paired_delta(llm, base)
@@ -57,7 +46,7 @@ def test_llm_rows_resume_and_a_stopped_run_is_scored_partially(
     """A stand-in re-ranker (pop, with a sorted 'prior') replaces MARS: the rows' plumbing, not the LLM."""
     from starrec.eval.methods import MethodOptions, make_method
 
-    benchmark = load_benchmark()
+    benchmark = load_benchmark("full_corpus")
     calls: list[str] = []
 
     def stand_in(name: str, options: MethodOptions | None = None):

@@ -5,12 +5,12 @@ started). Training runs end to end in tests/integration/test_pipeline.py (slow).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from benchmark_scripts import load_benchmark
 from distill_fixtures import scripted_teacher
 from mars_fixtures import build_movie_dataset, default_script
 from test_serving_loop import ScriptedServer
@@ -197,14 +197,8 @@ def test_stages_and_every_eval_row_without_training(world: dict[str, Any]) -> No
 
 
 def benchmark() -> Any:
-    """``benchmarks/star_vs_mars.py`` as a module (benchmarks are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "star_vs_mars", TINY.parents[1] / "benchmarks" / "star_vs_mars.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``benchmarks/star_vs_mars.py`` as a module."""
+    return load_benchmark("star_vs_mars")
 
 
 def test_planner_sft_makes_only_eval_stale() -> None:
