@@ -11,6 +11,7 @@ measured, so a stopped run resumes where it stopped (SASRec fits take minutes ea
 is re-measured when its method's chosen hyper-parameters differ from the ones it was run with.
 
     python benchmarks/baselines.py [--n 100] [--seed 0] [--methods random,identity,...] [--no-tune]
+        [--keep-tuning sasrec]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,14 @@ from rich.console import Console
 from rich.table import Table
 
 from starrec.baselines.training import EmbeddingConfig
-from starrec.baselines.tuning import METRIC_KEYS, SEARCH_SPACES, TuningResult, tune, validation_split
+from starrec.baselines.tuning import (
+    METRIC_KEYS,
+    SEARCH_SPACES,
+    SELECTION_RULE,
+    TuningResult,
+    tune,
+    validation_split,
+)
 from starrec.config import get_settings
 from starrec.data import fetch_movielens_100k, load_dataset
 from starrec.data.scenarios import SCENARIOS, build_tasks, data_files_fingerprint
@@ -56,6 +65,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated method names.")
     parser.add_argument("--no-tune", action="store_true", help="Use each method's default config.")
+    parser.add_argument(
+        "--keep-tuning",
+        default="",
+        help=(
+            "Comma-separated methods whose checkpointed tuning is reused even though another selection "
+            f"rule made it (the current one is {SELECTION_RULE!r}); the results say so."
+        ),
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="Where the json/md/png go.")
     parser.add_argument(
         "--work",
@@ -67,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.work is None:
         args.work = REPO_ROOT / "benchmarks" / "work" / f"baselines-n{args.n}-seed{args.seed}"
     args.methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    args.keep_tuning = [name.strip() for name in args.keep_tuning.split(",") if name.strip()]
     unknown = [name for name in args.methods if name not in METHODS]
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
@@ -116,9 +134,18 @@ class Checkpoint:
 
 
 def tune_methods(
-    dataset: Dataset, tasks: dict[str, list[Task]], methods: list[str], seed: int, checkpoint: Checkpoint
+    dataset: Dataset,
+    tasks: dict[str, list[Task]],
+    methods: list[str],
+    seed: int,
+    checkpoint: Checkpoint,
+    keep: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Tune on a validation split of the view with *all* scenarios' test tasks hidden."""
+    """Tune on a validation split of the view with *all* scenarios' test tasks hidden.
+
+    A checkpointed result is reused when the current :data:`SELECTION_RULE` made it; one made by
+    an older rule is tuned again, unless its method is in ``keep`` (then it is reused and noted).
+    """
     every_task = [task for scenario_tasks in tasks.values() for task in scenario_tasks]
     split = validation_split(dataset.hide_from(every_task), seed=seed)
     console.print(f"validation split: {len(split.tasks)} tasks from the training view")
@@ -126,8 +153,17 @@ def tune_methods(
     for name in methods:
         if name not in TUNED:
             continue
-        if name in results:
-            console.print(f"tuned {name}: {results[name]['best_params']} (from {checkpoint.folder})")
+        saved = results.get(name)
+        if saved is not None and saved.get("selection", "best-mean") == SELECTION_RULE:
+            console.print(f"tuned {name}: {saved['best_params']} (from {checkpoint.folder})")
+            continue
+        if saved is not None and name in keep:
+            rule = saved.get("selection", "best-mean")
+            kept = f"tuned by the earlier {rule!r} rule (one seed, best mean); kept by --keep-tuning"
+            if kept not in saved.get("note", ""):
+                saved["note"] = "; ".join(filter(None, [saved.get("note"), kept]))
+                checkpoint.save("tuning", results)
+            console.print(f"tuned {name}: {saved['best_params']} ({kept})")
             continue
         best: TuningResult = tune(name, split, seed=seed)
         results[name] = best.as_dict()
@@ -233,18 +269,22 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
         lines.append("Not tuned (`--no-tune`): each method's default config.")
     else:
         lines += [
-            f"Chosen by validation HR_avg on {tuning['n_validation_tasks']} validation tasks (each sampled "
-            "training user's last training interaction + 19 never-seen negatives, carved from the view with "
-            "every scenario's test tasks hidden). Test tasks were never scored during tuning.",
+            f"Chosen on {tuning['n_validation_tasks']} validation tasks (each sampled training user's last "
+            "training interaction + 19 never-seen negatives, carved from the view with every scenario's test "
+            "tasks hidden). Test tasks were never scored during tuning. Rule `one-se`: each trial's "
+            "per-task validation HR_avg is averaged over the training seeds shown, and a configuration "
+            "replaces the running best (starting at the defaults) only when its paired gain exceeds one "
+            "standard error; `best-mean` (the earlier rule): one seed, the highest mean wins.",
             "",
-            "| method | chosen | validation HR_avg | configs tried | tuning s |",
-            "|---|---|---:|---:|---:|",
+            "| method | chosen | validation HR_avg | rule | seeds | configs tried | tuning s |",
+            "|---|---|---:|---|---:|---:|---:|",
         ]
         for name, result in tuning["methods"].items():
             chosen = ", ".join(f"{key}={value}" for key, value in result["best_params"].items())
             tried = result.get("configs_tried", len(result["trials"]))
             lines.append(
                 f"| {name} | {chosen} | {result['best_validation']['hr_avg']:.4f} | "
+                f"{result.get('selection', 'best-mean')} | {result.get('seeds', 1)} | "
                 f"{tried} | {result['seconds']:.0f} |"
             )
         notes = [
@@ -320,7 +360,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dataset = load_dataset(data_dir)
     tasks = build_scenario_tasks(data_dir, dataset, args.n, args.seed)
     checkpoint = Checkpoint(args.work / ("untuned" if args.no_tune else "tuned"))
-    tuning = None if args.no_tune else tune_methods(dataset, tasks, args.methods, args.seed, checkpoint)
+    tuning = (
+        None
+        if args.no_tune
+        else tune_methods(dataset, tasks, args.methods, args.seed, checkpoint, args.keep_tuning)
+    )
     params = {name: result["best_params"] for name, result in (tuning or {"methods": {}})["methods"].items()}
     results = evaluate_all(dataset, tasks, args.methods, params, args.seed, checkpoint)
     command = "python benchmarks/baselines.py" + "".join(
@@ -330,6 +374,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f" --seed {args.seed}" if args.seed else "",
             f" --methods {','.join(args.methods)}" if tuple(args.methods) != METHODS else "",
             " --no-tune" if args.no_tune else "",
+            f" --keep-tuning {','.join(args.keep_tuning)}" if args.keep_tuning else "",
         )
     )
     payload = {

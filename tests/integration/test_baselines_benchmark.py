@@ -46,3 +46,30 @@ def test_a_stopped_run_resumes_from_its_cells(ml100k_dir: Path, tmp_path: Path) 
     assert again["results"]["classic"]["pop"]["hr_avg"] == 0.123
     assert again["results"]["classic"]["random"]["n_tasks"] == 5  # measured again
     assert "random" in json.loads(cells_file.read_text())["classic"]
+
+
+def test_tuning_made_by_an_older_rule_is_redone_unless_kept(ml100k_dir: Path, tmp_path: Path) -> None:
+    benchmark = load_benchmark("baselines")
+    from starrec.baselines.tuning import SELECTION_RULE
+    from starrec.data import load_dataset
+
+    dataset = load_dataset(ml100k_dir)
+    tasks = benchmark.build_scenario_tasks(ml100k_dir, dataset, 5, 0)
+    checkpoint = benchmark.Checkpoint(tmp_path / "tuned")
+    old = {
+        "method": "itemknn",
+        "best_params": {"window": 50, "decay": 0.9, "shrink": 20.0},
+        "best_validation": {"hr_avg": 0.5},
+        "n_validation_tasks": 1,
+        "seconds": 1,
+        "trials": [],
+    }
+    checkpoint.save("tuning", {"itemknn": old})
+    kept = benchmark.tune_methods(dataset, tasks, ["itemknn"], 0, checkpoint, keep=["itemknn"])
+    assert kept["methods"]["itemknn"]["best_params"] == old["best_params"]
+    assert "kept by --keep-tuning" in kept["methods"]["itemknn"]["note"]
+    redone = benchmark.tune_methods(dataset, tasks, ["itemknn"], 0, checkpoint)
+    assert redone["methods"]["itemknn"]["selection"] == SELECTION_RULE
+    assert len(redone["methods"]["itemknn"]["trials"]) > 1
+    saved = json.loads((tmp_path / "tuned" / "tuning.json").read_text())
+    assert saved["itemknn"]["selection"] == SELECTION_RULE

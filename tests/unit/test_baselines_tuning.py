@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 from baselines_fixtures import planted_clusters
 
-from starrec.baselines.tuning import VALIDATION_SCENARIO, tune, validation_split
+from starrec.baselines.tuning import (
+    SELECTION_RULE,
+    VALIDATION_SCENARIO,
+    Trial,
+    beats,
+    paired_gain,
+    tune,
+    validation_split,
+)
 from starrec.data.schema import Dataset, Task
 
 TRUTH_POSITION = 7
@@ -95,6 +103,50 @@ def test_coordinate_search_tries_each_knob_with_the_best_of_the_others(
     assert tried[0] == {"max_epochs": 0, "embedding_dim": 16, "early_stopping": False}
     # max_epochs=25 beats an untrained model, so the embedding_dim knob is searched with it.
     assert tried[1]["max_epochs"] == 25 and tried[2] == {**tried[1], "embedding_dim": 8}
-    assert result.best_metrics["hr_avg"] == max(t.metrics["hr_avg"] for t in result.trials)
+    # The winner is the trained model; embedding_dim=8 replaces 16 only by more than one SE.
+    assert result.best_params["max_epochs"] == 25
+    last = result.trials[2]
+    assert last.gain is not None and last.gain_se is not None
+    assert (result.best_params == tried[2]) == (last.gain > last.gain_se)
     with pytest.raises(ValueError, match="empty search space"):
         tune("bpr", split, space={})
+
+
+def test_paired_gain_is_the_mean_difference_with_its_standard_error() -> None:
+    gain, se = paired_gain([1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0])
+    assert gain == pytest.approx(0.5)
+    # differences 1, 0, 0, 1: sample SD sqrt(1/3), SE sqrt(1/3) / 2
+    assert se == pytest.approx((1 / 3) ** 0.5 / 2)
+    with pytest.raises(ValueError, match="cannot pair"):
+        paired_gain([1.0], [1.0, 0.0])
+
+
+def test_a_gain_within_one_standard_error_keeps_the_incumbent() -> None:
+    incumbent = Trial({"a": 1}, {"hr_avg": 0.5}, 0.0, [1.0, 0.0] * 50)
+    # Two tasks better and one worse out of 100: gain 0.01, SE 0.017 -> not beyond one SE.
+    noise = Trial({"a": 2}, {"hr_avg": 0.51}, 0.0, [1.0, 1.0, 1.0, 1.0, 0.0, 0.0] + [1.0, 0.0] * 47)
+    assert not beats(noise, incumbent)
+    assert noise.gain == pytest.approx(0.01) and noise.gain_se == pytest.approx(0.0174, abs=1e-4)
+    real = Trial({"a": 3}, {"hr_avg": 0.6}, 0.0, [1.0, 1.0] * 10 + [1.0, 0.0] * 40)
+    assert beats(real, incumbent)
+
+
+def test_grid_points_must_win_beyond_noise_and_trials_average_seeds(
+    trap: tuple[Dataset, list[Task], Dataset],
+) -> None:
+    _, _, train = trap
+    split = validation_split(train, seed=0, max_users=40)
+    point = {"max_epochs": 20, "early_stopping": False, "embedding_dim": 8, "batch_size": 256}
+    same = {**point, "batch_size": 255}  # a different key, an (almost) identical fit
+    one = tune("bpr", split, seed=0, grid=[point], seeds=1)
+    two = tune("bpr", split, seed=0, grid=[point, same], seeds=2)
+    assert two.seeds == 2 and two.as_dict()["selection"] == SELECTION_RULE
+    first = two.trials[0]
+    assert len(first.per_task) == 40
+    assert sum(first.per_task) / 40 == pytest.approx(first.metrics["hr_avg"])
+    # Two seeds are not one: the averaged trial differs from the single fit on some task.
+    assert first.per_task != one.trials[0].per_task
+    # A near-copy of the first point cannot displace it on noise.
+    assert two.best_params == point
+    with pytest.raises(ValueError, match="seeds must be"):
+        tune("bpr", split, grid=[point], seeds=0)
