@@ -104,9 +104,25 @@ def harness_row(
         cost,
         prices,
         errors=invalid["errors"],
+        error_examples=error_examples(report),
         repaired_task_share=invalid["repaired_tasks"] / n,
         **extra,
     )
+
+
+def error_examples(report: dict[str, Any], limit: int = 3) -> list[str]:
+    """Up to ``limit`` distinct (redacted) error messages of the tasks whose answer raised.
+
+    Kept in the row so that a group that errored says why without re-running it.
+    """
+    seen: list[str] = []
+    for entry in report.get("per_task", []):
+        message = entry.get("error")
+        if message and message not in seen:
+            seen.append(message)
+            if len(seen) == limit:
+                break
+    return seen
 
 
 def timed(method: Any, tasks: list[Task], dataset: Dataset, seed: int) -> tuple[dict[str, Any], float]:
@@ -404,7 +420,9 @@ class Evaluation:
                     self.prices,
                     k=k,
                     errors=report["invalid"]["errors"],
+                    error_examples=error_examples(report),
                     chain_errors=stats.get("chain_errors", 0),
+                    chain_error_kinds=stats.get("chain_error_kinds", {}),
                     any_of_k_hr1=any_hit / n,
                     chain_s_per_task=sum(c.seconds for c in chains) / n,
                     **rates,

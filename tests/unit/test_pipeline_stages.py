@@ -24,7 +24,7 @@ from starrec.eval.metrics import summarize
 from starrec.graphs.teach import RunFolderBusyError, run_folder_lock
 from starrec.llm.scripted import ScriptedChatModel
 from starrec.pipeline import WorkLayout, load_config, run_pipeline
-from starrec.pipeline.evaluation import eval_stage, finished_rows
+from starrec.pipeline.evaluation import error_examples, eval_stage, finished_rows
 from starrec.pipeline.runner import stale_before
 from starrec.pipeline.stages import PipelineRun
 
@@ -298,3 +298,22 @@ def test_teach_stops_at_a_busy_run_folder_before_starting_a_server(world: dict[s
         pytest.raises(RunFolderBusyError, match="is being written by"),
     ):
         run_pipeline(config, only="teach")  # a vLLM start would fail first here (no .venv-vllm in tests)
+
+
+def test_a_row_keeps_distinct_error_messages_of_the_tasks_that_raised() -> None:
+    report = {
+        "per_task": [
+            {"task_id": "a", "error": None},
+            {"task_id": "b", "error": "APIConnectionError: Connection refused"},
+            {"task_id": "c", "error": "APIConnectionError: Connection refused"},
+            {"task_id": "d", "error": "BadRequestError: seed must be an int"},
+            {"task_id": "e", "error": "TimeoutError: 120 s"},
+            {"task_id": "f", "error": "KeyError: 'x'"},
+        ]
+    }
+    assert error_examples(report) == [
+        "APIConnectionError: Connection refused",
+        "BadRequestError: seed must be an int",
+        "TimeoutError: 120 s",
+    ]
+    assert error_examples({"per_task": [{"error": None}]}) == []
