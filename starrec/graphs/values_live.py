@@ -51,7 +51,9 @@ class LiveMiningValues:
         with _MINED_LOCK:  # no key: a cache of this instance only
             self._mined = _MINED.setdefault(cache_key, {}) if cache_key is not None else {}
         self._lock = threading.Lock()
-        self._in_flight: dict[tuple[int, str], asyncio.Lock] = {}
+        self._in_flight: dict[tuple[int, str], tuple[asyncio.Lock, list[int]]] = {}
+        """(loop, user) -> its lock and how many callers hold or await it; dropped at zero, so a
+        long-lived app keeps no lock per user it ever mined."""
 
     def has_value_profiles(self) -> bool:
         """Always: a user without a stored profile is mined."""
@@ -65,19 +67,27 @@ class LiveMiningValues:
         stored = await asyncio.to_thread(self.source.value_profile, user_id)
         if stored.found:
             return stored
+        key = (id(asyncio.get_running_loop()), user_id)
         with self._lock:  # one mining per user at a time on this loop; the others wait for its result
-            user_lock = self._in_flight.setdefault((id(asyncio.get_running_loop()), user_id), asyncio.Lock())
-        async with user_lock:
-            with self._lock:
-                cached = self._mined.get(user_id)
-            if cached is not None:
-                self.counts["live_cached"] += 1
-                return cached.model_copy(update={"cached": True})
-            result = await self._mine(user_id, stored)
-            if result.found:
+            user_lock, users = self._in_flight.setdefault(key, (asyncio.Lock(), [0]))
+            users[0] += 1
+        try:
+            async with user_lock:
                 with self._lock:
-                    self._mined[user_id] = result
-        return result
+                    cached = self._mined.get(user_id)
+                if cached is not None:
+                    self.counts["live_cached"] += 1
+                    return cached.model_copy(update={"cached": True})
+                result = await self._mine(user_id, stored)
+                if result.found:
+                    with self._lock:
+                        self._mined[user_id] = result
+            return result
+        finally:
+            with self._lock:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._in_flight[key]
 
     async def _mine(self, user_id: str, stored: ValuesResult) -> ValuesResult:
         history = await asyncio.to_thread(self.history, user_id)

@@ -183,6 +183,13 @@ def test_a_user_with_no_graph_history_is_not_mined_and_is_counted(tmp_path) -> N
     assert not result.found and result.source == "none" and model.calls == []
     assert live.counts == {"live_empty_history": 1}
 
+    async def three_at_once() -> list[Any]:
+        return await asyncio.gather(*(live.avalue_profile(user) for user in ("ghost", "ghost", "shade")))
+
+    assert [r.found for r in asyncio.run(three_at_once())] == [False, False, False]
+    assert live.counts == {"live_empty_history": 4}
+    assert live._in_flight == {}  # no lock is kept per user once its callers are done
+
 
 def test_live_mining_is_bounded_by_its_round_limit_and_off_by_default(tmp_path) -> None:
     # The two supervisors disagree in every round: one round, then the fallback decides.
