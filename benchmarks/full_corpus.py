@@ -194,32 +194,37 @@ def paired_delta(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     return delta
 
 
-def llm_options(name: str, args: argparse.Namespace, data_dir: Path) -> tuple[MethodOptions, str]:
-    """Options and an honest label for an LLM re-ranker."""
+def llm_knobs(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The method knobs of an LLM re-ranker (what its rows and answer files are keyed on)."""
     if name == "mars":
-        options = MethodOptions(seed=args.seed, data_dir=data_dir, llm=args.llm, concurrency=args.concurrency,
-                                base_url=args.base_url, extra=dict(MARS_KNOBS))  # fmt: skip
-        model = "SmolLM2-135M-Instruct, local CPU" if args.llm == "local" else args.llm
+        knobs = dict(MARS_KNOBS)
         if args.base_url:  # vLLM structured outputs (on in `starrec serve`): valid answers by construction
             # starrec's own <tool_call> syntax: vLLM's native tool_choice=required needs a tool-call parser.
-            options.extra |= {
-                "constrained_decoding": "vllm",
-                "tool_protocol": "text",
-                "structured_output": "json",
-            }
+            knobs |= {"constrained_decoding": "vllm", "tool_protocol": "text", "structured_output": "json"}
+        return knobs
+    if name == "star":
+        return dict(STAR_KNOBS)
+    raise ValueError(f"unknown re-ranker {name!r}; choose from {', '.join(RERANKERS)}")
+
+
+def llm_options(name: str, args: argparse.Namespace, data_dir: Path) -> tuple[MethodOptions, str]:
+    """Options and an honest label for an LLM re-ranker."""
+    knobs = llm_knobs(name, args)
+    if name == "mars":
+        options = MethodOptions(seed=args.seed, data_dir=data_dir, llm=args.llm, concurrency=args.concurrency,
+                                base_url=args.base_url, extra=knobs)  # fmt: skip
+        model = "SmolLM2-135M-Instruct, local CPU" if args.llm == "local" else args.llm
+        if args.base_url:
             model += " on a vLLM endpoint, constrained decoding"
         return options, f"MARS ({model}) re-ranking {RETRIEVER} top {args.retrieve_n}"
-    if name == "star":
-        options = MethodOptions(seed=args.seed, data_dir=data_dir, model=args.star_model,
-                                base_url=args.base_url, concurrency=args.concurrency,
-                                extra=dict(STAR_KNOBS))  # fmt: skip
-        student = (
-            "untrained base SmolLM2-135M-Instruct as the student (no STAR checkpoint on this machine)"
-            if args.star_model == "smollm2"
-            else f"student {args.star_model}"
-        )
-        return options, f"STAR ({student}) re-ranking {RETRIEVER} top {args.retrieve_n}"
-    raise ValueError(f"unknown re-ranker {name!r}; choose from {', '.join(RERANKERS)}")
+    options = MethodOptions(seed=args.seed, data_dir=data_dir, model=args.star_model,
+                            base_url=args.base_url, concurrency=args.concurrency, extra=knobs)  # fmt: skip
+    student = (
+        "untrained base SmolLM2-135M-Instruct as the student (no STAR checkpoint on this machine)"
+        if args.star_model == "smollm2"
+        else f"student {args.star_model}"
+    )
+    return options, f"STAR ({student}) re-ranking {RETRIEVER} top {args.retrieve_n}"
 
 
 class CheckpointedReranker(Recommender):
@@ -400,8 +405,8 @@ def command_line() -> str:
 def llm_setup(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """What an LLM row was measured with: a stored row or answer file is reused only for the same."""
     model = args.llm if name == "mars" else args.star_model
-    options, _ = llm_options(name, args, Path())
-    return {"model": model, "endpoint": bool(args.base_url), "knobs": dict(sorted(options.extra.items()))}
+    knobs = dict(sorted(llm_knobs(name, args).items()))
+    return {"model": model, "endpoint": bool(args.base_url), "knobs": knobs}
 
 
 def answers_path(name: str, args: argparse.Namespace) -> Path:
