@@ -194,6 +194,16 @@ def _words(text: str, limit: int | None) -> str:
     return " ".join(word[:WORD_CHARS] for word in text.split()[:limit])
 
 
+def _first_occurrences(items: list[Any], said: frozenset[str]) -> list[Any]:
+    """``items`` without the ones in ``said`` or already listed (order kept)."""
+    seen, kept = set(said), []
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            kept.append(item)
+    return kept
+
+
 class _Compactor:
     """Bounds the free text and JSON of one run's steps to a :class:`ChainFormat`."""
 
@@ -211,18 +221,27 @@ class _Compactor:
             return flat
         return _words(_SENTENCE_END.split(flat, maxsplit=1)[0], self.fmt.thinking_words)
 
-    def value(self, value: Any) -> Any:
-        """Strings cut to ``item_words``, lists of strings to ``list_items``; empty values dropped."""
+    def value(self, value: Any, said: frozenset[str] = frozenset()) -> Any:
+        """Strings cut to ``item_words``, lists of strings to ``list_items``; empty values dropped.
+
+        In a list of strings, an item already written (earlier in the list, or in ``said``: the
+        phase's thinking) is dropped before the list is cut: small teachers repeat one sentence
+        as every conclusion, and a repeat is tokens to generate that carry nothing.
+        """
         if isinstance(value, str):
             return _words(self.clean(value), self.fmt.item_words)
         if isinstance(value, Mapping):
-            kept = {key: self.value(item) for key, item in value.items() if key not in DROPPED_OUTPUT_KEYS}
+            kept = {
+                key: self.value(item, said) for key, item in value.items() if key not in DROPPED_OUTPUT_KEYS
+            }
             return {key: item for key, item in kept.items() if item not in ("", [], {}, None)}
         if isinstance(value, list | tuple):
-            items = list(value)
-            if self.fmt.list_items is not None and not any(isinstance(i, Mapping | list) for i in items):
-                items = items[: self.fmt.list_items]
-            return [self.value(item) for item in items]
+            items = [self.value(item, said) for item in value]
+            if not any(isinstance(item, Mapping | list) for item in items):
+                items = _first_occurrences(items, said)
+                if self.fmt.list_items is not None:
+                    items = items[: self.fmt.list_items]
+            return items
         return value
 
     def body(self, step: StepRecord, bound_output: bool = True) -> list[str]:
@@ -231,8 +250,13 @@ class _Compactor:
             tool_exchange(call.name, call.arguments, call.response or call.error or "")
             for call in step.tool_calls
         ]
-        body.append(self.thinking(step.thinking))
-        output = self.value(step.output) if bound_output else step.output
+        thinking = self.thinking(step.thinking)
+        body.append(thinking)
+        if bound_output:
+            said = frozenset({thinking, _words(thinking, self.fmt.item_words)} - {""})
+            output = self.value(step.output, said)
+        else:
+            output = step.output
         if output:
             body.append(_json(output))
         return body

@@ -168,6 +168,23 @@ def test_compact_format_bounds_thinking_and_conclusions_but_keeps_the_plan_whole
     assert conclusions == '{"conclusions":["conclusion 0 word","conclusion 1 word"]}'
 
 
+def test_repeated_conclusions_and_ones_restating_the_thinking_are_dropped() -> None:
+    trajectory = make_trajectory(correction=False)
+    profile = trajectory.steps[2]
+    profile.thinking = "Rates dramas highly."
+    profile.output = {
+        "conclusions": ["Rates dramas highly.", "likes comedies", "likes comedies", "avoids horror"],
+        "evidence_ids": ["12", "12", "7"],
+    }
+    phase = parse_chain(serialise_trajectory(trajectory, fmt=ChainFormat(list_items=3))).phase("user_profile")
+    assert phase is not None
+    thinking, output = phase.content.split("\n")
+    assert thinking == "Rates dramas highly."
+    # Repeats go before the cut to list_items, so "avoids horror" (the fourth item) survives.
+    expected = {"conclusions": ["likes comedies", "avoids horror"], "evidence_ids": ["12", "7"]}
+    assert json.loads(output) == expected
+
+
 def test_recommend_holds_the_top_r_ids_or_every_id() -> None:
     trajectory = make_trajectory()
     assert (
