@@ -165,6 +165,10 @@ def sft_command(
         str,
         typer.Option(help="star (the whole chain) | planner (the planner's steps only: MARS-Planner)."),
     ] = "star",
+    save_steps: Annotated[
+        int | None,
+        typer.Option(help="Checkpoint every N steps (default 25; 0 = none); a stopped run re-run resumes."),
+    ] = None,
     cpu: CpuOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -179,20 +183,18 @@ def sft_command(
         base = StarSFTConfig(model=model, ablation=ablation, target=target)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    config = (
-        base.for_device(cpu)
-        .with_updates(
-            top_k=top_k,
-            max_steps=max_steps,
-            num_train_epochs=epochs,
-            learning_rate=learning_rate,
-            per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=grad_accum,
-            max_length=max_length,
-            recommend_top=recommend_top,
-            mask_tool_responses=mask_tool_responses,
-            seed=seed,
-        )
+    config = base.for_device(cpu).with_updates(
+        top_k=top_k,
+        max_steps=max_steps,
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        max_length=max_length,
+        recommend_top=recommend_top,
+        mask_tool_responses=mask_tool_responses,
+        seed=seed,
+        save_steps=save_steps,
     )
     console = _console()
     result = train_sft(runs, out, config, console)
@@ -203,6 +205,7 @@ def sft_command(
         f"generated budget), {s['steps']} steps, "
         f"loss {s['first_loss']:.4f} -> {s['last_loss']:.4f}, {s['s_per_step']} s/step, "
         f"{s['tokens_per_s']} tokens/s, peak {s['peak_rss_mb']} MiB. Checkpoint: {out}"
+        + (f" (resumed from {s['resumed_from']})" if s["resumed_from"] else "")
     )
 
 

@@ -129,6 +129,13 @@ class StarSFTConfig(_Config):
     bf16: bool = field(default=True, metadata={"help": "bf16 mixed precision (GPU)."})
     use_cpu: bool = field(default=False, metadata={"help": "Train on CPU."})
     logging_steps: int = field(default=1, metadata={"help": "Log loss every N steps."})
+    save_steps: int = field(
+        default=25,
+        metadata={
+            "help": "Checkpoint every N steps under OUT/trainer (latest kept); a stopped run started again "
+            "with the same config and data resumes there (0 = no checkpoints)."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed for data order, initialisation (tiny) and dropout."})
 
     STAR_ONLY: ClassVar[frozenset[str]] = frozenset(
@@ -144,7 +151,8 @@ class StarSFTConfig(_Config):
         return SFTConfig(
             output_dir=str(output_dir),
             **self.trl_fields(SFTConfig),
-            save_strategy="no",
+            save_strategy="steps" if self.save_steps else "no",
+            save_total_limit=1,
             report_to="none",
             activation_checkpointing=False,
             dataloader_num_workers=0,
@@ -204,7 +212,11 @@ class StarGRPOConfig(_Config):
     use_cpu: bool = field(default=False, metadata={"help": "Train on CPU."})
     logging_steps: int = field(default=1, metadata={"help": "Log rewards every N steps."})
     save_steps: int = field(
-        default=0, metadata={"help": "Also checkpoint every N steps (0 = only at the end)."}
+        default=10,
+        metadata={
+            "help": "Checkpoint every N steps under OUT/trainer (latest kept); a stopped run started again "
+            "with the same config, SFT model and RL data resumes there (0 = no checkpoints)."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed for sampling and data order."})
 
@@ -234,10 +246,11 @@ class StarGRPOConfig(_Config):
         from trl import GRPOConfig
 
         passed = self.trl_fields(GRPOConfig)
-        passed["save_steps"] = self.save_steps or 500  # 0 here means: only the final checkpoint
+        passed["save_steps"] = self.save_steps or 500  # TRL wants > 0 even with save_strategy "no"
         return GRPOConfig(
             output_dir=str(output_dir),
             **passed,
+            save_total_limit=1,
             use_vllm=False,
             activation_checkpointing=False,
             save_strategy="steps" if self.save_steps else "no",

@@ -113,10 +113,15 @@ def train_grpo(
     from starrec.distill.rldata import load_rl_data
     from starrec.distill.training import (
         StepLog,
+        checkpoint_logs,
+        drop_checkpoints,
         load_student,
         make_step_logger,
+        mark_resumable,
         peak_rss_mb,
         plot_curves,
+        resume_point,
+        run_identity,
         save_trained,
         write_json,
     )
@@ -132,11 +137,24 @@ def train_grpo(
     model, tokenizer = load_student(sft_dir)
     tokenizer.padding_side = "left"
     executor = ToolExecutor(evidence if config.ablation != "no_tools" else None, config.tool_k)
-    log = StepLog()
+    trainer_dir = out / "trainer"
+    sft_config = sft_dir / "config.json"
+    identity = run_identity(
+        config,
+        {
+            "rl_data": dataset.to_list(),
+            "sft_model": str(sft_dir.resolve()),
+            "sft_config": sft_config.read_text() if sft_config.is_file() else None,
+        },
+    )
+    resume = resume_point(trainer_dir, identity)
+    if console is not None and resume is not None:
+        console.print(f"resuming GRPO from {resume}")
+    log = StepLog(logs=checkpoint_logs(resume))
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=star_reward_funcs(config.ablation),
-        args=config.to_trl(out / "trainer"),
+        args=config.to_trl(trainer_dir),
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[make_step_logger(log, console)],
@@ -144,12 +162,15 @@ def train_grpo(
             executor, config, tokenizer, info.get("config", {}).get("recommend_top", DEFAULT_RECOMMEND_TOP)
         ),
     )
+    if trainer.is_world_process_zero():
+        mark_resumable(trainer_dir, identity)
     started = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
     writer = save_trained(trainer, out)  # under accelerate launch, only one process writes files
     if writer:
         config.save(out)
+        drop_checkpoints(trainer_dir)
     result = GRPOResult(
         out=out,
         steps=trainer.state.global_step,

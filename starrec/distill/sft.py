@@ -115,13 +115,17 @@ class SFTResult:
     trained_tokens: int = 0
     mean_example_tokens: int = 0
     seconds: float = 0.0
+    """Training seconds of this invocation (after ``resumed_from``, when it resumed)."""
     peak_rss_mb: float = 0.0
+    resumed_from: str | None = None
+    """The checkpoint a stopped run was resumed from (None: trained from the start)."""
 
     def summary(self) -> dict[str, Any]:
         timed = self.step_seconds[1:] or self.step_seconds  # the first step pays for warm-up
         mean_step = sum(timed) / len(timed) if timed else 0.0
         return {
             "out": str(self.out),
+            "resumed_from": self.resumed_from,
             "filter": self.report.to_dict(),
             "examples": self.examples,
             "dropped_too_long": self.dropped_too_long,
@@ -146,10 +150,15 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
 
     from starrec.distill.training import (
         StepLog,
+        checkpoint_logs,
+        drop_checkpoints,
         load_student,
         make_step_logger,
+        mark_resumable,
         peak_rss_mb,
         plot_curves,
+        resume_point,
+        run_identity,
         save_trained,
         write_json,
     )
@@ -181,10 +190,15 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
                 "<recommend>); raise --max-length to keep them[/yellow]"
             )
     train_dataset = Dataset.from_list(fitting)
-    log = StepLog()
+    trainer_dir = out / "trainer"
+    identity = run_identity(config, [row["input_ids"] for row in fitting])
+    resume = resume_point(trainer_dir, identity)
+    if console is not None and resume is not None:
+        console.print(f"resuming SFT from {resume}")
+    log = StepLog(logs=checkpoint_logs(resume))
     trainer = SFTTrainer(
         model=model,
-        args=config.to_trl(out / "trainer"),
+        args=config.to_trl(trainer_dir),
         train_dataset=train_dataset,
         processing_class=tokenizer,
         callbacks=[make_step_logger(log, console)],
@@ -192,12 +206,14 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
     writer = trainer.is_world_process_zero()  # under accelerate launch, only one process writes files
     if writer:
         Dataset.from_list(rows).save_to_disk(str(out / "sft_data"))
+        mark_resumable(trainer_dir, identity)
     started = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
     save_trained(trainer, out)
     if writer:
         config.save(out)
+        drop_checkpoints(trainer_dir)
     steps = trainer.state.global_step
     epochs = trainer.state.epoch or 0.0
     result = SFTResult(
@@ -213,6 +229,7 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
         mean_example_tokens=sum(len(row["input_ids"]) for row in fitting) // len(fitting),
         seconds=seconds,
         peak_rss_mb=peak_rss_mb(),
+        resumed_from=resume,
     )
     if writer:
         write_json(out / "sft_metrics.json", result.summary())

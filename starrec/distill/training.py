@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,75 @@ def load_student(model_dir: Path, dtype: str = "float32") -> tuple[Any, Any]:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
     return model, tokenizer
+
+
+RESUME_FILE = "resume.json"
+"""Beside a run's checkpoints: the config and data they were trained with (a resume must match)."""
+
+
+def run_identity(config: Any, data: Any) -> dict[str, Any]:
+    """What an interrupted training run must share with its re-run to resume: the config as JSON and
+    a SHA-256 of the training data."""
+    from dataclasses import asdict
+
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return {"config": json.loads(json.dumps(asdict(config), default=str)), "data_sha256": digest}
+
+
+def resume_point(trainer_dir: Path, identity: dict[str, Any]) -> str | None:
+    """The latest checkpoint under ``trainer_dir`` left by a stopped run of the same config and data.
+
+    None when there is none; an error when its checkpoints come from another config or data (a
+    resume would silently mix two runs).
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
+    if last is None:
+        return None
+    marker = trainer_dir / RESUME_FILE
+    recorded = json.loads(marker.read_text()) if marker.is_file() else None
+    if recorded != identity:
+        changed = (
+            "no record of what made them"
+            if recorded is None
+            else "another config"
+            if recorded["config"] != identity["config"]
+            else "other training data"
+        )
+        raise ValueError(
+            f"{trainer_dir} holds checkpoints of a run with {changed}; delete {trainer_dir} to train "
+            "from the start, or give another output folder"
+        )
+    return last
+
+
+def mark_resumable(trainer_dir: Path, identity: dict[str, Any]) -> None:
+    """Record what the checkpoints about to be written under ``trainer_dir`` are trained with."""
+    trainer_dir.mkdir(parents=True, exist_ok=True)
+    (trainer_dir / RESUME_FILE).write_text(json.dumps(identity, indent=2) + "\n")
+
+
+def checkpoint_logs(checkpoint: str | None) -> list[dict[str, Any]]:
+    """The trainer's logs up to ``checkpoint`` (so a resumed run's curve starts at step 1)."""
+    if checkpoint is None:
+        return []
+    state = Path(checkpoint) / "trainer_state.json"
+    if not state.is_file():
+        return []
+    history = json.loads(state.read_text()).get("log_history", [])
+    return [
+        {key: value for key, value in entry.items() if isinstance(value, int | float)}
+        for entry in history
+        if "step" in entry
+    ]
+
+
+def drop_checkpoints(trainer_dir: Path) -> None:
+    """Remove the intermediate checkpoints once the final model is saved (each holds the optimizer)."""
+    for folder in trainer_dir.glob("checkpoint-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    (trainer_dir / RESUME_FILE).unlink(missing_ok=True)
 
 
 def save_trained(trainer: Any, out: Path) -> bool:

@@ -176,6 +176,48 @@ def test_sft_two_steps_via_cli(recorded: dict[str, Path], tmp_path: Path) -> Non
     assert json.loads((out / "star_config.json").read_text())["use_cpu"] is True
 
 
+class Stopped(RuntimeError):
+    """Stands in for a kill: raised at the end of one training step."""
+
+
+def test_a_stopped_sft_resumes_from_its_last_checkpoint(
+    recorded: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import TrainerCallback
+
+    import starrec.distill.training as training
+    from starrec.distill.config import StarSFTConfig
+    from starrec.distill.sft import train_sft
+
+    out = tmp_path / "sft"
+    config = StarSFTConfig(model="tiny", max_steps=4, save_steps=2, max_length=4096).for_device(cpu=True)
+    logger = training.make_step_logger
+
+    class StopAtStep3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise Stopped("killed after step 3")
+
+    # The first run logs nothing itself: steps 1-2 of the final curve must come from the checkpoint.
+    monkeypatch.setattr(training, "make_step_logger", lambda log, console=None: StopAtStep3())
+    with pytest.raises(Stopped):
+        train_sft(recorded["runs"], out, config)
+    assert [p.name for p in (out / "trainer").glob("checkpoint-*")] == ["checkpoint-2"]
+    assert not (out / "config.json").exists()
+
+    with pytest.raises(ValueError, match=r"another config; delete .* to train from the start"):
+        train_sft(recorded["runs"], out, StarSFTConfig(**{**config.__dict__, "learning_rate": 1e-3}))
+
+    monkeypatch.setattr(training, "make_step_logger", logger)
+    result = train_sft(recorded["runs"], out, config)
+    assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-2")
+    assert result.steps == 4
+    assert [step for step, _ in result.losses] == [1, 2, 3, 4]  # steps 1-2 come from the checkpoint
+    assert len(result.step_seconds) == 2  # only steps 3 and 4 ran again
+    assert (out / "model.safetensors").is_file() and not list((out / "trainer").glob("checkpoint-*"))
+    assert json.loads((out / "sft_metrics.json").read_text())["resumed_from"] == result.resumed_from
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_filter_sft_rldata_grpo(recorded: dict[str, Path], tmp_path: Path) -> None:
     sft_dir, rl_dir, grpo_dir = tmp_path / "sft", tmp_path / "rl", tmp_path / "grpo"
