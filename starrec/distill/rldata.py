@@ -8,6 +8,7 @@ are dropped. The three buckets are then mixed easy:medium:hard = 3:4:3.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -238,15 +239,21 @@ def build_rl_data(
     if reserve is None:
         reserve = recommend_reserve(config.recommend_top)
     check_reserve(reserve, config.max_completion_length, "max_completion_length")
-    torch.manual_seed(config.seed)
     model, tokenizer = load_student(Path(model_dir))
     executor = ToolExecutor(evidence if config.ablation != "no_tools" else None, config.tool_k)
     chosen = list(instances)[: config.limit] if config.limit else list(instances)
     if not chosen:
         raise ValueError("no instance to sample: the runs hold no task with a ground truth")
+    config_record = {key: getattr(config, key) for key in RLDataConfig.__dataclass_fields__}
+    partial = SamplesCheckpoint(out / SAMPLES_PARTIAL, {"model": str(model_dir), "config": config_record})
+    done = partial.load()
     started = time.perf_counter()
     generated_tokens = 0
-    for instance in track(chosen, description="Sampling the student", disable=not progress):
+    for index, instance in enumerate(track(chosen, description="Sampling the student", disable=not progress)):
+        if instance.task_id in done:
+            restore_instance(instance, done[instance.task_id])
+            continue
+        torch.manual_seed(config.seed * 1_000_003 + index)  # per instance: a resumed run samples the same
         prompt_ids = chat_prompt_ids(tokenizer, instance.prompt, config.max_prompt_length)
         rollouts = generate_rollouts(
             model,
@@ -265,6 +272,7 @@ def build_rl_data(
         instance.tool_calls = sum(rollout.tools.calls for rollout in rollouts)
         instance.tool_errors = sum(rollout.tools.errors + rollout.tools.refused for rollout in rollouts)
         instance.bucket = bucket_of(instance.hits, config.samples)
+        partial.append(instance.row())
     seconds = time.perf_counter() - started
     buckets = {name: [i for i in chosen if i.bucket == name] for name in BUCKETS}
     mixed = mix_buckets(buckets, parse_mix(config.mix), config.total, config.seed)
@@ -280,7 +288,8 @@ def build_rl_data(
     Dataset.from_list([instance.row() for instance in chosen]).save_to_disk(str(out / "all"))
     summary = {
         "model": str(model_dir),
-        "config": {key: getattr(config, key) for key in RLDataConfig.__dataclass_fields__},
+        "config": config_record,
+        "resumed_instances": len(done),
         "evidence": {"data": _path_text(evidence_dirs[0]), "tasks": _path_text(evidence_dirs[1])},
         "instances": len(chosen),
         "buckets": counts,
@@ -297,7 +306,82 @@ def build_rl_data(
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     write_json(out / "rl_data.json", summary)
+    partial.path.unlink(missing_ok=True)
     return summary
+
+
+SAMPLES_PARTIAL = "samples.partial.jsonl"
+"""Under the output folder while sampling: a header line, then one sampled instance per line."""
+
+
+class SamplesCheckpoint:
+    """The instances sampled so far, so a stopped ``rl-data`` resumes at the first unsampled one.
+
+    The header records the model and config; sampling again with another one is an error naming
+    the file (mixing two students' samples in one bucket rule would be silent nonsense).
+    """
+
+    def __init__(self, path: Any, header: dict[str, Any]) -> None:
+        from pathlib import Path
+
+        self.path = Path(path)
+        self.header = json.loads(json.dumps(header, default=str))
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        if not self.path.is_file():
+            return {}
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        try:
+            header, rows = json.loads(lines[0]), []
+            for line in lines[1:]:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by the stop: sampled again
+                    break
+        except (IndexError, json.JSONDecodeError):
+            header, rows = None, []
+        if header != self.header:
+            raise ValueError(
+                f"{self.path} holds samples of another model or config; delete it to sample from the "
+                "start, or use another output folder"
+            )
+        return {row["task_id"]: row for row in rows}
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.is_file():
+            self.path.write_text(json.dumps(self.header) + "\n")
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+SAMPLED_COUNTS = (
+    "hits",
+    "samples",
+    "format_ok",
+    "unparsed",
+    "repaired",
+    "tool_calls",
+    "tool_errors",
+    "forced",
+)
+
+
+def restore_instance(instance: SampledInstance, row: dict[str, Any]) -> None:
+    """Put a checkpointed instance's sampled counts back (the prompt and candidates stay its own)."""
+    for name in (
+        "hits",
+        "samples",
+        "format_ok",
+        "unparsed",
+        "repaired",
+        "tool_calls",
+        "tool_errors",
+        "forced",
+    ):
+        setattr(instance, name, int(row[name]))
+    instance.outcome_rewards = [float(value) for value in row["outcome_rewards"]]
+    instance.bucket = None if row["bucket"] == "dropped" else row["bucket"]
 
 
 def _path_text(path: Any) -> str | None:

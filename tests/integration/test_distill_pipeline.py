@@ -375,3 +375,45 @@ def test_planner_sft_on_smollm2_plans_with_known_agents(recorded: dict[str, Path
     planner = next(step for step in trajectory.steps if step.node == "planner")
     assert planner.llm_calls[0].model == str(out)
     assert set(planner.output["agents"]) <= set(AGENT_NODES)
+
+
+def test_a_stopped_rl_data_run_resumes_and_samples_what_an_unbroken_run_samples(
+    recorded: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datasets import load_from_disk
+
+    import starrec.distill.rollout as rollout
+    from starrec.distill.rldata import SAMPLES_PARTIAL, RLDataConfig, build_rl_data, rl_instances
+    from starrec.llm.smollm2 import tiny_llama_dir
+
+    def instances() -> list:
+        return rl_instances(load_trajectories(recorded["runs"]))
+
+    config = RLDataConfig(samples=2, success_at=10, mix="1:1:1", max_completion_length=16,
+                          recommend_reserve=8, limit=3)  # fmt: skip
+    hard = RLDataConfig(**{**config.__dict__, "mix": "0:0:1"})  # of 2 samples, 1 hit is "hard"
+    unbroken = build_rl_data(tiny_llama_dir(), instances(), tmp_path / "whole", hard, None, progress=False)
+
+    real, calls = rollout.generate_rollouts, []
+
+    def stop_at_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Stopped("killed while sampling the third instance")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rollout, "generate_rollouts", stop_at_the_third)
+    out = tmp_path / "stopped"
+    with pytest.raises(Stopped):
+        build_rl_data(tiny_llama_dir(), instances(), out, hard, None, progress=False)
+    assert len((out / SAMPLES_PARTIAL).read_text().splitlines()) == 1 + 2  # header + 2 instances
+    with pytest.raises(ValueError, match="holds samples of another model or config"):
+        build_rl_data(tiny_llama_dir(), instances(), out, config, None, progress=False)
+
+    monkeypatch.setattr(rollout, "generate_rollouts", real)
+    resumed = build_rl_data(tiny_llama_dir(), instances(), out, hard, None, progress=False)
+    assert resumed["resumed_instances"] == 2 and unbroken["resumed_instances"] == 0
+    assert not (out / SAMPLES_PARTIAL).exists()
+    rows = [dict(row) for row in load_from_disk(str(out / "all"))]
+    assert rows == [dict(row) for row in load_from_disk(str(tmp_path / "whole" / "all"))]
+    assert resumed["buckets"] == unbroken["buckets"]
