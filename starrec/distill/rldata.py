@@ -355,7 +355,7 @@ class SamplesCheckpoint:
             handle.write(json.dumps(row) + "\n")
 
 
-SAMPLED_COUNTS = (
+SAMPLED_COUNTS: tuple[str, ...] = (
     "hits",
     "samples",
     "format_ok",
@@ -365,20 +365,12 @@ SAMPLED_COUNTS = (
     "tool_errors",
     "forced",
 )
+"""The per-instance counts a checkpointed instance carries (besides its outcome rewards and bucket)."""
 
 
 def restore_instance(instance: SampledInstance, row: dict[str, Any]) -> None:
     """Put a checkpointed instance's sampled counts back (the prompt and candidates stay its own)."""
-    for name in (
-        "hits",
-        "samples",
-        "format_ok",
-        "unparsed",
-        "repaired",
-        "tool_calls",
-        "tool_errors",
-        "forced",
-    ):
+    for name in SAMPLED_COUNTS:
         setattr(instance, name, int(row[name]))
     instance.outcome_rewards = [float(value) for value in row["outcome_rewards"]]
     instance.bucket = None if row["bucket"] == "dropped" else row["bucket"]
