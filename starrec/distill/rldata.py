@@ -345,6 +345,8 @@ class SamplesCheckpoint:
                 f"{self.path} holds samples of another model or config; delete it to sample from the "
                 "start, or use another output folder"
             )
+        if len(rows) != len(lines) - 1:  # drop the cut line, so the next append starts a fresh line
+            self.path.write_text("".join(json.dumps(item) + "\n" for item in (header, *rows)))
         return {row["task_id"]: row for row in rows}
 
     def append(self, row: dict[str, Any]) -> None:

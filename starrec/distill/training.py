@@ -58,11 +58,16 @@ def resume_point(trainer_dir: Path, identity: dict[str, Any]) -> str | None:
     None when there is none; an error when its checkpoints come from another config or data (a
     resume would silently mix two runs).
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
-    if last is None:
+    # The newest *complete* checkpoint: Trainer writes trainer_state.json last, so a folder a stop
+    # cut while saving lacks it (resuming from it would crash on a missing or truncated file).
+    complete = [
+        folder
+        for folder in (trainer_dir.glob("checkpoint-*") if trainer_dir.is_dir() else [])
+        if folder.name.removeprefix("checkpoint-").isdigit() and (folder / "trainer_state.json").is_file()
+    ]
+    if not complete:
         return None
+    last = str(max(complete, key=lambda folder: int(folder.name.removeprefix("checkpoint-"))))
     marker = trainer_dir / RESUME_FILE
     recorded = json.loads(marker.read_text()) if marker.is_file() else None
     if recorded != identity:

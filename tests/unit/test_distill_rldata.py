@@ -87,3 +87,28 @@ def test_score_samples_counts_hits_with_repair() -> None:
     assert 60 < guesses.hits < 140
     again = score_samples(SampledInstance("t", [], "i0", candidates), [garbage] * 200, success_at=10)
     assert again.hits == guesses.hits
+
+
+def test_a_line_cut_by_a_stop_is_dropped_so_later_samples_are_kept(tmp_path) -> None:
+    from starrec.distill.rldata import SamplesCheckpoint
+
+    path = tmp_path / "samples.partial.jsonl"
+    checkpoint = SamplesCheckpoint(path, {"model": "m", "config": {"samples": 2}})
+    checkpoint.append({"task_id": "a"})
+    path.write_text(path.read_text() + '{"task_id": "b", "hi')  # the stop cut this line
+    assert list(checkpoint.load()) == ["a"]
+    checkpoint.append({"task_id": "c"})
+    assert list(checkpoint.load()) == ["a", "c"]
+
+
+def test_resume_skips_a_checkpoint_cut_while_saving(tmp_path) -> None:
+    from starrec.distill.training import mark_resumable, resume_point
+
+    identity = {"config": {"a": 1}, "data_sha256": "x"}
+    mark_resumable(tmp_path, identity)
+    for step, complete in ((10, True), (20, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert resume_point(tmp_path, identity) == str(tmp_path / "checkpoint-10")
