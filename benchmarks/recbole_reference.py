@@ -13,7 +13,6 @@ BPR match the reference one?". Needs ``pip install 'starrec[recbole]'``. Writes
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -54,14 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def method_config(method: Any) -> dict[str, Any]:
-    """The configuration a fitted method ran with, as plain data (its dataclass ``config``)."""
-    config = getattr(method, "config", None)
-    if config is None or not dataclasses.is_dataclass(config):
-        return {}
-    return {key: value for key, value in dataclasses.asdict(config).items() if not key.startswith("_")}
-
-
 def measure(
     name: str, extra: dict[str, Any], tasks: list[Task], dataset: Dataset, seed: int
 ) -> dict[str, Any]:
@@ -77,7 +68,7 @@ def measure(
         "fit_seconds": stats.get("fit_seconds"),
         "fit_cpu_seconds": stats.get("fit_cpu_seconds"),
         "options": extra,
-        "config": method_config(method),
+        "config": stats.get("config", {}),  # the fitted method's own config, as the harness reports it
         "versions": {key: value for key, value in stats.items() if key.endswith("_version")},
     }
 
