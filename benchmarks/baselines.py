@@ -94,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [name for name in args.methods if name not in METHODS]
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    untuned = [name for name in args.keep_tuning if name not in TUNED]
+    if untuned:
+        parser.error(f"--keep-tuning: {', '.join(untuned)} is not tuned; name some of {', '.join(TUNED)}")
     return args
 
 

@@ -72,6 +72,7 @@ class GRPOResult:
     outcome_rewards: list[tuple[int, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
     tokens: int = 0
+    """Tokens seen by this invocation (after the checkpoint it resumed from, when it resumed)."""
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     logs: list[dict[str, float]] = field(default_factory=list)
@@ -114,10 +115,12 @@ def train_grpo(
     from starrec.distill.training import (
         StepLog,
         checkpoint_logs,
+        checkpoint_state,
         drop_checkpoints,
         load_student,
         make_step_logger,
         mark_resumable,
+        model_fingerprint,
         peak_rss_mb,
         plot_curves,
         resume_point,
@@ -138,19 +141,12 @@ def train_grpo(
     tokenizer.padding_side = "left"
     executor = ToolExecutor(evidence if config.ablation != "no_tools" else None, config.tool_k)
     trainer_dir = out / "trainer"
-    sft_config = sft_dir / "config.json"
-    identity = run_identity(
-        config,
-        {
-            "rl_data": dataset.to_list(),
-            "sft_model": str(sft_dir.resolve()),
-            "sft_config": sft_config.read_text() if sft_config.is_file() else None,
-        },
-    )
+    identity = run_identity(config, {"rl_data": dataset.to_list(), "sft_model": model_fingerprint(sft_dir)})
     resume = resume_point(trainer_dir, identity)
     if console is not None and resume is not None:
         console.print(f"resuming GRPO from {resume}")
     log = StepLog(logs=checkpoint_logs(resume))
+    tokens_before = int(checkpoint_state(resume).get("num_input_tokens_seen", 0))
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=star_reward_funcs(config.ablation),
@@ -179,7 +175,7 @@ def train_grpo(
         format_rewards=_series(log.logs, "rewards/format_reward/mean"),
         outcome_rewards=_series(log.logs, "rewards/outcome_reward/mean"),
         step_seconds=log.step_seconds,
-        tokens=int(trainer.state.num_input_tokens_seen),
+        tokens=int(trainer.state.num_input_tokens_seen) - tokens_before,
         seconds=seconds,
         peak_rss_mb=peak_rss_mb(),
         logs=log.logs,

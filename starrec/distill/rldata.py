@@ -232,7 +232,7 @@ def build_rl_data(
 
     from starrec.distill.chain import check_reserve, recommend_reserve
     from starrec.distill.rollout import ToolExecutor, chat_prompt_ids, generate_rollouts
-    from starrec.distill.training import load_student, peak_rss_mb, write_json
+    from starrec.distill.training import load_student, model_fingerprint, peak_rss_mb, write_json
 
     out = Path(out)
     reserve = config.recommend_reserve
@@ -245,13 +245,22 @@ def build_rl_data(
     if not chosen:
         raise ValueError("no instance to sample: the runs hold no task with a ground truth")
     config_record = {key: getattr(config, key) for key in RLDataConfig.__dataclass_fields__}
-    partial = SamplesCheckpoint(out / SAMPLES_PARTIAL, {"model": str(model_dir), "config": config_record})
+    evidence_record = {"data": _path_text(evidence_dirs[0]), "tasks": _path_text(evidence_dirs[1])}
+    partial = SamplesCheckpoint(
+        out / SAMPLES_PARTIAL,
+        {
+            "model": str(model_dir),
+            "model_sha256": model_fingerprint(Path(model_dir)),
+            "config": config_record,
+            "evidence": evidence_record,
+        },
+    )
     done = partial.load()
     started = time.perf_counter()
     generated_tokens = 0
     for index, instance in enumerate(track(chosen, description="Sampling the student", disable=not progress)):
         if instance.task_id in done:
-            restore_instance(instance, done[instance.task_id])
+            restore_instance(instance, done[instance.task_id], partial.path)
             continue
         torch.manual_seed(config.seed * 1_000_003 + index)  # per instance: a resumed run samples the same
         prompt_ids = chat_prompt_ids(tokenizer, instance.prompt, config.max_prompt_length)
@@ -290,7 +299,7 @@ def build_rl_data(
         "model": str(model_dir),
         "config": config_record,
         "resumed_instances": len(done),
-        "evidence": {"data": _path_text(evidence_dirs[0]), "tasks": _path_text(evidence_dirs[1])},
+        "evidence": evidence_record,
         "instances": len(chosen),
         "buckets": counts,
         "mixed": {name: sum(1 for i in mixed if i.bucket == name) for name in BUCKETS},
@@ -370,8 +379,24 @@ SAMPLED_COUNTS: tuple[str, ...] = (
 """The per-instance counts a checkpointed instance carries (besides its outcome rewards and bucket)."""
 
 
-def restore_instance(instance: SampledInstance, row: dict[str, Any]) -> None:
-    """Put a checkpointed instance's sampled counts back (the prompt and candidates stay its own)."""
+RESTORE_MATCH: tuple[str, ...] = ("prompt", "candidates", "ground_truth")
+"""What a checkpointed row must share with the instance it is restored into."""
+
+
+def restore_instance(instance: SampledInstance, row: dict[str, Any], source: Any = "the checkpoint") -> None:
+    """Put a checkpointed instance's sampled counts back.
+
+    The row must have been sampled from the same prompt, candidates and ground truth: the runs
+    behind the same task id can change between two invocations (a re-taught task), and its old
+    samples would then score another question.
+    """
+    row_values = {name: row.get(name) for name in RESTORE_MATCH}
+    differs = [name for name in RESTORE_MATCH if row_values[name] != getattr(instance, name)]
+    if differs:
+        raise ValueError(
+            f"{source}: task {instance.task_id} was sampled with a different {', '.join(differs)} than the "
+            "runs give now; delete the file to sample from the start"
+        )
     for name in SAMPLED_COUNTS:
         setattr(instance, name, int(row[name]))
     instance.outcome_rewards = [float(value) for value in row["outcome_rewards"]]

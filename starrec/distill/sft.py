@@ -113,6 +113,7 @@ class SFTResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
     trained_tokens: int = 0
+    """Tokens trained on by this invocation (the steps after ``resumed_from``, when it resumed)."""
     mean_example_tokens: int = 0
     seconds: float = 0.0
     """Training seconds of this invocation (after ``resumed_from``, when it resumed)."""
@@ -151,6 +152,7 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
     from starrec.distill.training import (
         StepLog,
         checkpoint_logs,
+        checkpoint_state,
         drop_checkpoints,
         load_student,
         make_step_logger,
@@ -196,6 +198,7 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
     if console is not None and resume is not None:
         console.print(f"resuming SFT from {resume}")
     log = StepLog(logs=checkpoint_logs(resume))
+    resumed_steps = int(checkpoint_state(resume).get("global_step", 0))  # read before checkpoints go
     trainer = SFTTrainer(
         model=model,
         args=config.to_trl(trainer_dir),
@@ -216,6 +219,7 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
         drop_checkpoints(trainer_dir)
     steps = trainer.state.global_step
     epochs = trainer.state.epoch or 0.0
+    fresh_share = (steps - resumed_steps) / steps if steps else 0.0  # tokens/s counts this invocation's
     result = SFTResult(
         out=out,
         report=report,
@@ -225,7 +229,7 @@ def train_sft(runs: Path, out: Path, config: StarSFTConfig, console: Any | None 
         chain_budget=budget,
         losses=[(entry["step"], entry["loss"]) for entry in log.logs if "loss" in entry],
         step_seconds=log.step_seconds,
-        trained_tokens=int(sum(len(row["input_ids"]) for row in fitting) * epochs),
+        trained_tokens=int(sum(len(row["input_ids"]) for row in fitting) * epochs * fresh_share),
         mean_example_tokens=sum(len(row["input_ids"]) for row in fitting) // len(fitting),
         seconds=seconds,
         peak_rss_mb=peak_rss_mb(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import resource
 import shutil
 import time
@@ -86,19 +87,51 @@ def resume_point(trainer_dir: Path, identity: dict[str, Any]) -> str | None:
 
 
 def mark_resumable(trainer_dir: Path, identity: dict[str, Any]) -> None:
-    """Record what the checkpoints about to be written under ``trainer_dir`` are trained with."""
+    """Record what the checkpoints about to be written under ``trainer_dir`` are trained with.
+
+    Written to a temporary file and renamed, so a stop (or another process reading it) never sees
+    half a record.
+    """
     trainer_dir.mkdir(parents=True, exist_ok=True)
-    (trainer_dir / RESUME_FILE).write_text(json.dumps(identity, indent=2) + "\n")
+    temporary = trainer_dir / f".{RESUME_FILE}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(identity, indent=2) + "\n")
+    os.replace(temporary, trainer_dir / RESUME_FILE)
+
+
+MODEL_FILES = ("config.json", "star_config.json", "sft_metrics.json", "grpo_metrics.json")
+"""Small files of a trained student folder that enter its fingerprint beside the weights."""
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """SHA-256 over a model folder's weights and configs: what a run built on a trained student
+    (RL data, GRPO) records, so retraining that student in the same folder is noticed on resume.
+
+    The path alone cannot tell two trainings apart, and ``config.json`` is the same for both.
+    """
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256()
+    weights = sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("pytorch_model*.bin"))
+    for path in [*weights, *(model_dir / name for name in MODEL_FILES)]:
+        if not path.is_file():
+            continue
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_state(checkpoint: str | None) -> dict[str, Any]:
+    """The ``trainer_state.json`` of a checkpoint ({} when training started from scratch)."""
+    if checkpoint is None:
+        return {}
+    state = Path(checkpoint) / "trainer_state.json"
+    return json.loads(state.read_text()) if state.is_file() else {}
 
 
 def checkpoint_logs(checkpoint: str | None) -> list[dict[str, Any]]:
     """The trainer's logs up to ``checkpoint`` (so a resumed run's curve starts at step 1)."""
-    if checkpoint is None:
-        return []
-    state = Path(checkpoint) / "trainer_state.json"
-    if not state.is_file():
-        return []
-    history = json.loads(state.read_text()).get("log_history", [])
+    history = checkpoint_state(checkpoint).get("log_history", [])
     return [
         {key: value for key, value in entry.items() if isinstance(value, int | float)}
         for entry in history

@@ -73,3 +73,13 @@ def test_tuning_made_by_an_older_rule_is_redone_unless_kept(ml100k_dir: Path, tm
     assert len(redone["methods"]["itemknn"]["trials"]) > 1
     saved = json.loads((tmp_path / "tuned" / "tuning.json").read_text())
     assert saved["itemknn"]["selection"] == SELECTION_RULE
+
+
+def test_keep_tuning_names_a_tuned_method(capsys) -> None:
+    import pytest
+
+    benchmark = load_benchmark("baselines")
+    assert benchmark.parse_args(["--keep-tuning", "sasrec"]).keep_tuning == ["sasrec"]
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--keep-tuning", "sasrek"])
+    assert "--keep-tuning: sasrek is not tuned" in capsys.readouterr().err

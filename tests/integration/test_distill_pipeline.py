@@ -214,6 +214,8 @@ def test_a_stopped_sft_resumes_from_its_last_checkpoint(
     assert result.steps == 4
     assert [step for step, _ in result.losses] == [1, 2, 3, 4]  # steps 1-2 come from the checkpoint
     assert len(result.step_seconds) == 2  # only steps 3 and 4 ran again
+    # Tokens (and tokens/s) count this invocation's 2 steps of one example each, not all 4.
+    assert abs(result.trained_tokens - 2 * result.mean_example_tokens) <= 2
     assert (out / "model.safetensors").is_file() and not list((out / "trainer").glob("checkpoint-*"))
     assert json.loads((out / "sft_metrics.json").read_text())["resumed_from"] == result.resumed_from
 

@@ -112,3 +112,53 @@ def test_resume_skips_a_checkpoint_cut_while_saving(tmp_path) -> None:
         if complete:
             (folder / "trainer_state.json").write_text("{}")
     assert resume_point(tmp_path, identity) == str(tmp_path / "checkpoint-10")
+
+
+def test_a_retrained_student_in_the_same_folder_has_another_fingerprint(tmp_path) -> None:
+    from starrec.distill.training import model_fingerprint
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "model.safetensors").write_bytes(b"weights of the first SFT")
+    first = model_fingerprint(tmp_path)
+    assert model_fingerprint(tmp_path) == first
+    # Same path, same config.json: only the weights tell the second training apart.
+    (tmp_path / "model.safetensors").write_bytes(b"weights of the second SFT")
+    assert model_fingerprint(tmp_path) != first
+    # A copy of the folder elsewhere is the same student.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (copy / name).write_bytes((tmp_path / name).read_bytes())
+    assert model_fingerprint(copy) == model_fingerprint(tmp_path)
+
+
+def test_the_resume_record_is_replaced_whole(tmp_path) -> None:
+    from starrec.distill.training import RESUME_FILE, mark_resumable
+
+    mark_resumable(tmp_path, {"config": {"a": 1}, "data_sha256": "x"})
+    mark_resumable(tmp_path, {"config": {"a": 2}, "data_sha256": "y"})
+    assert json.loads((tmp_path / RESUME_FILE).read_text()) == {"config": {"a": 2}, "data_sha256": "y"}
+    assert [path.name for path in tmp_path.iterdir()] == [RESUME_FILE]  # no temporary file left
+
+
+def test_a_restored_row_must_come_from_the_same_question() -> None:
+    from starrec.distill.rldata import restore_instance
+
+    candidates = [f"i{index}" for index in range(20)]
+    prompt = [{"role": "user", "content": "rank these"}]
+    row = {
+        **SampledInstance("t", prompt, "i0", candidates).row(),
+        "hits": 3,
+        "samples": 8,
+        "bucket": "medium",
+        "outcome_rewards": [1.0] * 3 + [0.0] * 5,
+    }
+    instance = SampledInstance("t", prompt, "i0", candidates)
+    restore_instance(instance, row)
+    assert (instance.hits, instance.samples, instance.bucket) == (3, 8, "medium")
+    retaught = SampledInstance("t", [{"role": "user", "content": "another history"}], "i0", candidates)
+    with pytest.raises(ValueError, match="task t was sampled with a different prompt"):
+        restore_instance(retaught, row, "samples.partial.jsonl")
+    reshuffled = SampledInstance("t", prompt, "i0", candidates[::-1])
+    with pytest.raises(ValueError, match="a different candidates"):
+        restore_instance(reshuffled, row)
