@@ -92,7 +92,20 @@ class Dataset:
         return item_id
 
     def item_categories(self, item_id: str) -> list[str]:
-        """Category/genre labels of an item, whatever field the source used."""
+        """Category/genre labels of an item, whatever field the source used (a fresh list).
+
+        Memoised per item: every run renders the user's whole history through this.
+        """
+        labels = self._category_memo.get(item_id)
+        if labels is None:
+            labels = self._category_memo[item_id] = self._parse_categories(item_id)
+        return list(labels)
+
+    @cached_property
+    def _category_memo(self) -> dict[str, list[str]]:
+        return {}
+
+    def _parse_categories(self, item_id: str) -> list[str]:
         meta = self.items.get(item_id, {})
         labels: list[str] = []
         for key in ("genres", "categories", "category", "main_category", "popular_shelves"):

@@ -236,7 +236,9 @@ class TrajectoryRecorder(BaseCallbackHandler):
         state = dict(state or {})
         ranking = list(state.get("ranking") or [])
         shown = list(candidates) or [c["id"] for c in state.get("candidates", [])]
-        steps = [step.model_copy(deep=True) for step in self.steps]
+        # A run that ended cleanly sends no more events, so its steps are handed over as they are;
+        # one that failed or timed out may still hear from a cancelled call, so it gets a snapshot.
+        steps = list(self.steps) if error is None else [step.model_copy(deep=True) for step in self.steps]
         repairs: dict[str, int] = {}
         for step in steps:
             for key, value in step.repairs.items():

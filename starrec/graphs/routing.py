@@ -56,11 +56,16 @@ def after_agents(state: State, context: Context) -> Literal["reflector", "ranker
 
 @dataclass(frozen=True)
 class Routes:
-    """The graph's three routers, bound to its roster (the agent order used when the planner is off)."""
+    """The graph's three routers, bound to its roster (the agent order used when the planner is off).
+
+    They are ``async`` although they never await: LangGraph runs a sync router in a worker thread
+    on every edge of an async run, and those seven thread hops per run were the largest item of the
+    orchestration overhead (benchmarks/results/mars.md).
+    """
 
     roster: Roster = ROSTER
 
-    def after_abstractor(
+    async def after_abstractor(
         self, state: State, runtime: Runtime[Context]
     ) -> Literal["planner", "reflector", "ranker"] | AgentName:
         if context_of(runtime).use_planner:
@@ -69,7 +74,7 @@ class Routes:
             state, context_of(runtime)
         )
 
-    def to_next_agent(
+    async def to_next_agent(
         self, state: State, runtime: Runtime[Context]
     ) -> Literal["reflector", "ranker"] | AgentName:
         """After the planner or an agent: the next planned agent, else reflection/ranking."""
@@ -77,7 +82,7 @@ class Routes:
             state, context_of(runtime)
         )
 
-    def after_reflector(self, state: State, runtime: Runtime[Context]) -> Literal["ranker"] | AgentName:
+    async def after_reflector(self, state: State, runtime: Runtime[Context]) -> Literal["ranker"] | AgentName:
         """Pass (or no rounds left) -> ranker; fail -> the first flagged agent of the new round."""
         if state.reflection.get("verdict") == "fail" and state.corrections:
             return next_agent(state, enabled_agents(state, self.roster)) or "ranker"

@@ -38,6 +38,8 @@ def test_movielens_100k_layout(ml100k_dir: Path, ml100k: Dataset) -> None:
     toy_story = ml100k.items["1"]
     assert toy_story["title"] == "Toy Story" and toy_story["year"] == 1995
     assert ml100k.item_categories("1") == ["Animation", "Children's", "Comedy"]
+    ml100k.item_categories("1").append("edited by a caller")  # memoised, but each call gets its own list
+    assert ml100k.item_categories("1") == ["Animation", "Children's", "Comedy"]
     assert ml100k.users["1"] == {"user_id": "1", "age": 24, "gender": "M", "occupation": "technician",
                                  "zip": "85711"}
     assert {event.stars for event in ml100k.interactions} == {1.0, 2.0, 3.0, 4.0, 5.0}

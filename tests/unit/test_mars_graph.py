@@ -317,6 +317,23 @@ def test_no_tools_ablation_makes_no_cf_calls(setup: dict[str, Any]) -> None:
     assert all(not call.tools for call in model.calls)
 
 
+def test_a_run_without_tools_never_leaves_the_event_loop(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routers and nodes are async: a sync router would cost a worker-thread hop on every edge."""
+    hops: list[Any] = []
+    original = asyncio.BaseEventLoop.run_in_executor
+
+    def counting(loop: Any, executor: Any, func: Any, *args: Any) -> Any:
+        hops.append(func)
+        return original(loop, executor, func, *args)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "run_in_executor", counting)
+    _, trajectory, _ = run(setup, default_script(setup["candidates"]), Context(chunk_size=3, use_tools=False))
+    assert trajectory.nodes == ["abstractor", "planner", *AGENT_NODES, "reflector", "ranker"]
+    assert hops == []
+
+
 def test_abstractor_chunks_and_fuses_the_history(setup: dict[str, Any]) -> None:
     history = input_from_request(setup["request"], setup["dataset"])["history"]
     script = default_script(setup["candidates"])
