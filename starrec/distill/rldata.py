@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +210,72 @@ def rl_instances(
     return list(seen.values())
 
 
+@dataclass(frozen=True, slots=True)
+class SampledChain:
+    """One sampled chain, as the RL data needs it: the text to score and what it cost."""
+
+    text: str
+    generated: int
+    """Generated tokens (inserted tool responses excluded)."""
+    forced: bool = False
+    """Budget forcing closed the chain and opened ``<recommend>``."""
+    tool_calls: int = 0
+    tool_errors: int = 0
+    """Tool calls that failed validation or execution, or were refused past the limit."""
+
+
+ChainSampler = Callable[["SampledInstance", int, int], list[SampledChain]]
+"""``(instance, samples, seed) -> samples chains``, reproducible for a seed.
+
+The default samples the student in-process with transformers (:func:`transformers_sampler`); the
+pipeline passes one that samples a vLLM server of the same student (``starrec.serving.rl_sampling``),
+which keeps the shared prompt in its prefix cache and batches chains continuously.
+"""
+
+
+def transformers_sampler(model: Any, tokenizer: Any, config: RLDataConfig, executor: Any) -> ChainSampler:
+    """Sample ``model`` in-process: one batched rollout of the instance's prompt per sample."""
+    import torch
+
+    from starrec.distill.chain import recommend_reserve
+    from starrec.distill.rollout import chat_prompt_ids, generate_rollouts
+
+    reserve = config.recommend_reserve
+    if reserve is None:
+        reserve = recommend_reserve(config.recommend_top)
+
+    def sample(instance: SampledInstance, samples: int, seed: int) -> list[SampledChain]:
+        torch.manual_seed(seed)
+        prompt_ids = chat_prompt_ids(tokenizer, instance.prompt, config.max_prompt_length)
+        rollouts = generate_rollouts(
+            model,
+            tokenizer,
+            [prompt_ids] * samples,
+            executor,
+            max_completion_length=config.max_completion_length,
+            temperature=config.temperature,
+            max_tool_calls=config.max_tool_calls,
+            recommend_reserve=reserve,
+        )
+        return [
+            SampledChain(
+                text=rollout.text,
+                generated=rollout.generated,
+                forced=bool(rollout.forced),
+                tool_calls=rollout.tools.calls,
+                tool_errors=rollout.tools.errors + rollout.tools.refused,
+            )
+            for rollout in rollouts
+        ]
+
+    return sample
+
+
+def instance_seed(config: RLDataConfig, index: int) -> int:
+    """The seed of the ``index``-th instance: its own, so a resumed run samples what an unbroken one does."""
+    return config.seed * 1_000_003 + index
+
+
 def build_rl_data(
     model_dir: Any,
     instances: Sequence[SampledInstance],
@@ -218,29 +284,31 @@ def build_rl_data(
     evidence: Any | None,
     progress: bool = True,
     evidence_dirs: tuple[Any, Any] = (None, None),
+    sampler: ChainSampler | None = None,
+    sampler_name: str = "transformers",
+    concurrency: int = 1,
 ) -> dict[str, Any]:
     """Sample, bucket and mix; save the mixed HF dataset to ``out`` (all sampled rows to ``out/all``).
 
     ``evidence_dirs`` (data folder, tasks folder) are recorded so GRPO can open the same evidence.
+    ``sampler`` (default: the student in ``model_dir``, in-process) draws the chains; with
+    ``concurrency`` > 1 that many instances are sampled at once (a served sampler).
     """
+    import threading
     import time
+    from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
-    import torch
-    from datasets import Dataset
-    from rich.progress import track
+    from rich.progress import Progress
 
     from starrec.distill.chain import check_reserve, recommend_reserve
-    from starrec.distill.rollout import ToolExecutor, chat_prompt_ids, generate_rollouts
-    from starrec.distill.training import load_student, model_fingerprint, peak_rss_mb, write_json
+    from starrec.distill.training import model_fingerprint, peak_rss_mb, write_json
 
     out = Path(out)
     reserve = config.recommend_reserve
     if reserve is None:
         reserve = recommend_reserve(config.recommend_top)
     check_reserve(reserve, config.max_completion_length, "max_completion_length")
-    model, tokenizer = load_student(Path(model_dir))
-    executor = ToolExecutor(evidence if config.ablation != "no_tools" else None, config.tool_k)
     chosen = list(instances)[: config.limit] if config.limit else list(instances)
     if not chosen:
         raise ValueError("no instance to sample: the runs hold no task with a ground truth")
@@ -251,37 +319,53 @@ def build_rl_data(
         {
             "model": str(model_dir),
             "model_sha256": model_fingerprint(Path(model_dir)),
+            "sampler": sampler_name,
             "config": config_record,
             "evidence": evidence_record,
         },
     )
     done = partial.load()
+    if sampler is None:
+        from starrec.distill.rollout import ToolExecutor
+        from starrec.distill.training import load_student
+
+        model, tokenizer = load_student(Path(model_dir))
+        executor = ToolExecutor(evidence if config.ablation != "no_tools" else None, config.tool_k)
+        sampler = transformers_sampler(model, tokenizer, config, executor)
     started = time.perf_counter()
     generated_tokens = 0
-    for index, instance in enumerate(track(chosen, description="Sampling the student", disable=not progress)):
+    lock = threading.Lock()
+    todo: list[tuple[int, SampledInstance]] = []
+    for index, instance in enumerate(chosen):
         if instance.task_id in done:
             restore_instance(instance, done[instance.task_id], partial.path)
-            continue
-        torch.manual_seed(config.seed * 1_000_003 + index)  # per instance: a resumed run samples the same
-        prompt_ids = chat_prompt_ids(tokenizer, instance.prompt, config.max_prompt_length)
-        rollouts = generate_rollouts(
-            model,
-            tokenizer,
-            [prompt_ids] * config.samples,
-            executor,
-            max_completion_length=config.max_completion_length,
-            temperature=config.temperature,
-            max_tool_calls=config.max_tool_calls,
-            recommend_reserve=reserve,
+        else:
+            todo.append((index, instance))
+
+    def sample_one(item: tuple[int, SampledInstance]) -> None:
+        nonlocal generated_tokens
+        index, instance = item
+        chains = sampler(instance, config.samples, instance_seed(config, index))
+        score_samples(
+            instance, [chain.text for chain in chains], config.success_at, config.ablation, config.seed
         )
-        generated_tokens += sum(rollout.generated for rollout in rollouts)
-        instance.forced = sum(rollout.forced for rollout in rollouts)
-        texts = [rollout.text for rollout in rollouts]
-        score_samples(instance, texts, config.success_at, config.ablation, config.seed)
-        instance.tool_calls = sum(rollout.tools.calls for rollout in rollouts)
-        instance.tool_errors = sum(rollout.tools.errors + rollout.tools.refused for rollout in rollouts)
+        instance.forced = sum(chain.forced for chain in chains)
+        instance.tool_calls = sum(chain.tool_calls for chain in chains)
+        instance.tool_errors = sum(chain.tool_errors for chain in chains)
         instance.bucket = bucket_of(instance.hits, config.samples)
-        partial.append(instance.row())
+        with lock:
+            generated_tokens += sum(chain.generated for chain in chains)
+            partial.append(instance.row())
+            bar.advance(task)
+
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("Sampling the student", total=len(chosen), completed=len(chosen) - len(todo))
+        if concurrency > 1:
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                list(pool.map(sample_one, todo))  # list(): the first failure is raised here
+        else:
+            for item in todo:
+                sample_one(item)
     seconds = time.perf_counter() - started
     buckets = {name: [i for i in chosen if i.bucket == name] for name in BUCKETS}
     mixed = mix_buckets(buckets, parse_mix(config.mix), config.total, config.seed)
@@ -292,11 +376,14 @@ def build_rl_data(
             f"the {len(chosen)} sampled instances give no {config.mix} mix (bucket sizes {counts}); sample "
             "more tasks, or use --success-at K to count a hit in the top-K when the student is still weak"
         )
+    from datasets import Dataset
+
     out.mkdir(parents=True, exist_ok=True)
     Dataset.from_list([instance.row() for instance in mixed]).save_to_disk(str(out / "mixed"))
     Dataset.from_list([instance.row() for instance in chosen]).save_to_disk(str(out / "all"))
     summary = {
         "model": str(model_dir),
+        "sampler": sampler_name,
         "config": config_record,
         "resumed_instances": len(done),
         "evidence": evidence_record,

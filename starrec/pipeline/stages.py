@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -313,7 +314,12 @@ def training_evidence(run: PipelineRun) -> Any:
 
 
 def rl_data_stage(run: PipelineRun) -> dict[str, Any]:
-    """Sample the SFT student per training task, bucket by hits, mix (``starrec distill rl-data``)."""
+    """Sample the SFT student per training task, bucket by hits, mix (``starrec distill rl-data``).
+
+    The student is reached as the STAR rows reach it (``student``): a vLLM server of the SFT folder
+    (or its ``base_urls.sft`` endpoint), ``concurrency`` chains in flight; in-process with
+    ``student.backend: transformers``.
+    """
     from starrec.contract.runs_file import load_trajectories
     from starrec.distill.rldata import RLDataConfig, build_rl_data, rl_instances
     from starrec.distill.training import set_threads
@@ -326,14 +332,30 @@ def rl_data_stage(run: PipelineRun) -> dict[str, Any]:
         RLDataConfig(), {**config.rl_data, "seed": config.seed}, label="rl_data"
     )
     instances = rl_instances(load_trajectories(layout.runs))
-    return build_rl_data(
+    evidence = training_evidence(run)
+    build = partial(
+        build_rl_data,
         layout.sft,
         instances,
         layout.rl_data,
         rl_config,
-        training_evidence(run),
+        evidence,
         evidence_dirs=(layout.train_data, layout.train_tasks),
     )
+    endpoint = student_endpoint(config, layout, "sft")
+    if endpoint.how == "in-process":
+        return build()
+    from starrec.serving.backends import OpenAIBackend
+    from starrec.serving.rl_sampling import served_sampler
+
+    with opened(endpoint, config, layout, run.console) as base_url:
+        assert base_url is not None
+        backend = OpenAIBackend(base_url, endpoint.served_model_name or None)
+        return build(
+            sampler=served_sampler(backend, evidence, rl_config),
+            sampler_name=f"served:{endpoint.how}",
+            concurrency=max(1, config.student.concurrency // rl_config.samples),
+        )
 
 
 def grpo_stage(run: PipelineRun) -> dict[str, Any]:

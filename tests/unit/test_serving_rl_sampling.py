@@ -1,0 +1,89 @@
+"""RL data sampled through a served student: the STAR loop as the RL-data sampler."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+
+import pytest
+
+from starrec.distill.rldata import SAMPLES_PARTIAL, RLDataConfig, SampledInstance, build_rl_data
+from starrec.serving.backends import Generation
+from starrec.serving.rl_sampling import served_sampler
+
+CANDIDATES = [f"i{index}" for index in range(20)]
+
+
+class SeededStudent:
+    """Writes a whole chain in one segment; its ranking is a shuffle drawn from the request's seed."""
+
+    name = "seeded"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seeds: list[int | None] = []
+
+    def generate(self, messages, assistant_prefix, *, stop, max_tokens, temperature, seed):  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.seeds.append(seed)
+        ranking = random.Random(seed).sample(CANDIDATES, 10)
+        text = f"<plan>p</plan><reflection>ok</reflection><recommend>{json.dumps(ranking)}</recommend>"
+        return Generation(text, 100, 40, "stop")
+
+
+def instances() -> list[SampledInstance]:
+    prompt = [{"role": "user", "content": "rank"}]
+    return [SampledInstance(f"t{index}", prompt, CANDIDATES[index], CANDIDATES) for index in range(6)]
+
+
+def test_served_samples_are_seeded_per_sample_and_scored(tmp_path) -> None:
+    config = RLDataConfig(samples=4, success_at=10, mix="1:1:1", max_completion_length=256)
+    student = SeededStudent()
+    chains = served_sampler(student, None, config)(instances()[0], 4, 100)
+    assert sorted(student.seeds) == [100, 101, 102, 103]
+    assert [chain.generated for chain in chains] == [40] * 4
+    assert not any(chain.forced for chain in chains)
+    expected = [random.Random(seed).sample(CANDIDATES, 10) for seed in range(100, 104)]
+    assert [
+        json.loads(chain.text.split("<recommend>")[1].split("</recommend>")[0]) for chain in chains
+    ] == expected
+
+
+def test_concurrent_sampling_writes_what_sequential_sampling_writes(tmp_path) -> None:
+    from datasets import load_from_disk
+
+    config = RLDataConfig(samples=4, success_at=10, mix="0:0:1", max_completion_length=256)
+    runs = {}
+    for concurrency in (1, 3):
+        out = tmp_path / f"c{concurrency}"
+        sampler = served_sampler(SeededStudent(), None, config)
+        runs[concurrency] = build_rl_data(
+            tmp_path, instances(), out, config, None, progress=False,
+            sampler=sampler, sampler_name="served:test", concurrency=concurrency,
+        )  # fmt: skip
+        assert runs[concurrency]["sampler"] == "served:test"
+    rows = [[dict(row) for row in load_from_disk(str(tmp_path / f"c{c}" / "all"))] for c in (1, 3)]
+    assert rows[0] == rows[1]
+    assert runs[1]["buckets"] == runs[3]["buckets"]
+    assert runs[1]["samples"] == 6 * 4
+
+
+def test_samples_of_another_sampler_are_not_mixed_in(tmp_path) -> None:
+    config = RLDataConfig(samples=2, success_at=10, mix="1:1:1", max_completion_length=256)
+    out = tmp_path / "rl"
+    calls = []
+
+    def stopping(instance, samples, seed):  # type: ignore[no-untyped-def]
+        calls.append(instance.task_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return served_sampler(SeededStudent(), None, config)(instance, samples, seed)
+
+    with pytest.raises(KeyboardInterrupt):
+        build_rl_data(tmp_path, instances(), out, config, None, progress=False, sampler=stopping,
+                      sampler_name="served:vllm")  # fmt: skip
+    assert (out / SAMPLES_PARTIAL).is_file()
+    with pytest.raises(ValueError, match="holds samples of another model or config"):
+        build_rl_data(tmp_path, instances(), out, config, None, progress=False, sampler=stopping,
+                      sampler_name="transformers")  # fmt: skip
