@@ -101,6 +101,8 @@ class SampledInstance:
     tool_errors: int = 0
     forced: int = 0
     """Samples budget forcing had to close and send to <recommend>."""
+    chain_errors: int = 0
+    """Samples whose generation failed (a server error): scored as unparsed, i.e. a random guess."""
     outcome_rewards: list[float] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
@@ -119,6 +121,7 @@ class SampledInstance:
             "tool_calls": self.tool_calls,
             "tool_errors": self.tool_errors,
             "forced": self.forced,
+            "chain_errors": self.chain_errors,
             "outcome_rewards": self.outcome_rewards,
         }
 
@@ -222,6 +225,8 @@ class SampledChain:
     tool_calls: int = 0
     tool_errors: int = 0
     """Tool calls that failed validation or execution, or were refused past the limit."""
+    error: str | None = None
+    """Why the generation failed (the text is then empty and scores as a random guess)."""
 
 
 ChainSampler = Callable[["SampledInstance", int, int], list[SampledChain]]
@@ -352,6 +357,7 @@ def build_rl_data(
         instance.forced = sum(chain.forced for chain in chains)
         instance.tool_calls = sum(chain.tool_calls for chain in chains)
         instance.tool_errors = sum(chain.tool_errors for chain in chains)
+        instance.chain_errors = sum(chain.error is not None for chain in chains)
         instance.bucket = bucket_of(instance.hits, config.samples)
         with lock:
             generated_tokens += sum(chain.generated for chain in chains)
@@ -397,6 +403,7 @@ def build_rl_data(
         "tool_calls": sum(instance.tool_calls for instance in chosen),
         "tool_errors": sum(instance.tool_errors for instance in chosen),
         "forced_samples": sum(instance.forced for instance in chosen),
+        "chain_errors": sum(instance.chain_errors for instance in chosen),
         "seconds": round(seconds, 2),
         "generated_tokens_per_s": round(generated_tokens / seconds, 1) if seconds else 0.0,
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -462,6 +469,7 @@ SAMPLED_COUNTS: tuple[str, ...] = (
     "tool_calls",
     "tool_errors",
     "forced",
+    "chain_errors",
 )
 """The per-instance counts a checkpointed instance carries (besides its outcome rewards and bucket)."""
 
@@ -485,7 +493,7 @@ def restore_instance(instance: SampledInstance, row: dict[str, Any], source: Any
             "runs give now; delete the file to sample from the start"
         )
     for name in SAMPLED_COUNTS:
-        setattr(instance, name, int(row[name]))
+        setattr(instance, name, int(row.get(name, 0)))
     instance.outcome_rewards = [float(value) for value in row["outcome_rewards"]]
     instance.bucket = None if row["bucket"] == "dropped" else row["bucket"]
 

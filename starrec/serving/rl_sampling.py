@@ -34,16 +34,23 @@ def rl_loop_config(config: RLDataConfig) -> StarLoopConfig:
 def served_sampler(
     backend: GenerationBackend, evidence: EvidenceSource | None, config: RLDataConfig
 ) -> ChainSampler:
-    """Sample an instance's chains on ``backend``, all at once; sample ``j`` uses seed ``seed + j``."""
+    """Sample an instance's chains on ``backend``, all at once.
+
+    Sample ``j`` of ``samples`` uses the request seed ``seed * samples + j``: distinct for every
+    (instance, sample), as instance seeds are consecutive.
+    """
     loop_config = rl_loop_config(config)
     executor = ToolExecutor(evidence if config.ablation != "no_tools" else None, config.tool_k)
 
     def sample(instance: SampledInstance, samples: int, seed: int) -> list[SampledChain]:
         def one(offset: int) -> SampledChain:
-            chain = run_chain(
-                instance.prompt, instance.candidates, backend, executor, loop_config,
-                temperature=config.temperature, seed=seed + offset,
-            )  # fmt: skip
+            try:
+                chain = run_chain(
+                    instance.prompt, instance.candidates, backend, executor, loop_config,
+                    temperature=config.temperature, seed=seed * samples + offset,
+                )  # fmt: skip
+            except Exception as error:  # one failed request costs one sample, counted, not the stage
+                return SampledChain(text="", generated=0, error=f"{type(error).__name__}: {error}")
             return SampledChain(
                 text=chain.completion,
                 generated=chain.completion_tokens,

@@ -41,10 +41,10 @@ def test_served_samples_are_seeded_per_sample_and_scored(tmp_path) -> None:
     config = RLDataConfig(samples=4, success_at=10, mix="1:1:1", max_completion_length=256)
     student = SeededStudent()
     chains = served_sampler(student, None, config)(instances()[0], 4, 100)
-    assert sorted(student.seeds) == [100, 101, 102, 103]
+    assert sorted(student.seeds) == [400, 401, 402, 403]  # seed * samples + j
     assert [chain.generated for chain in chains] == [40] * 4
     assert not any(chain.forced for chain in chains)
-    expected = [random.Random(seed).sample(CANDIDATES, 10) for seed in range(100, 104)]
+    expected = [random.Random(seed).sample(CANDIDATES, 10) for seed in range(400, 404)]
     assert [
         json.loads(chain.text.split("<recommend>")[1].split("</recommend>")[0]) for chain in chains
     ] == expected
@@ -87,3 +87,21 @@ def test_samples_of_another_sampler_are_not_mixed_in(tmp_path) -> None:
     with pytest.raises(ValueError, match="holds samples of another model or config"):
         build_rl_data(tmp_path, instances(), out, config, None, progress=False, sampler=stopping,
                       sampler_name="transformers")  # fmt: skip
+
+
+def test_a_failed_request_costs_one_counted_sample(tmp_path) -> None:
+    class FailsOnSeed(SeededStudent):
+        def generate(self, messages, assistant_prefix, **kwargs):  # type: ignore[no-untyped-def]
+            if kwargs["seed"] == 1:
+                raise ValueError("This model's maximum context length is 4096 tokens")
+            return super().generate(messages, assistant_prefix, **kwargs)
+
+    config = RLDataConfig(samples=4, success_at=10, mix="0:0:1", max_completion_length=256)
+    summary = build_rl_data(
+        tmp_path, instances()[:3], tmp_path / "rl", config, None, progress=False,
+        sampler=served_sampler(FailsOnSeed(), None, config), sampler_name="served:test",
+    )  # fmt: skip
+    # Instance 0 samples request seeds 0-3, instance 1 seeds 4-7: only seed 1 fails, is scored as an
+    # unparsed guess and counted.
+    assert summary["chain_errors"] == 1 and summary["samples"] == 12
+    assert summary["unparsed_samples"] == 1
