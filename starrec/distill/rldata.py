@@ -101,8 +101,6 @@ class SampledInstance:
     tool_errors: int = 0
     forced: int = 0
     """Samples budget forcing had to close and send to <recommend>."""
-    chain_errors: int = 0
-    """Samples whose generation failed (a server error): scored as unparsed, i.e. a random guess."""
     outcome_rewards: list[float] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
@@ -121,7 +119,6 @@ class SampledInstance:
             "tool_calls": self.tool_calls,
             "tool_errors": self.tool_errors,
             "forced": self.forced,
-            "chain_errors": self.chain_errors,
             "outcome_rewards": self.outcome_rewards,
         }
 
@@ -226,7 +223,7 @@ class SampledChain:
     tool_errors: int = 0
     """Tool calls that failed validation or execution, or were refused past the limit."""
     error: str | None = None
-    """Why the generation failed (the text is then empty and scores as a random guess)."""
+    """Why the generation failed; an instance with a failed chain is not kept (sampled again on resume)."""
 
 
 ChainSampler = Callable[["SampledInstance", int, int], list[SampledChain]]
@@ -301,7 +298,7 @@ def build_rl_data(
     """
     import threading
     import time
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, as_completed
     from pathlib import Path
 
     from rich.progress import Progress
@@ -319,14 +316,13 @@ def build_rl_data(
         raise ValueError("no instance to sample: the runs hold no task with a ground truth")
     config_record = {key: getattr(config, key) for key in RLDataConfig.__dataclass_fields__}
     evidence_record = {"data": _path_text(evidence_dirs[0]), "tasks": _path_text(evidence_dirs[1])}
+    # What the samples depend on, not where things lie: a moved work folder still resumes.
     partial = SamplesCheckpoint(
         out / SAMPLES_PARTIAL,
         {
-            "model": str(model_dir),
             "model_sha256": model_fingerprint(Path(model_dir)),
             "sampler": sampler_name,
             "config": config_record,
-            "evidence": evidence_record,
         },
     )
     done = partial.load()
@@ -347,17 +343,27 @@ def build_rl_data(
         else:
             todo.append((index, instance))
 
+    failed: list[str] = []
+    """One line per instance with a failed chain: not kept, so a re-run samples it again."""
+    give_up = max(3, len(todo) // 10)
+
     def sample_one(item: tuple[int, SampledInstance]) -> None:
         nonlocal generated_tokens
         index, instance = item
         chains = sampler(instance, config.samples, instance_seed(config, index))
+        errors = [chain.error for chain in chains if chain.error is not None]
+        if errors:
+            with lock:
+                failed.append(f"{instance.task_id}: {len(errors)}/{len(chains)} chains failed ({errors[0]})")
+                if len(failed) >= give_up:
+                    raise RuntimeError(f"{len(failed)} instances had failed requests; first: {failed[0]}")
+            return
         score_samples(
             instance, [chain.text for chain in chains], config.success_at, config.ablation, config.seed
         )
         instance.forced = sum(chain.forced for chain in chains)
         instance.tool_calls = sum(chain.tool_calls for chain in chains)
         instance.tool_errors = sum(chain.tool_errors for chain in chains)
-        instance.chain_errors = sum(chain.error is not None for chain in chains)
         instance.bucket = bucket_of(instance.hits, config.samples)
         with lock:
             generated_tokens += sum(chain.generated for chain in chains)
@@ -367,11 +373,20 @@ def build_rl_data(
     with Progress(disable=not progress) as bar:
         task = bar.add_task("Sampling the student", total=len(chosen), completed=len(chosen) - len(todo))
         if concurrency > 1:
-            with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                list(pool.map(sample_one, todo))  # list(): the first failure is raised here
+            pool = ThreadPoolExecutor(max_workers=concurrency)
+            try:
+                for future in as_completed([pool.submit(sample_one, item) for item in todo]):
+                    future.result()
+            finally:  # a failure or a stop: drop the queued instances instead of sampling them all
+                pool.shutdown(wait=True, cancel_futures=True)
         else:
             for item in todo:
                 sample_one(item)
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(todo)} instances had failed requests and were not kept (first: "
+            f"{failed[0]}); the others are in {partial.path}, so running again samples only these"
+        )
     seconds = time.perf_counter() - started
     buckets = {name: [i for i in chosen if i.bucket == name] for name in BUCKETS}
     mixed = mix_buckets(buckets, parse_mix(config.mix), config.total, config.seed)
@@ -403,7 +418,6 @@ def build_rl_data(
         "tool_calls": sum(instance.tool_calls for instance in chosen),
         "tool_errors": sum(instance.tool_errors for instance in chosen),
         "forced_samples": sum(instance.forced for instance in chosen),
-        "chain_errors": sum(instance.chain_errors for instance in chosen),
         "seconds": round(seconds, 2),
         "generated_tokens_per_s": round(generated_tokens / seconds, 1) if seconds else 0.0,
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -469,7 +483,6 @@ SAMPLED_COUNTS: tuple[str, ...] = (
     "tool_calls",
     "tool_errors",
     "forced",
-    "chain_errors",
 )
 """The per-instance counts a checkpointed instance carries (besides its outcome rewards and bucket)."""
 

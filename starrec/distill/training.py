@@ -98,8 +98,16 @@ def mark_resumable(trainer_dir: Path, identity: dict[str, Any]) -> None:
     os.replace(temporary, trainer_dir / RESUME_FILE)
 
 
-MODEL_FILES = ("config.json", "star_config.json", "sft_metrics.json", "grpo_metrics.json")
-"""Small files of a trained student folder that enter its fingerprint beside the weights."""
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "star_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
+"""Small files of a trained student folder that enter its fingerprint beside the weights (its
+configs and tokenizer; not its metrics, whose timings change when the same weights are retrained)."""
 
 
 def model_fingerprint(model_dir: Path) -> str:
@@ -111,6 +119,11 @@ def model_fingerprint(model_dir: Path) -> str:
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
     weights = sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("pytorch_model*.bin"))
+    if not weights:
+        raise FileNotFoundError(
+            f"{model_dir} holds no model weights (*.safetensors or pytorch_model*.bin); train or copy the "
+            "student there first"
+        )
     for path in [*weights, *(model_dir / name for name in MODEL_FILES)]:
         if not path.is_file():
             continue

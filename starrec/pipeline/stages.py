@@ -331,7 +331,7 @@ def rl_data_stage(run: PipelineRun) -> dict[str, Any]:
     rl_config = config_with_overrides(
         RLDataConfig(), {**config.rl_data, "seed": config.seed}, label="rl_data"
     )
-    instances = rl_instances(load_trajectories(layout.runs))
+    instances = rl_instances(load_trajectories(layout.runs), rl_config.ablation, rl_config.recommend_top)
     evidence = training_evidence(run)
     build = partial(
         build_rl_data,
@@ -345,17 +345,32 @@ def rl_data_stage(run: PipelineRun) -> dict[str, Any]:
     endpoint = student_endpoint(config, layout, "sft")
     if endpoint.how == "in-process":
         return build()
+    from starrec.eval.methods import MethodOptions
     from starrec.serving.backends import OpenAIBackend
+    from starrec.serving.recommender import split_options
     from starrec.serving.rl_sampling import served_sampler
 
+    star, _ = split_options(MethodOptions(extra=dict(config.student.options)))
     with opened(endpoint, config, layout, run.console) as base_url:
         assert base_url is not None
-        backend = OpenAIBackend(base_url, endpoint.served_model_name or None)
+        backend = OpenAIBackend(  # as the STAR rows build it (mode, timeout)
+            base_url,
+            endpoint.served_model_name or None,
+            mode=star.mode,
+            tokenizer=_tokenizer(layout.sft) if star.mode == "completions" else None,
+            timeout_s=star.timeout_s,
+        )
         return build(
             sampler=served_sampler(backend, evidence, rl_config),
-            sampler_name=f"served:{endpoint.how}",
+            sampler_name="served",
             concurrency=max(1, config.student.concurrency // rl_config.samples),
         )
+
+
+def _tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
 
 
 def grpo_stage(run: PipelineRun) -> dict[str, Any]:

@@ -24,7 +24,9 @@ def rl_loop_config(config: RLDataConfig) -> StarLoopConfig:
     return StarLoopConfig(
         max_tool_calls=config.max_tool_calls,
         max_completion_tokens=config.max_completion_length,
-        max_tokens_per_call=config.max_completion_length,
+        # One request never asks for more than eval's segment cap: prompt + max_tokens must fit the
+        # server's context, and the chain's own budget still bounds the whole.
+        max_tokens_per_call=min(config.max_completion_length, StarLoopConfig().max_tokens_per_call),
         recommend_top=config.recommend_top,
         recommend_reserve=config.recommend_reserve,
         evidence_k=config.tool_k,
@@ -60,6 +62,6 @@ def served_sampler(
             )
 
         with ThreadPoolExecutor(max_workers=samples) as pool:
-            return list(pool.map(one, range(samples)))
+            return list(pool.map(one, range(samples)))  # one() never raises: a failure is its error
 
     return sample

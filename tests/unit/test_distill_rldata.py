@@ -130,6 +130,11 @@ def test_a_retrained_student_in_the_same_folder_has_another_fingerprint(tmp_path
     for name in ("config.json", "model.safetensors"):
         (copy / name).write_bytes((tmp_path / name).read_bytes())
     assert model_fingerprint(copy) == model_fingerprint(tmp_path)
+    # Metrics (timings) are not part of it; a missing student is an error, not the hash of nothing.
+    (tmp_path / "sft_metrics.json").write_text('{"seconds": 12.5}')
+    assert model_fingerprint(tmp_path) == model_fingerprint(copy)
+    with pytest.raises(FileNotFoundError, match="holds no model weights"):
+        model_fingerprint(tmp_path / "missing")
 
 
 def test_the_resume_record_is_replaced_whole(tmp_path) -> None:
