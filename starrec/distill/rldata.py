@@ -346,17 +346,21 @@ def build_rl_data(
     failed: list[str] = []
     """One line per instance with a failed chain: not kept, so a re-run samples it again."""
     give_up = max(3, len(todo) // 10)
+    stopped: list[str] = []
+    """The one reason the stage gave up, set by the failure that reached `give_up`."""
 
     def sample_one(item: tuple[int, SampledInstance]) -> None:
         nonlocal generated_tokens
+        if stopped:  # a queued instance that a worker picks up after the stop is not sampled
+            return
         index, instance = item
         chains = sampler(instance, config.samples, instance_seed(config, index))
         errors = [chain.error for chain in chains if chain.error is not None]
         if errors:
             with lock:
                 failed.append(f"{instance.task_id}: {len(errors)}/{len(chains)} chains failed ({errors[0]})")
-                if len(failed) >= give_up:
-                    raise RuntimeError(f"{len(failed)} instances had failed requests; first: {failed[0]}")
+                if len(failed) == give_up:
+                    stopped.append(f"{len(failed)} instances had failed requests; first: {failed[0]}")
             return
         score_samples(
             instance, [chain.text for chain in chains], config.success_at, config.ablation, config.seed
@@ -377,11 +381,17 @@ def build_rl_data(
             try:
                 for future in as_completed([pool.submit(sample_one, item) for item in todo]):
                     future.result()
+                    if stopped:
+                        break
             finally:  # a failure or a stop: drop the queued instances instead of sampling them all
                 pool.shutdown(wait=True, cancel_futures=True)
         else:
             for item in todo:
                 sample_one(item)
+                if stopped:
+                    break
+    if stopped:
+        raise RuntimeError(stopped[0])
     if failed:
         raise RuntimeError(
             f"{len(failed)} of {len(todo)} instances had failed requests and were not kept (first: "
