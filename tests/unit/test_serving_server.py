@@ -32,6 +32,8 @@ for flag in ("--model", "--served-model-name", "--host", "--port", "--dtype", "-
 parser.add_argument("--enforce-eager", action="store_true")
 parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction)
 parser.add_argument("--structured-outputs-config")
+parser.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction)
+parser.add_argument("--max-num-batched-tokens", type=int)
 args = parser.parse_args()
 print("fake vllm args", vars(args), "kv", os.environ.get("VLLM_CPU_KVCACHE_SPACE"), flush=True)
 if os.environ.get("FAKE_VLLM_FAIL"):
@@ -193,3 +195,19 @@ def test_serve_command_prints_the_url_and_stops_on_sigterm(fake_vllm_python: Pat
     output = process.communicate(timeout=30)[0]
     assert process.returncode == 0 and "stopped" in output
     assert not alive(server_pid)
+
+
+def test_chunked_prefill_is_off_on_cpu_where_seeded_sampling_crashes_it(model_dir: Path) -> None:
+    def flags(**knobs: object) -> list[str]:
+        return build_vllm_command(
+            VLLMServerConfig(model_dir=model_dir, max_model_len=3072, **knobs), Path("p"), 1
+        )
+
+    cpu = flags(device="cpu")
+    assert "--no-enable-chunked-prefill" in cpu
+    assert cpu[cpu.index("--max-num-batched-tokens") + 1] == "3072"  # vLLM needs >= max_model_len then
+    assert "--no-enable-chunked-prefill" not in flags(device="gpu")
+    assert "--no-enable-chunked-prefill" not in flags(device="cpu", chunked_prefill="on")
+    assert "--no-enable-chunked-prefill" in flags(device="gpu", chunked_prefill="off")
+    with pytest.raises(VLLMServerError, match="chunked_prefill must be auto, on or off, got 'no'"):
+        flags(chunked_prefill="no")
