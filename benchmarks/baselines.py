@@ -79,6 +79,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"rule made it (the current one is {SELECTION_RULE!r}); the results say so."
         ),
     )
+    parser.add_argument(
+        "--carry-over",
+        action="store_true",
+        help=(
+            "Keep the rows (and tuning) of the methods in the existing OUT/baselines.json that --methods "
+            "leaves out, when that run had the same --n and --seed; the results name them."
+        ),
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="Where the json/md/png go.")
     parser.add_argument(
         "--work",
@@ -241,6 +249,16 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
         f"{payload['n_per_scenario']} tasks per scenario, 20 candidates each (19 uniform never-seen "
         "negatives), candidates shuffled with the seed, every method fitted on the leakage-free view. "
         "Random order expects HR_avg 0.15.",
+        *(
+            [
+                "",
+                "Rows carried over from an earlier run on the same tasks (`--carry-over`): "
+                + "; ".join(f"{name} (`{command}`)" for name, command in payload["carried_over"].items())
+                + ".",
+            ]
+            if payload.get("carried_over")
+            else []
+        ),
         "",
         "## HR_avg by method and scenario",
         "",
@@ -363,6 +381,39 @@ def print_summary(payload: dict[str, Any]) -> None:
     Console().print(table)
 
 
+def carry_over(
+    args: argparse.Namespace,
+    tuning: dict[str, Any] | None,
+    params: dict[str, dict[str, Any]],
+    results: dict[str, dict[str, Any]],
+) -> dict[str, str]:
+    """Copy the rows of the methods this run skipped from the previous results file, in place.
+
+    Returns ``{method: the command that measured it}``. Refuses a file made with another ``--n`` or
+    ``--seed`` (other tasks), so a carried row always sits beside rows of the same tasks.
+    """
+    path = args.out / "baselines.json"
+    if not path.is_file():
+        raise SystemExit(f"--carry-over: {path} does not exist; run without --carry-over first")
+    previous = json.loads(path.read_text())
+    if (previous.get("n_per_scenario"), previous.get("seed")) != (args.n, args.seed):
+        raise SystemExit(
+            f"--carry-over: {path} was measured with --n {previous.get('n_per_scenario')} --seed "
+            f"{previous.get('seed')}, this run uses --n {args.n} --seed {args.seed}; other tasks"
+        )
+    carried: dict[str, str] = {}
+    for name in previous["methods"]:
+        if name in args.methods:
+            continue
+        carried[name] = previous.get("carried_over", {}).get(name, previous["command"])
+        for scenario, rows in results.items():
+            rows[name] = previous["results"][scenario][name]
+        if tuning is not None and name in (previous.get("tuning") or {}).get("methods", {}):
+            tuning["methods"][name] = previous["tuning"]["methods"][name]
+            params[name] = previous["chosen_params"][name]
+    return carried
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -386,15 +437,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f" --methods {','.join(args.methods)}" if tuple(args.methods) != METHODS else "",
             " --no-tune" if args.no_tune else "",
             f" --keep-tuning {','.join(args.keep_tuning)}" if args.keep_tuning else "",
+            " --carry-over" if args.carry_over else "",
         )
     )
+    carried = carry_over(args, tuning, params, results) if args.carry_over else {}
     payload = {
         "benchmark": "baselines",
         "command": command,
         "dataset": {"name": "ml-100k", **dataset.stats()},
         "n_per_scenario": args.n,
         "seed": args.seed,
-        "methods": args.methods,
+        "methods": [name for name in METHODS if name in args.methods or name in carried],
+        "carried_over": carried,
         "tuning": tuning,
         "chosen_params": params,
         "results": results,

@@ -135,6 +135,30 @@ class EmbeddingConfig(TrainingConfig):
     negatives_per_positive: int = field(
         default=1, metadata={"help": "Uniform negatives drawn per positive pair and epoch."}
     )
+    recent_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight in [0, 1] of the short-term term: each candidate's score mixes the user-item dot "
+            "product (1 - w) with its dot product with a decay-weighted mean of the embeddings of the "
+            "user's last recent_window items (w), each z-scored over the candidates (0 = plain dot product)."
+        },
+    )
+    recent_window: int = field(
+        default=5, metadata={"help": "Most recent distinct history items in the short-term term."}
+    )
+    recent_decay: float = field(
+        default=0.7, metadata={"help": "The k-th most recent of them weighs recent_decay**k (1 = flat)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.recent_weight <= 1.0:
+            raise ValueError(f"recent_weight must be in [0, 1], got {self.recent_weight}")
+        if self.recent_window < 1 or not 0.0 < self.recent_decay <= 1.0:
+            raise ValueError(
+                f"recent_window must be >= 1 and recent_decay in (0, 1], got {self.recent_window}, "
+                f"{self.recent_decay}"
+            )
 
 
 class Trainable(Protocol):
@@ -374,8 +398,34 @@ class BPRTrainer:
             return {}
         user_vectors, item_vectors = self.vectors()
         known = [item for item in items if item in self.index.item_index]
-        values = item_vectors[[self.index.item_index[item] for item in known]] @ user_vectors[row]
+        candidates = item_vectors[[self.index.item_index[item] for item in known]]
+        values = candidates @ user_vectors[row]
+        profile = self.recent_profile(history, item_vectors)
+        if profile is not None and len(known) > 1:
+            weight = self.config.recent_weight
+            values = (1.0 - weight) * standardised(values) + weight * standardised(candidates @ profile)
         return dict(zip(known, values.tolist(), strict=True))
+
+    def recent_profile(self, history: Sequence[str], item_vectors: np.ndarray) -> np.ndarray | None:
+        """Decay-weighted mean embedding of the last ``recent_window`` distinct known history items.
+
+        The short-term half of a long/short-term fusion (as in Fossil, He & McAuley 2016): the user
+        vector says what they like overall, this says what they watched just now, and the classic
+        scenario's target is the next item. None when the term is off or no recent item is known.
+        """
+        if self.config.recent_weight == 0.0:
+            return None
+        recent: list[int] = []
+        for item in reversed(history):
+            index = self.index.item_index.get(item)
+            if index is not None and index not in recent:
+                recent.append(index)
+                if len(recent) == self.config.recent_window:
+                    break
+        if not recent:
+            return None
+        weights = self.config.recent_decay ** np.arange(len(recent), dtype=np.float64)
+        return (weights / weights.sum()) @ item_vectors[recent]
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {key: value.detach().clone() for key, value in self.model.state_dict().items()}
@@ -383,6 +433,12 @@ class BPRTrainer:
     def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(snapshot)
         self._vectors = None
+
+
+def standardised(values: np.ndarray) -> np.ndarray:
+    """``values`` shifted to mean 0 and scaled to standard deviation 1 (all 0 when they are equal)."""
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
 
 
 class EmbeddingRecommender(IndexedRecommender):

@@ -32,12 +32,14 @@ METRIC_KEYS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5")
 SEARCH_SPACES: dict[str, dict[str, list[Any]]] = {
     "itemknn": {"window": [5, 10, 50], "decay": [0.7, 0.9], "shrink": [0.0, 20.0]},
     "bpr": {
+        "recent_weight": [0.0, 0.25, 0.5, 0.75],
         "embedding_dim": [64, 32, 128],
         "learning_rate": [5e-3, 2e-3, 1e-2],
         "reg": [1e-4, 1e-5, 1e-3],
         "negatives_per_positive": [1, 4],
     },
     "lightgcn": {
+        "recent_weight": [0.0, 0.25, 0.5, 0.75],
         "layers": [3, 1, 2],
         "embedding_dim": [64, 128],
         "reg": [1e-4, 1e-3],

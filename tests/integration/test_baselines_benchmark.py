@@ -83,3 +83,20 @@ def test_keep_tuning_names_a_tuned_method(capsys) -> None:
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--keep-tuning", "sasrek"])
     assert "--keep-tuning: sasrek is not tuned" in capsys.readouterr().err
+
+
+def test_carry_over_keeps_the_rows_of_methods_not_rerun_on_the_same_tasks(
+    ml100k_dir: Path, tmp_path: Path
+) -> None:
+    import pytest
+
+    benchmark = load_benchmark("baselines")
+    common = ["--n", "5", "--no-tune", "--out", str(tmp_path), "--work", str(tmp_path / "work")]
+    first = benchmark.main(["--methods", "random,pop", *common])
+    again = benchmark.main(["--methods", "random", "--carry-over", *common])
+    assert again["methods"] == ["random", "pop"]
+    assert again["carried_over"] == {"pop": first["command"]}
+    assert again["results"]["classic"]["pop"] == json.loads(json.dumps(first["results"]["classic"]["pop"]))
+    assert "Rows carried over from an earlier run" in (tmp_path / "baselines.md").read_text()
+    with pytest.raises(SystemExit, match="measured with --n 5 --seed 0, this run uses --n 6 --seed 0"):
+        benchmark.main(["--methods", "random", "--carry-over", *common[:1], "6", *common[2:]])

@@ -146,3 +146,39 @@ def test_uniform_negatives_are_never_positives_and_saturated_users_are_named() -
     assert u1_negatives == {index.item_index["c"]}
     with pytest.raises(ValueError, match="user 'u2' interacted with every item"):
         draw_uniform_negatives(index, np.array([index.user_index["u2"]]), np.random.default_rng(0))
+
+
+def drifting_user() -> tuple[Dataset, RankRequest]:
+    """Planted clusters plus one user who watched cluster 0 for long and cluster 1 just now.
+
+    Their user vector points at cluster 0; only the recent history says the next item is cluster 1's.
+    """
+    dataset, _ = planted_clusters()
+    old = [f"i0_{j}" for j in range(12)]
+    recent = [f"i1_{j}" for j in range(4)]
+    drift = [Interaction("drifter", item, float(t), 5.0) for t, item in enumerate(old + recent)]
+    train = Dataset({**dataset.users, "drifter": {}}, dataset.items, [*dataset.interactions, *drift],
+                    domain="item", name="drift")  # fmt: skip
+    request = RankRequest("t_drift", "drifter", ("i0_20", "i1_20"), history=tuple(train.history("drifter")))
+    return train, request
+
+
+@pytest.mark.parametrize("name", ["bpr", "lightgcn"])
+def test_the_recent_term_follows_a_drifting_user(name: str) -> None:
+    train, request = drifting_user()
+
+    def first(recent_weight: float) -> str:
+        options = {**FAST_OPTIONS[name], "recent_weight": recent_weight}
+        method = make_method(name, MethodOptions(seed=0, extra=options))
+        method.fit(train)
+        return next(iter(method.rank(request)))
+
+    assert first(0.0) == "i0_20"  # the plain dot product: the long-term taste
+    assert first(0.75) == "i1_20"  # the short-term term: the cluster of the last four items
+
+
+def test_recent_term_knobs_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"recent_weight must be in \[0, 1\], got 1.5"):
+        config_with_overrides(make_bpr(MethodOptions()).config, {"recent_weight": "1.5"})
+    with pytest.raises(ValueError, match=r"recent_window must be >= 1 and recent_decay in \(0, 1\]"):
+        config_with_overrides(make_bpr(MethodOptions()).config, {"recent_decay": "0"})
