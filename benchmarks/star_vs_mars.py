@@ -75,7 +75,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--report-only", action="store_true", help="Only format the rows the work folder already holds."
     )
+    parser.add_argument(
+        "--carry-over",
+        action="store_true",
+        help="Keep the rows of the existing RESULTS/star_vs_mars.json that this work folder does not hold, "
+        "when that run used the same data section and seed (the same test tasks); the report names them.",
+    )
     return parser.parse_args(argv)
+
+
+def carry_over(config: PipelineConfig, rows: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
+    """Append the previous results file's rows that ``rows`` lacks (in place); returns what was carried.
+
+    Refused (SystemExit) when the previous run's ``data`` section or ``seed`` differ: other test tasks.
+    """
+    path = folder / "star_vs_mars.json"
+    if not path.is_file():
+        raise SystemExit(f"--carry-over: {path} does not exist; run without --carry-over first")
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    now = {"data": dataclasses.asdict(config.data), "seed": config.seed}
+    before = {"data": previous["config"]["data"], "seed": previous["config"]["seed"]}
+    if now != before:
+        raise SystemExit(f"--carry-over: {path} was measured on {before}, this run on {now}; other tasks")
+    have = {row["key"] for row in rows}
+    carried = [dict(row) for row in previous["rows"] if row["key"] not in have]
+    for row in carried:
+        row.setdefault("carried_from", previous["meta"]["date"])
+    rows.extend(carried)
+    sft = previous["meta"]["stages"].get("sft", {}).get("result") or {}
+    sft = {key: sft.get(key) for key in ("steps", "examples", "first_loss", "last_loss")} if sft else {}
+    return {
+        "rows": {row["key"]: row["carried_from"] for row in carried},
+        "sft": sft or previous["meta"].get("carried_over", {}).get("sft", {}),
+    }
 
 
 def build_config(args: argparse.Namespace) -> PipelineConfig:
@@ -166,6 +198,21 @@ def markdown(config: PipelineConfig, rows: list[dict[str, Any]], meta: dict[str,
     ]
     if meta["missing"]:
         lines += [f"**Not finished yet (no rows): {', '.join(meta['missing'])}.**", ""]
+    carried = meta.get("carried_over") or {}
+    if carried.get("rows"):
+        sft = carried.get("sft") or {}
+        lines += [
+            "† Rows carried over from earlier runs of this config on the same test tasks (`--carry-over`; "
+            "same data section and seed): "
+            + ", ".join(f"{key} ({date})" for key, date in carried["rows"].items())
+            + (
+                f". That run's SFT: {sft.get('steps')} steps on {sft.get('examples')} examples (loss "
+                f"{fmt(sft.get('first_loss'))} → {fmt(sft.get('last_loss'))})."
+                if sft
+                else "."
+            ),
+            "",
+        ]
     lines += [
         "| method | HR@1 | HR@3 | HR@5 | HR_avg | wall s/task | LLM calls/task | generated tokens/task "
         "| cost/task | `<recommend>` unforced | repaired |",
@@ -173,7 +220,8 @@ def markdown(config: PipelineConfig, rows: list[dict[str, Any]], meta: dict[str,
     ]
     for row in rows:
         lines.append(
-            f"| {row['method']} | {' | '.join(cell(row, key) for key in HR_KEYS)} | "
+            f"| {row['method']}{' †' if row.get('carried_from') else ''} | "
+            f"{' | '.join(cell(row, key) for key in HR_KEYS)} | "
             f"{fmt(row.get('wall_s_per_task'), 1)} | {fmt(row['llm_calls_per_task'], 1)} | "
             f"{fmt(row['generated_tokens_per_task'], 0)} | ${row['cost_per_task_usd']:.4f} | "
             f"{share(row.get('unforced_recommend_share'))} | {repaired(row)} |"
@@ -281,6 +329,7 @@ def main(argv: list[str] | None = None) -> Path:
     if not args.report_only:
         run_pipeline(config, from_stage=args.from_stage, only=args.only, console=console)
     rows, missing = finished_rows(config, layout)
+    carried = carry_over(config, rows, args.results) if args.carry_over else {}
     record = json.loads(layout.record.read_text(encoding="utf-8")) if layout.record.exists() else {}
     shown_args = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--report-only"]
     meta = {
@@ -291,7 +340,8 @@ def main(argv: list[str] | None = None) -> Path:
             args.config.relative_to(REPO_ROOT) if args.config.is_relative_to(REPO_ROOT) else args.config
         ),
         "record": str(layout.record),
-        "missing": missing,
+        "missing": [key for key in missing if key not in carried.get("rows", {})],
+        "carried_over": carried,
         "stages": {
             name: {k: v for k, v in entry.items() if k != "result" or name != "eval"}
             for name, entry in record.get("stages", {}).items()

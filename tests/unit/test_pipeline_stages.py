@@ -317,3 +317,22 @@ def test_a_row_keeps_distinct_error_messages_of_the_tasks_that_raised() -> None:
         "TimeoutError: 120 s",
     ]
     assert error_examples({"per_task": [{"error": None}]}) == []
+
+
+def test_carry_over_keeps_rows_of_the_same_test_tasks_only(tmp_path: Path) -> None:
+    module = benchmark()
+    config = module.build_config(module.parse_args(["--config", str(TINY)]))
+    previous = {
+        "config": config.to_dict(),
+        "meta": {"date": "2026-12-03 19:00 UTC", "stages": {"sft": {"result": {"steps": 7, "examples": 3}}}},
+        "rows": [{"key": "random", "hr_avg": 0.1}, {"key": "star_sft", "hr_avg": 0.5}],
+    }
+    (tmp_path / "star_vs_mars.json").write_text(json.dumps(previous))
+    rows = [{"key": "random", "hr_avg": 0.2}]
+    carried = module.carry_over(config, rows, tmp_path)
+    assert rows == [{"key": "random", "hr_avg": 0.2}, {"key": "star_sft", "hr_avg": 0.5,
+                                                       "carried_from": "2026-12-03 19:00 UTC"}]  # fmt: skip
+    assert carried["rows"] == {"star_sft": "2026-12-03 19:00 UTC"} and carried["sft"]["steps"] == 7
+    other = module.build_config(module.parse_args(["--config", str(TINY), "--n-test", "9"]))
+    with pytest.raises(SystemExit, match="other tasks"):
+        module.carry_over(other, [], tmp_path)
