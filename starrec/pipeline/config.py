@@ -486,6 +486,8 @@ def serve_fields(section: Mapping[str, Any], index: LineIndex | None = None) -> 
             if not isinstance(value, str):
                 raise _fail(index, path, f"must be the path of the vLLM venv's python, got {value!r}")
             result[key] = Path(value)
+        elif key == "chunked_prefill" and isinstance(value, bool):
+            scalars[key] = "on" if value else "off"  # YAML reads a bare on/off as a boolean
         else:
             scalars[key] = value
     checked = check_knobs(VLLMServerConfig(model_dir=Path(".")), scalars, "serve", index)

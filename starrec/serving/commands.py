@@ -66,7 +66,7 @@ def serve(
             log_path=log, chunked_prefill=chunked_prefill,
         )  # fmt: skip
         server = VLLMServer(config).start()
-    except (FileNotFoundError, VLLMServerError) as error:
+    except (FileNotFoundError, ValueError, VLLMServerError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from error
     console.print(f"vLLM pid {server.pid} starting on {server.root_url} (log {server.log_path})")

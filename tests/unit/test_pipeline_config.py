@@ -15,6 +15,7 @@ from starrec.cli import app
 from starrec.graphs.context import Context
 from starrec.pipeline import STAGES, PipelineConfig, PipelineConfigError, load_config, run_pipeline
 from starrec.pipeline import runner as runner_module
+from starrec.pipeline.config import serve_fields
 from starrec.pipeline.evaluation import group_inputs
 from starrec.pipeline.runner import Stage, select_stages
 from starrec.pipeline.stages import planner_sft_enabled
@@ -78,6 +79,10 @@ BAD_CONFIGS = [
     ("eval:\n  star: [sft, best]\n", r"field 'eval.star\[1\]' must be one of base, sft, grpo"),
     ("serve:\n  extra_args: --enforce-eager\n", r"pipeline.yaml:2: field 'serve.extra_args' must be a list"),
     ("serve:\n  gpu_memory: 3\n", r"pipeline.yaml:2: unknown field 'serve.gpu_memory'"),
+    (
+        "serve:\n  chunked_prefill: maybe\n",
+        r"yaml:2: .*chunked_prefill must be one of auto, on, off, got 'maybe'",
+    ),
     ("data: [1, 2]\n", r"pipeline.yaml:1: field 'data' must be a mapping"),
     ("data:\n  n_test: [8\n", r"pipeline.yaml:3: not valid YAML"),
     ("- a\n- b\n", r"pipeline.yaml: the top level must be a mapping"),
@@ -238,3 +243,8 @@ def test_docs_explain_every_config_field() -> None:
             assert f"`{knob.name}`" in text, (
                 f"docs/pipeline.md does not explain {type(section).__name__}.{knob.name}"
             )
+
+
+def test_a_bare_on_or_off_is_a_chunked_prefill_choice(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "serve:\n  chunked_prefill: off\n"))
+    assert serve_fields(config.serve)["chunked_prefill"] == "off"

@@ -206,8 +206,10 @@ def test_chunked_prefill_is_off_on_cpu_where_seeded_sampling_crashes_it(model_di
     cpu = flags(device="cpu")
     assert "--no-enable-chunked-prefill" in cpu
     assert cpu[cpu.index("--max-num-batched-tokens") + 1] == "3072"  # vLLM needs >= max_model_len then
-    assert "--no-enable-chunked-prefill" not in flags(device="gpu")
-    assert "--no-enable-chunked-prefill" not in flags(device="cpu", chunked_prefill="on")
+    gpu = flags(device="gpu")
+    assert "--no-enable-chunked-prefill" not in gpu and "--enable-chunked-prefill" not in gpu  # vLLM's own
+    assert "--enable-chunked-prefill" in flags(device="cpu", chunked_prefill="on")
     assert "--no-enable-chunked-prefill" in flags(device="gpu", chunked_prefill="off")
-    with pytest.raises(VLLMServerError, match="chunked_prefill must be auto, on or off, got 'no'"):
+    assert VLLMServerConfig(model_dir=model_dir, chunked_prefill=False).chunked_prefill == "off"  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunked_prefill must be one of auto, on, off, got 'no'"):
         flags(chunked_prefill="no")
