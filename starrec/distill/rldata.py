@@ -343,11 +343,11 @@ def build_rl_data(
         else:
             todo.append((index, instance))
 
-    failed: list[str] = []
-    """One line per instance with a failed chain: not kept, so a re-run samples it again."""
+    failed: list[tuple[int, str]] = []
+    """(index, line) per instance with a failed chain: not kept, so a re-run samples it again."""
     give_up = max(3, len(todo) // 10)
-    stopped: list[str] = []
-    """The one reason the stage gave up, set by the failure that reached `give_up`."""
+    stopped: list[bool] = []
+    """Set once, by the failure that reached ``give_up``: later instances are not sampled."""
 
     def sample_one(item: tuple[int, SampledInstance]) -> None:
         nonlocal generated_tokens
@@ -358,9 +358,11 @@ def build_rl_data(
         errors = [chain.error for chain in chains if chain.error is not None]
         if errors:
             with lock:
-                failed.append(f"{instance.task_id}: {len(errors)}/{len(chains)} chains failed ({errors[0]})")
+                failed.append(
+                    (index, f"{instance.task_id}: {len(errors)}/{len(chains)} chains failed ({errors[0]})")
+                )
                 if len(failed) == give_up:
-                    stopped.append(f"{len(failed)} instances had failed requests; first: {failed[0]}")
+                    stopped.append(True)
             return
         score_samples(
             instance, [chain.text for chain in chains], config.success_at, config.ablation, config.seed
@@ -390,12 +392,17 @@ def build_rl_data(
                 sample_one(item)
                 if stopped:
                     break
+    first = min(failed)[1] if failed else ""
     if stopped:
-        raise RuntimeError(stopped[0])
+        raise RuntimeError(
+            f"stopped once {give_up} instances had failed requests (max(3, 10%) of {len(todo)}; "
+            f"{len(failed)} in all, first: {first}): check the sampling server; the instances sampled "
+            f"are in {partial.path}, so running again resumes"
+        )
     if failed:
         raise RuntimeError(
             f"{len(failed)} of {len(todo)} instances had failed requests and were not kept (first: "
-            f"{failed[0]}); the others are in {partial.path}, so running again samples only these"
+            f"{first}); the others are in {partial.path}, so running again samples only these"
         )
     seconds = time.perf_counter() - started
     buckets = {name: [i for i in chosen if i.bucket == name] for name in BUCKETS}
