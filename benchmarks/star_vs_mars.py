@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -84,29 +85,69 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def carry_over(config: PipelineConfig, rows: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
+TASK_FIELDS = ("dataset", "scenario", "n_test")
+"""The ``data`` fields the test tasks are built from (``n_train`` only sizes the training tasks)."""
+
+
+def test_tasks_sha256(layout: WorkLayout) -> str | None:
+    """A fingerprint of the test tasks (ids, users, candidates, ground truths), None before ``data``."""
+    from starrec.data.tasks import read_tasks
+
+    if not (layout.test_tasks / "manifest.json").is_file():
+        return None
+    tasks = sorted(read_tasks(layout.test_tasks), key=lambda task: task.task_id)
+    text = json.dumps([[t.task_id, t.user_id, list(t.candidates), t.ground_truth] for t in tasks])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def row_group(key: str, best_of_k_model: str) -> str:
+    """The eval row group (``planned_groups``) a row key comes from."""
+    if key.startswith("star_"):
+        return f"star-{key.removeprefix('star_')}"
+    if key.startswith("best_of_"):
+        return f"best-of-k-{best_of_k_model}"
+    return {"mars_fused": "mars", "mars_raw": "mars"}.get(
+        key, key if key in ("cf_prior", "mars_planner") else "classical"
+    )
+
+
+def carry_over(
+    config: PipelineConfig, layout: WorkLayout, rows: list[dict[str, Any]], folder: Path
+) -> dict[str, Any]:
     """Append the previous results file's rows that ``rows`` lacks (in place); returns what was carried.
 
-    Refused (SystemExit) when the previous run's ``data`` section or ``seed`` differ: other test tasks.
+    Refused (SystemExit) unless the previous run had the same test tasks: the same fingerprint where
+    both runs recorded one, else the same task settings (``TASK_FIELDS`` and ``seed``).
     """
     path = folder / "star_vs_mars.json"
     if not path.is_file():
         raise SystemExit(f"--carry-over: {path} does not exist; run without --carry-over first")
     previous = json.loads(path.read_text(encoding="utf-8"))
-    now = {"data": dataclasses.asdict(config.data), "seed": config.seed}
-    before = {"data": previous["config"]["data"], "seed": previous["config"]["seed"]}
-    if now != before:
-        raise SystemExit(f"--carry-over: {path} was measured on {before}, this run on {now}; other tasks")
+    fingerprint, before = test_tasks_sha256(layout), previous["meta"].get("test_tasks_sha256")
+    if fingerprint is not None and before is not None:
+        if fingerprint != before:
+            raise SystemExit(f"--carry-over: {path} was measured on other test tasks (fingerprints differ)")
+        matched = "the same test-task fingerprint"
+    else:
+        now = {**{k: getattr(config.data, k) for k in TASK_FIELDS}, "seed": config.seed}
+        then = {**{k: previous["config"]["data"][k] for k in TASK_FIELDS}, "seed": previous["config"]["seed"]}
+        if now != then:
+            raise SystemExit(f"--carry-over: {path} was measured on {then}, this run on {now}; other tasks")
+        matched = "the same task settings (" + ", ".join(f"{k}={v}" for k, v in now.items()) + ")"
+    sft = previous["meta"]["stages"].get("sft", {}).get("result") or {}
+    sft = {key: sft.get(key) for key in ("steps", "examples", "first_loss", "last_loss")} if sft else {}
     have = {row["key"] for row in rows}
     carried = [dict(row) for row in previous["rows"] if row["key"] not in have]
     for row in carried:
         row.setdefault("carried_from", previous["meta"]["date"])
+        if sft and "carried_sft" not in row and row["key"].startswith(("star_", "best_of_")):
+            row["carried_sft"] = sft
     rows.extend(carried)
-    sft = previous["meta"]["stages"].get("sft", {}).get("result") or {}
-    sft = {key: sft.get(key) for key in ("steps", "examples", "first_loss", "last_loss")} if sft else {}
+    best_of = previous["config"]["eval"].get("best_of_k_model", config.eval.best_of_k_model)
     return {
         "rows": {row["key"]: row["carried_from"] for row in carried},
-        "sft": sft or previous["meta"].get("carried_over", {}).get("sft", {}),
+        "groups": sorted({row_group(row["key"], best_of) for row in carried}),
+        "matched_on": matched,
     }
 
 
@@ -200,17 +241,23 @@ def markdown(config: PipelineConfig, rows: list[dict[str, Any]], meta: dict[str,
         lines += [f"**Not finished yet (no rows): {', '.join(meta['missing'])}.**", ""]
     carried = meta.get("carried_over") or {}
     if carried.get("rows"):
-        sft = carried.get("sft") or {}
-        lines += [
-            "† Rows carried over from earlier runs of this config on the same test tasks (`--carry-over`; "
-            "same data section and seed): "
-            + ", ".join(f"{key} ({date})" for key, date in carried["rows"].items())
-            + (
-                f". That run's SFT: {sft.get('steps')} steps on {sft.get('examples')} examples (loss "
-                f"{fmt(sft.get('first_loss'))} → {fmt(sft.get('last_loss'))})."
+        by_row = {row["key"]: row for row in rows}
+
+        def described(key: str, date: str) -> str:
+            sft = by_row[key].get("carried_sft")
+            trained = (
+                f"; its SFT: {sft.get('steps')} steps on {sft.get('examples')} examples, loss "
+                f"{fmt(sft.get('first_loss'))} → {fmt(sft.get('last_loss'))}"
                 if sft
-                else "."
-            ),
+                else ""
+            )
+            return f"{key} ({date}{trained})"
+
+        lines += [
+            "† Rows carried over from earlier runs of this config (`--carry-over`; matched on "
+            f"{carried.get('matched_on', 'the same task settings')}): "
+            + ", ".join(described(key, date) for key, date in carried["rows"].items())
+            + ".",
             "",
         ]
     lines += [
@@ -329,7 +376,7 @@ def main(argv: list[str] | None = None) -> Path:
     if not args.report_only:
         run_pipeline(config, from_stage=args.from_stage, only=args.only, console=console)
     rows, missing = finished_rows(config, layout)
-    carried = carry_over(config, rows, args.results) if args.carry_over else {}
+    carried = carry_over(config, layout, rows, args.results) if args.carry_over else {}
     record = json.loads(layout.record.read_text(encoding="utf-8")) if layout.record.exists() else {}
     shown_args = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--report-only"]
     meta = {
@@ -340,8 +387,9 @@ def main(argv: list[str] | None = None) -> Path:
             args.config.relative_to(REPO_ROOT) if args.config.is_relative_to(REPO_ROOT) else args.config
         ),
         "record": str(layout.record),
-        "missing": [key for key in missing if key not in carried.get("rows", {})],
+        "missing": [group for group in missing if group not in carried.get("groups", [])],
         "carried_over": carried,
+        "test_tasks_sha256": test_tasks_sha256(layout),
         "stages": {
             name: {k: v for k, v in entry.items() if k != "result" or name != "eval"}
             for name, entry in record.get("stages", {}).items()

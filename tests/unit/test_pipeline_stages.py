@@ -321,7 +321,12 @@ def test_a_row_keeps_distinct_error_messages_of_the_tasks_that_raised() -> None:
 
 def test_carry_over_keeps_rows_of_the_same_test_tasks_only(tmp_path: Path) -> None:
     module = benchmark()
-    config = module.build_config(module.parse_args(["--config", str(TINY)]))
+
+    def configured(*flags: str) -> Any:
+        args = ["--config", str(TINY), "--work", str(tmp_path / "work"), *flags]
+        return module.build_config(module.parse_args(args))
+
+    config = configured()
     previous = {
         "config": config.to_dict(),
         "meta": {"date": "2026-12-03 19:00 UTC", "stages": {"sft": {"result": {"steps": 7, "examples": 3}}}},
@@ -329,10 +334,13 @@ def test_carry_over_keeps_rows_of_the_same_test_tasks_only(tmp_path: Path) -> No
     }
     (tmp_path / "star_vs_mars.json").write_text(json.dumps(previous))
     rows = [{"key": "random", "hr_avg": 0.2}]
-    carried = module.carry_over(config, rows, tmp_path)
-    assert rows == [{"key": "random", "hr_avg": 0.2}, {"key": "star_sft", "hr_avg": 0.5,
-                                                       "carried_from": "2026-12-03 19:00 UTC"}]  # fmt: skip
-    assert carried["rows"] == {"star_sft": "2026-12-03 19:00 UTC"} and carried["sft"]["steps"] == 7
-    other = module.build_config(module.parse_args(["--config", str(TINY), "--n-test", "9"]))
+    carried = module.carry_over(config, WorkLayout.of(config), rows, tmp_path)
+    assert [row["key"] for row in rows] == ["random", "star_sft"] and rows[0]["hr_avg"] == 0.2
+    assert rows[1]["carried_from"] == "2026-12-03 19:00 UTC" and rows[1]["carried_sft"]["steps"] == 7
+    assert carried["rows"] == {"star_sft": "2026-12-03 19:00 UTC"} and carried["groups"] == ["star-sft"]
+    assert "same task settings" in carried["matched_on"]
+    more_training = configured("--n-train", "9")  # sizes the training tasks only: same test tasks
+    assert module.carry_over(more_training, WorkLayout.of(more_training), [], tmp_path)["rows"]
+    other = configured("--n-test", "9")
     with pytest.raises(SystemExit, match="other tasks"):
-        module.carry_over(other, [], tmp_path)
+        module.carry_over(other, WorkLayout.of(other), [], tmp_path)
