@@ -17,6 +17,7 @@ is re-measured when its method's chosen hyper-parameters differ from the ones it
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -150,6 +151,28 @@ class Checkpoint:
         partial.replace(path)
 
 
+def stale_tuning(saved: dict[str, Any], space: dict[str, list[Any]]) -> str | None:
+    """Why a checkpointed tuning result may not be reused (None: it may).
+
+    It must come from the current :data:`SELECTION_RULE` and have searched the current space. A result
+    that predates the recorded ``search_space`` is judged by the values its trials tried: coordinate
+    ascent tries every value of every knob.
+    """
+    rule = saved.get("selection", "best-mean")
+    if rule != SELECTION_RULE:
+        return f"tuned by the earlier {rule!r} rule (one seed, best mean)"
+    searched = saved.get("search_space")
+    if searched is None:
+        searched = {knob: [] for knob in space}
+        for trial in saved.get("trials", []):
+            for knob, value in trial["params"].items():
+                searched.setdefault(knob, []).append(value)
+    wanted = {knob: sorted(set(values)) for knob, values in space.items()}
+    if {knob: sorted(set(values)) for knob, values in searched.items()} != wanted:
+        return "tuned over another search space"
+    return None
+
+
 def tune_methods(
     dataset: Dataset,
     tasks: dict[str, list[Task]],
@@ -160,8 +183,9 @@ def tune_methods(
 ) -> dict[str, Any]:
     """Tune on a validation split of the view with *all* scenarios' test tasks hidden.
 
-    A checkpointed result is reused when the current :data:`SELECTION_RULE` made it; one made by
-    an older rule is tuned again, unless its method is in ``keep`` (then it is reused and noted).
+    A checkpointed result is reused when the current :data:`SELECTION_RULE` made it over the current
+    search space (:func:`stale_tuning`); otherwise it is tuned again, unless its method is in ``keep``
+    (then it is reused and noted).
     """
     every_task = [task for scenario_tasks in tasks.values() for task in scenario_tasks]
     split = validation_split(dataset.hide_from(every_task), seed=seed)
@@ -171,12 +195,12 @@ def tune_methods(
         if name not in TUNED:
             continue
         saved = results.get(name)
-        if saved is not None and saved.get("selection", "best-mean") == SELECTION_RULE:
+        stale = None if saved is None else stale_tuning(saved, SEARCH_SPACES[name])
+        if saved is not None and stale is None:
             console.print(f"tuned {name}: {saved['best_params']} (from {checkpoint.folder})")
             continue
         if saved is not None and name in keep:
-            rule = saved.get("selection", "best-mean")
-            kept = f"tuned by the earlier {rule!r} rule (one seed, best mean); kept by --keep-tuning"
+            kept = f"{stale}; kept by --keep-tuning"
             if kept not in saved.get("note", ""):
                 saved["note"] = "; ".join(filter(None, [saved.get("note"), kept]))
                 checkpoint.save("tuning", results)
@@ -252,7 +276,8 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
         *(
             [
                 "",
-                "Rows carried over from an earlier run on the same tasks (`--carry-over`): "
+                "Rows carried over from an earlier run on the same tasks (`--carry-over`, matched on "
+                f"{payload.get('carried_matched_on')}): "
                 + "; ".join(f"{name} (`{command}`)" for name, command in payload["carried_over"].items())
                 + ".",
             ]
@@ -381,29 +406,57 @@ def print_summary(payload: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def carry_over(
-    args: argparse.Namespace,
-    tuning: dict[str, Any] | None,
-    params: dict[str, dict[str, Any]],
-    results: dict[str, dict[str, Any]],
-) -> dict[str, str]:
-    """Copy the rows of the methods this run skipped from the previous results file, in place.
+def tasks_sha256(tasks: dict[str, list[Task]]) -> str:
+    """A fingerprint of every scenario's test tasks (ids, users, candidates, ground truths)."""
+    text = json.dumps(
+        {
+            s: [[t.task_id, t.user_id, list(t.candidates), t.ground_truth] for t in ts]
+            for s, ts in tasks.items()
+        }
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
-    Returns ``{method: the command that measured it}``. Refuses a file made with another ``--n`` or
-    ``--seed`` (other tasks), so a carried row always sits beside rows of the same tasks.
+
+def previous_results(args: argparse.Namespace, tasks: dict[str, list[Task]]) -> dict[str, Any]:
+    """The results file ``--carry-over`` reads, checked before anything is fitted.
+
+    It must hold the same test tasks (its fingerprint where it recorded one, else the same ``--n`` and
+    ``--seed``) and be tuned the same way (both tuned, or both ``--no-tune``).
     """
     path = args.out / "baselines.json"
     if not path.is_file():
         raise SystemExit(f"--carry-over: {path} does not exist; run without --carry-over first")
     previous = json.loads(path.read_text())
+    fix = "re-run those methods (--methods) or drop --carry-over"
+    recorded = previous.get("tasks_sha256")
+    if recorded is not None and recorded != tasks_sha256(tasks):
+        raise SystemExit(f"--carry-over: {path} was measured on other test tasks; {fix}")
     if (previous.get("n_per_scenario"), previous.get("seed")) != (args.n, args.seed):
         raise SystemExit(
             f"--carry-over: {path} was measured with --n {previous.get('n_per_scenario')} --seed "
-            f"{previous.get('seed')}, this run uses --n {args.n} --seed {args.seed}; other tasks"
+            f"{previous.get('seed')}, this run uses --n {args.n} --seed {args.seed}; other tasks; {fix}"
         )
+    if (previous.get("tuning") is None) != args.no_tune:
+        was = "untuned (--no-tune)" if previous.get("tuning") is None else "tuned"
+        raise SystemExit(f"--carry-over: {path} holds {was} rows, this run is not; {fix}")
+    previous["matched_on"] = "the test-task fingerprint" if recorded else "--n and --seed"
+    return previous
+
+
+def carry_over(
+    previous: dict[str, Any],
+    methods: Sequence[str],
+    tuning: dict[str, Any] | None,
+    params: dict[str, dict[str, Any]],
+    results: dict[str, dict[str, Any]],
+) -> dict[str, str]:
+    """Copy the rows (and tuning) of the methods this run skipped from ``previous``, in place.
+
+    Returns ``{method: the command that measured it}``.
+    """
     carried: dict[str, str] = {}
     for name in previous["methods"]:
-        if name in args.methods:
+        if name in methods:
             continue
         carried[name] = previous.get("carried_over", {}).get(name, previous["command"])
         for scenario, rows in results.items():
@@ -421,6 +474,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data_dir = fetch_movielens_100k(get_settings().cache_dir / "datasets" / "ml-100k")
     dataset = load_dataset(data_dir)
     tasks = build_scenario_tasks(data_dir, dataset, args.n, args.seed)
+    previous = previous_results(args, tasks) if args.carry_over else None
     checkpoint = Checkpoint(args.work / ("untuned" if args.no_tune else "tuned"))
     tuning = (
         None
@@ -440,7 +494,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             " --carry-over" if args.carry_over else "",
         )
     )
-    carried = carry_over(args, tuning, params, results) if args.carry_over else {}
+    carried = carry_over(previous, args.methods, tuning, params, results) if previous else {}
     payload = {
         "benchmark": "baselines",
         "command": command,
@@ -449,6 +503,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "methods": [name for name in METHODS if name in args.methods or name in carried],
         "carried_over": carried,
+        "carried_matched_on": previous["matched_on"] if previous else None,
+        "tasks_sha256": tasks_sha256(tasks),
         "tuning": tuning,
         "chosen_params": params,
         "results": results,

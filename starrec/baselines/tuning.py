@@ -141,10 +141,13 @@ class TuningResult:
     seconds: float = 0.0
     seeds: int = 1
     selection: str = SELECTION_RULE
+    search_space: dict[str, list[Any]] = field(default_factory=dict)
+    """The knob values searched (empty for an explicit grid), so a result of another space is not reused."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
+            "search_space": self.search_space,
             "best_params": self.best_params,
             "best_validation": self.best_metrics,
             "n_validation_tasks": self.n_validation_tasks,
@@ -239,4 +242,5 @@ def tune(
         len(split.tasks),
         time.perf_counter() - started,
         seeds=n_seeds,
+        search_space={} if grid is not None else {knob: list(values) for knob, values in space.items()},
     )

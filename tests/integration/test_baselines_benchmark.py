@@ -97,6 +97,25 @@ def test_carry_over_keeps_the_rows_of_methods_not_rerun_on_the_same_tasks(
     assert again["methods"] == ["random", "pop"]
     assert again["carried_over"] == {"pop": first["command"]}
     assert again["results"]["classic"]["pop"] == json.loads(json.dumps(first["results"]["classic"]["pop"]))
+    assert again["carried_matched_on"] == "the test-task fingerprint"
     assert "Rows carried over from an earlier run" in (tmp_path / "baselines.md").read_text()
-    with pytest.raises(SystemExit, match="measured with --n 5 --seed 0, this run uses --n 6 --seed 0"):
+    with pytest.raises(SystemExit, match="other test tasks; re-run those methods"):
         benchmark.main(["--methods", "random", "--carry-over", *common[:1], "6", *common[2:]])
+    tuned = [part for part in common if part != "--no-tune"]
+    with pytest.raises(SystemExit, match=r"holds untuned \(--no-tune\) rows, this run is not"):
+        benchmark.main(["--methods", "random", "--carry-over", *tuned])
+
+
+def test_a_tuning_over_another_search_space_is_stale() -> None:
+    benchmark = load_benchmark("baselines")
+    from starrec.baselines.tuning import SELECTION_RULE
+
+    space = {"window": [5, 10], "decay": [0.7]}
+    trials = [{"params": {"window": 5, "decay": 0.7}}, {"params": {"window": 10, "decay": 0.7}}]
+    saved = {"selection": SELECTION_RULE, "trials": trials}
+    assert benchmark.stale_tuning(saved, space) is None  # inferred from the values its trials tried
+    assert (
+        benchmark.stale_tuning(saved, {**space, "shrink": [0.0, 20.0]}) == "tuned over another search space"
+    )
+    assert benchmark.stale_tuning({**saved, "search_space": {"window": [5]}}, space) is not None
+    assert "earlier 'best-mean' rule" in benchmark.stale_tuning({"trials": trials}, space)
