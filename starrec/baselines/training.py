@@ -154,11 +154,10 @@ class EmbeddingConfig(TrainingConfig):
         super().__post_init__()
         if not 0.0 <= self.recent_weight <= 1.0:
             raise ValueError(f"recent_weight must be in [0, 1], got {self.recent_weight}")
-        if self.recent_window < 1 or not 0.0 < self.recent_decay <= 1.0:
-            raise ValueError(
-                f"recent_window must be >= 1 and recent_decay in (0, 1], got {self.recent_window}, "
-                f"{self.recent_decay}"
-            )
+        if self.recent_window < 1:
+            raise ValueError(f"recent_window must be >= 1, got {self.recent_window}")
+        if not 0.0 < self.recent_decay <= 1.0:
+            raise ValueError(f"recent_decay must be in (0, 1], got {self.recent_decay}")
 
 
 class Trainable(Protocol):
@@ -450,6 +449,7 @@ class EmbeddingRecommender(IndexedRecommender):
         super().__init__(config)
         self.curve = TrainingCurve()
         self._trainer: BPRTrainer | None = None
+        self._train: Dataset | None = None
 
     @property
     def losses(self) -> list[float]:
@@ -470,13 +470,16 @@ class EmbeddingRecommender(IndexedRecommender):
             trainer, self.curve = early_stopped_fit(train, self.config, self.name, self._build)
             assert isinstance(trainer, BPRTrainer)
             trainer.vectors()
-        self._trainer = trainer
+        self._trainer, self._train = trainer, train
 
     def rank(self, request: RankRequest) -> list[str]:
         index = self.require_index()
         if self._trainer is None or request.user_id not in self._trainer.index.user_index:
             return self.counts.record(rank_candidates(request.candidates, {}, index), unknown_user=True)
-        history = [event.item_id for event in request.history]
+        events = request.history
+        if not events and self.config.recent_weight > 0 and self._train is not None:
+            events = tuple(self._train.history(request.user_id))  # as ItemKNN: the view's history
+        history = [event.item_id for event in events]
         scores = self._trainer.score(request.user_id, history, request.candidates)
         return self.counts.record(rank_candidates(request.candidates, scores, index))
 

@@ -159,7 +159,8 @@ def drifting_user() -> tuple[Dataset, RankRequest]:
     drift = [Interaction("drifter", item, float(t), 5.0) for t, item in enumerate(old + recent)]
     train = Dataset({**dataset.users, "drifter": {}}, dataset.items, [*dataset.interactions, *drift],
                     domain="item", name="drift")  # fmt: skip
-    request = RankRequest("t_drift", "drifter", ("i0_20", "i1_20"), history=tuple(train.history("drifter")))
+    candidates = ("i0_20", "i1_20", "i2_20", "i3_20")
+    request = RankRequest("t_drift", "drifter", candidates, history=tuple(train.history("drifter")))
     return train, request
 
 
@@ -180,5 +181,7 @@ def test_the_recent_term_follows_a_drifting_user(name: str) -> None:
 def test_recent_term_knobs_are_checked() -> None:
     with pytest.raises(ValueError, match=r"recent_weight must be in \[0, 1\], got 1.5"):
         config_with_overrides(make_bpr(MethodOptions()).config, {"recent_weight": "1.5"})
-    with pytest.raises(ValueError, match=r"recent_window must be >= 1 and recent_decay in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"recent_decay must be in \(0, 1\], got 0.0"):
         config_with_overrides(make_bpr(MethodOptions()).config, {"recent_decay": "0"})
+    with pytest.raises(ValueError, match="recent_window must be >= 1, got 0"):
+        config_with_overrides(make_bpr(MethodOptions()).config, {"recent_window": "0"})
