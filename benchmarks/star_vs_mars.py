@@ -140,7 +140,8 @@ def carry_over(
     carried = [dict(row) for row in previous["rows"] if row["key"] not in have]
     for row in carried:
         row.setdefault("carried_from", previous["meta"]["date"])
-        if sft and "carried_sft" not in row and row["key"].startswith(("star_", "best_of_")):
+        trained = row["key"] in ("star_sft", "star_grpo") or row["key"].startswith("best_of_")
+        if sft and trained and "carried_sft" not in row:
             row["carried_sft"] = sft
     rows.extend(carried)
     best_of = previous["config"]["eval"].get("best_of_k_model", config.eval.best_of_k_model)
@@ -210,16 +211,21 @@ def setup_lines(config: PipelineConfig, stages: dict[str, Any]) -> list[str]:
         if config.eval.mars_planner
         else []
     )
+    trained = [
+        f"SFT: {sft.get('steps', '?')} steps on {sft.get('examples', '?')} examples "
+        f"(loss {fmt(sft.get('first_loss'))} → {fmt(sft.get('last_loss'))}). RL data: "
+        f"{rl.get('instances', '?')} tasks × {config.rl_data.get('samples', 8)} samples, buckets "
+        f"{rl.get('buckets', '?')}, mixed {rl.get('mixed', '?')}. GRPO: {grpo.get('steps', '?')} steps."
+    ]
+    if not any(name in stages for name in ("sft", "rl-data", "grpo")):
+        trained = ["SFT, RL data and GRPO did not run in this work folder."]
     return [
         f"Test tasks: **{config.data.n_test}** classic (seed {config.seed}); the teacher ran "
         f"{config.data.n_train} training tasks × {config.teacher.passes} pass(es) "
         f"({', '.join(f'{k}={v}' for k, v in config.teacher.options.items())}); "
         f"{kept.get('kept_runs', '?')} of {kept.get('runs', '?')} runs survived the "
         f"top-{config.filter.top_k} outcome filter.",
-        f"SFT: {sft.get('steps', '?')} steps on {sft.get('examples', '?')} examples "
-        f"(loss {fmt(sft.get('first_loss'))} → {fmt(sft.get('last_loss'))}). RL data: "
-        f"{rl.get('instances', '?')} tasks × {config.rl_data.get('samples', 8)} samples, buckets "
-        f"{rl.get('buckets', '?')}, mixed {rl.get('mixed', '?')}. GRPO: {grpo.get('steps', '?')} steps.",
+        *trained,
         f"Teacher and students start from SmolLM2-135M-Instruct; served by the same vLLM build with the same "
         f"flags ({' '.join(config.serve.get('extra_args', [])) or 'defaults'}); requests in flight: "
         f"{config.teacher.concurrency} (MARS), {config.student.concurrency} (STAR).",
