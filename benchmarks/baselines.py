@@ -45,7 +45,7 @@ from starrec.config import get_settings
 from starrec.data import fetch_movielens_100k, load_dataset
 from starrec.data.scenarios import SCENARIOS, build_tasks, data_files_fingerprint
 from starrec.data.schema import Dataset, Task
-from starrec.data.tasks import MANIFEST_FILE, write_tasks
+from starrec.data.tasks import MANIFEST_FILE, tasks_fingerprint, write_tasks
 from starrec.eval.harness import evaluate
 from starrec.eval.methods import MethodOptions, make_method
 
@@ -422,14 +422,9 @@ def print_summary(payload: dict[str, Any]) -> None:
 
 
 def tasks_sha256(tasks: dict[str, list[Task]]) -> str:
-    """A fingerprint of every scenario's test tasks (ids, users, candidates, ground truths)."""
-    text = json.dumps(
-        {
-            s: [[t.task_id, t.user_id, list(t.candidates), t.ground_truth] for t in ts]
-            for s, ts in tasks.items()
-        }
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    """A fingerprint of every scenario's test tasks (:func:`~starrec.data.tasks.tasks_fingerprint` each)."""
+    per_scenario = {scenario: tasks_fingerprint(scenario_tasks) for scenario, scenario_tasks in tasks.items()}
+    return hashlib.sha256(json.dumps(per_scenario).encode()).hexdigest()
 
 
 def previous_results(args: argparse.Namespace, tasks: dict[str, list[Task]]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -91,13 +90,11 @@ TASK_FIELDS = ("dataset", "scenario", "n_test")
 
 def test_tasks_sha256(layout: WorkLayout) -> str | None:
     """A fingerprint of the test tasks (ids, users, candidates, ground truths), None before ``data``."""
-    from starrec.data.tasks import read_tasks
+    from starrec.data.tasks import read_tasks, tasks_fingerprint
 
     if not (layout.test_tasks / "manifest.json").is_file():
         return None
-    tasks = sorted(read_tasks(layout.test_tasks), key=lambda task: task.task_id)
-    text = json.dumps([[t.task_id, t.user_id, list(t.candidates), t.ground_truth] for t in tasks])
-    return hashlib.sha256(text.encode()).hexdigest()
+    return tasks_fingerprint(read_tasks(layout.test_tasks))
 
 
 def row_group(key: str, best_of_k_model: str) -> str:

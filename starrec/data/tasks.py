@@ -7,6 +7,7 @@ A ``manifest.json`` beside them (ours) records how the tasks were built.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -40,8 +41,9 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise DataFormatError(path, f"malformed JSON ({error.msg} at column {error.colno})",
-                              line=error.lineno) from error
+        raise DataFormatError(
+            path, f"malformed JSON ({error.msg} at column {error.colno})", line=error.lineno
+        ) from error
 
 
 def _require(record: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
@@ -61,30 +63,50 @@ def _parse_task(
         raise DataFormatError(path, f"expected a JSON object, got {type(record).__name__}")
     user_id = _require(record, "user_id", (str, int), path)
     candidates = _require(record, "candidate_list", list, path)
-    if not candidates or not all(isinstance(item, str | int) and not isinstance(item, bool)
-                                 for item in candidates):
+    if not candidates or not all(
+        isinstance(item, str | int) and not isinstance(item, bool) for item in candidates
+    ):
         raise DataFormatError(path, "must be a non-empty list of item ids", field="candidate_list")
     # Counted as listed, before repeats are dropped: four official tasks list one id twice.
     if expected_candidates is not None and len(candidates) != expected_candidates:
-        raise DataFormatError(path, f"lists {len(candidates)} candidates, expected exactly "
-                              f"{expected_candidates}; fix the file or read it with "
-                              "expected_candidates=None", field="candidate_list")
+        raise DataFormatError(
+            path,
+            f"lists {len(candidates)} candidates, expected exactly "
+            f"{expected_candidates}; fix the file or read it with "
+            "expected_candidates=None",
+            field="candidate_list",
+        )
     candidate_ids = tuple(dict.fromkeys(str(item) for item in candidates))
     if len(candidate_ids) != len(candidates):
         # The published Amazon/Goodreads folders have a few lists with one id twice; ranking
         # needs a set, so keep the first copy and say so.
-        warnings.warn(f"{path}: candidate_list repeats {len(candidates) - len(candidate_ids)} id(s); "
-                      "kept the first occurrence", DuplicateCandidatesWarning, stacklevel=4)
+        warnings.warn(
+            f"{path}: candidate_list repeats {len(candidates) - len(candidate_ids)} id(s); "
+            "kept the first occurrence",
+            DuplicateCandidatesWarning,
+            stacklevel=4,
+        )
     if ground_truth is not None and ground_truth not in candidate_ids:
-        raise DataFormatError(path, f"ground truth {ground_truth!r} is not among the candidates",
-                              field="candidate_list")
+        raise DataFormatError(
+            path, f"ground truth {ground_truth!r} is not among the candidates", field="candidate_list"
+        )
     loc = record.get("loc", [-1, -1])
-    if not (isinstance(loc, list) and len(loc) == 2
-            and all(isinstance(v, int | float) and not isinstance(v, bool) and _finite(v) for v in loc)):
+    if not (
+        isinstance(loc, list)
+        and len(loc) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and _finite(v) for v in loc)
+    ):
         raise DataFormatError(path, f"must be a [lat, lon] pair, got {loc!r}", field="loc")
     category = record.get("candidate_category", "")
-    return Task(str(index), str(user_id), candidate_ids, ground_truth, str(category or ""), scenario,
-                (float(loc[0]), float(loc[1])))
+    return Task(
+        str(index),
+        str(user_id),
+        candidate_ids,
+        ground_truth,
+        str(category or ""),
+        scenario,
+        (float(loc[0]), float(loc[1])),
+    )
 
 
 def _read_ground_truth(path: Path) -> str | None:
@@ -137,18 +159,34 @@ def read_tasks(directory: Path, expected_candidates: int | None = EXPECTED_CANDI
         raise DataFormatError(task_dir, "no task_<i>.json files")
     scenario = str(read_manifest(directory).get("scenario", ""))
     return [
-        _parse_task(index, path, _read_ground_truth(ground_truth_path(directory, index)), scenario,
-                    expected_candidates)
+        _parse_task(
+            index,
+            path,
+            _read_ground_truth(ground_truth_path(directory, index)),
+            scenario,
+            expected_candidates,
+        )
         for index, path in indexed
     ]
 
 
 def unknown_ids(tasks: Sequence[Task], dataset: Dataset) -> dict[str, list[str]]:
     """Task users and candidates that appear nowhere in ``dataset`` (neither records nor reviews)."""
-    users = sorted({task.user_id for task in tasks
-                    if task.user_id not in dataset.users and task.user_id not in dataset.by_user})
-    items = sorted({item for task in tasks for item in task.candidates
-                    if item not in dataset.items and item not in dataset.by_item})
+    users = sorted(
+        {
+            task.user_id
+            for task in tasks
+            if task.user_id not in dataset.users and task.user_id not in dataset.by_user
+        }
+    )
+    items = sorted(
+        {
+            item
+            for task in tasks
+            for item in task.candidates
+            if item not in dataset.items and item not in dataset.by_item
+        }
+    )
     return {"users": users, "candidates": items}
 
 
@@ -200,3 +238,10 @@ def write_tasks(tasks: Iterable[Task], directory: Path, manifest: Mapping[str, A
     if manifest is not None:
         (directory / MANIFEST_FILE).write_text(json.dumps(dict(manifest), indent=2, sort_keys=False))
     return directory
+
+
+def tasks_fingerprint(tasks: Iterable[Task]) -> str:
+    """SHA-256 of the tasks' ids, users, candidates and ground truths, in id order."""
+    ordered = sorted(tasks, key=lambda task: task.task_id)
+    text = json.dumps([[t.task_id, t.user_id, list(t.candidates), t.ground_truth] for t in ordered])
+    return hashlib.sha256(text.encode()).hexdigest()

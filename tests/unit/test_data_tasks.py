@@ -73,8 +73,11 @@ def test_tasks_sorted_numerically(tmp_path: Path) -> None:
 def test_candidate_count_is_exact(tmp_path: Path, count: int) -> None:
     candidates = tuple(f"i{j}" for j in range(count))
     write_tasks([*_sample_tasks(), Task("2", "u3", candidates, "i0")], tmp_path)
-    with pytest.raises(DataFormatError, match=rf"task_2\.json: field 'candidate_list': lists {count} "
-                                              r"candidates, expected exactly 20"):
+    with pytest.raises(
+        DataFormatError,
+        match=rf"task_2\.json: field 'candidate_list': lists {count} "
+        r"candidates, expected exactly 20",
+    ):
         read_tasks(tmp_path)
     assert len(read_tasks(tmp_path, expected_candidates=None)[2].candidates) == count
 
@@ -107,10 +110,15 @@ def test_unknown_users_and_candidates_are_warned_and_counted(tiny_dataset: Datas
 
     known_user = next(iter(tiny_dataset.users))
     known_items = sorted(tiny_dataset.items)[:2]
-    tasks = [Task("0", known_user, (*known_items, "ghost-item"), known_items[0]),
-             Task("1", "ghost-user", tuple(known_items), known_items[0])]
-    with pytest.warns(UnknownIdsWarning, match=r"T: 1 user\(s\) \[ghost-user\] and 1 candidate\(s\) "
-                                               r"\[ghost-item\] are not in dataset 'tiny'"):
+    tasks = [
+        Task("0", known_user, (*known_items, "ghost-item"), known_items[0]),
+        Task("1", "ghost-user", tuple(known_items), known_items[0]),
+    ]
+    with pytest.warns(
+        UnknownIdsWarning,
+        match=r"T: 1 user\(s\) \[ghost-user\] and 1 candidate\(s\) "
+        r"\[ghost-item\] are not in dataset 'tiny'",
+    ):
         counts = warn_unknown_ids(tasks, tiny_dataset, "T")
     assert counts == {"unknown_users": 1, "unknown_candidates": 1}
     with warnings.catch_warnings():
@@ -176,7 +184,7 @@ def test_scenarios_follow_their_definitions(ml100k: Dataset, scenario: str) -> N
             assert majority_category(ml100k, history) in labels
         else:
             long_term = majority_category(ml100k, history)
-            recent = majority_category(ml100k, history[-config.recent_window:])
+            recent = majority_category(ml100k, history[-config.recent_window :])
             assert recent != long_term and recent in labels and long_term not in labels
 
 
@@ -207,8 +215,12 @@ def test_evolving_short_tiny(tiny_dataset: Dataset) -> None:
 def test_popularity_negatives_favour_popular_items(ml100k: Dataset) -> None:
     def mean_negative_popularity(sampling: str) -> float:
         tasks = build_tasks(ml100k, "classic", 60, seed=3, negatives=sampling).tasks
-        counts = [len(ml100k.by_item[item]) for task in tasks for item in task.candidates
-                  if item != task.ground_truth]
+        counts = [
+            len(ml100k.by_item[item])
+            for task in tasks
+            for item in task.candidates
+            if item != task.ground_truth
+        ]
         return sum(counts) / len(counts)
 
     uniform, popular = mean_negative_popularity("uniform"), mean_negative_popularity("popularity")
@@ -224,8 +236,9 @@ def test_ground_truth_position_is_shuffled_in_files(ml100k: Dataset) -> None:
 def test_manifest_and_fingerprint(ml100k_dir: Path, ml100k: Dataset) -> None:
     fingerprint = data_files_fingerprint(ml100k_dir)
     assert len(fingerprint) == 64 and fingerprint == data_files_fingerprint(ml100k_dir)
-    manifest = build_tasks(ml100k, "cold_item", 5, seed=2, negatives="popularity",
-                           fingerprint=fingerprint).manifest
+    manifest = build_tasks(
+        ml100k, "cold_item", 5, seed=2, negatives="popularity", fingerprint=fingerprint
+    ).manifest
     assert manifest["scenario"] == "cold_item" and manifest["seed"] == 2
     assert manifest["negatives"]["sampling"] == "popularity" and manifest["negatives"]["count"] == 19
     assert "at most 5 interactions" in manifest["definition"]
@@ -255,17 +268,36 @@ def test_cli_build_refuses_non_empty_folder(tiny_dataset: Dataset, tmp_path: Pat
     out = tmp_path / "tasks"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    result = CliRunner().invoke(app, ["tasks", "build", "--data", str(data), "--out", str(out),
-                                      "--scenario", "classic"])
+    result = CliRunner().invoke(
+        app, ["tasks", "build", "--data", str(data), "--out", str(out), "--scenario", "classic"]
+    )
     assert result.exit_code != 0 and "not empty" in result.output
 
 
 def test_majority_ignores_goodreads_status_shelves() -> None:
     from starrec.data.schema import Interaction
 
-    shelves = {"b1": ["to-read", "fantasy"], "b2": ["to-read", "currently-reading", "fantasy"],
-               "b3": ["to-read", "sci-fi"]}
-    items = {book: {"book_id": book, "popular_shelves": [{"count": "9", "name": n} for n in names]}
-             for book, names in shelves.items()}
+    shelves = {
+        "b1": ["to-read", "fantasy"],
+        "b2": ["to-read", "currently-reading", "fantasy"],
+        "b3": ["to-read", "sci-fi"],
+    }
+    items = {
+        book: {"book_id": book, "popular_shelves": [{"count": "9", "name": n} for n in names]}
+        for book, names in shelves.items()
+    }
     dataset = Dataset({}, items, [Interaction("u", book, float(t)) for t, book in enumerate(shelves)])
     assert majority_category(dataset, dataset.interactions) == "fantasy"
+
+
+def test_tasks_fingerprint_ignores_order_and_sees_any_change() -> None:
+    import dataclasses
+
+    from starrec.data.schema import Task
+    from starrec.data.tasks import tasks_fingerprint
+
+    tasks = [Task("t1", "u1", ("a", "b"), "a"), Task("t2", "u2", ("c", "d"), "d")]
+    assert tasks_fingerprint(tasks) == tasks_fingerprint(list(reversed(tasks)))
+    assert tasks_fingerprint(tasks) != tasks_fingerprint(
+        [tasks[0], dataclasses.replace(tasks[1], ground_truth="c")]
+    )
