@@ -6,6 +6,8 @@ standard ``NEO4J_*`` and ``OPENAI_*`` names) -> command-line flags, which overri
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -59,6 +61,30 @@ class Settings(BaseSettings):
     )
 
 
-def get_settings() -> Settings:
-    """Fresh settings from the current environment (cheap; not cached so tests can monkeypatch env)."""
+_ENVIRONMENT_PREFIXES = ("STARREC_", "NEO4J_", "OPENAI_")
+
+
+def _settings_environment() -> tuple[tuple[str, str], ...]:
+    """The variables :class:`Settings` can read (names are case-insensitive), plus ``HOME``."""
+    return tuple(
+        sorted(
+            (name.upper(), value)
+            for name, value in os.environ.items()
+            if name.upper().startswith(_ENVIRONMENT_PREFIXES) or name == "HOME"
+        )
+    )
+
+
+@lru_cache(maxsize=8)
+def _settings_for(environment: tuple[tuple[str, str], ...]) -> Settings:
     return Settings()
+
+
+def get_settings() -> Settings:
+    """Settings from the current environment, as a copy the caller may change.
+
+    Building them costs about a millisecond (pydantic-settings reads the whole environment) and the
+    price lookup asks on every LLM call, so they are built once per distinct environment: a changed
+    or monkeypatched variable still takes effect at the next call.
+    """
+    return _settings_for(_settings_environment()).model_copy()

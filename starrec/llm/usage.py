@@ -113,8 +113,14 @@ def price_for(model: str, *, base_url: str | None = None, local: bool = False) -
     hosted model (exact name, or the name plus a date/``-latest`` suffix), else None (unknown)."""
     if local or is_self_hosted(base_url):
         return FREE
-    name = model.strip().lower()
-    table = price_table()
+    extra = get_settings().prices
+    return _listed_price(model.strip().lower(), str(extra) if extra else "")
+
+
+@lru_cache(maxsize=256)
+def _listed_price(name: str, extra: str) -> Price | None:
+    """Memoised per table: the recorder prices every call of a run, and the suffix match scans."""
+    table = _price_table(extra)
     if name in table:
         return table[name]
     for known in sorted(table, key=len, reverse=True):

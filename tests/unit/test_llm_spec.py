@@ -164,3 +164,19 @@ def test_spec_object_with_overrides() -> None:
     base = LLMSpec(backend="openai", model="m", base_url="http://127.0.0.1:9/v1")
     model = make_chat_model(base, model="other")
     assert model.model_name == "other" and base.model == "m"
+
+
+def test_settings_follow_the_environment_and_are_the_callers_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """get_settings is memoised per environment: a changed variable still takes effect at once."""
+    from starrec.config import get_settings
+
+    monkeypatch.setenv("STARREC_LLM_CONCURRENCY", "3")
+    first = get_settings()
+    first.llm_concurrency = 99  # a caller's change stays in its copy
+    assert get_settings().llm_concurrency == 3
+    monkeypatch.setenv("STARREC_LLM_CONCURRENCY", "5")
+    assert get_settings().llm_concurrency == 5
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://vllm:8000/v1")
+    assert get_settings().base_url == "http://vllm:8000/v1"
+    monkeypatch.delenv("STARREC_LLM_CONCURRENCY")
+    assert get_settings().llm_concurrency == 8
