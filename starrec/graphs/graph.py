@@ -8,19 +8,20 @@ their own chat model, evidence source and checkpointer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Checkpointer, RetryPolicy
+from langgraph.runtime import Runtime
+from langgraph.types import Checkpointer, Command, RetryPolicy
 
 from starrec.contract.roster import ABSTRACTOR, PLANNER, RANKER, REFLECTOR, ROSTER, Roster
 from starrec.graphs.context import Context
 from starrec.graphs.nodes import MarsNodes
 from starrec.graphs.resources import Resources
-from starrec.graphs.routing import Routes
+from starrec.graphs.routing import Routes, advanced, context_of
 from starrec.graphs.state import InputState, State
 from starrec.tools.base import EvidenceSource
 from starrec.tools.value_profiles import ItemValueProfiles
@@ -50,6 +51,21 @@ def is_transient(error: Exception) -> bool:
 
 # Every retry is visible in the run's repairs as ``llm_error`` (the recorder counts failed attempts).
 LLM_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, backoff_factor=2.0, retry_on=is_transient)
+
+
+Node = Callable[[State, Runtime[Context]], Awaitable[dict[str, Any]]]
+Router = Callable[[State, Context], str]
+
+
+def routed(node: Node, route: Router) -> Callable[[State, Runtime[Context]], Awaitable[Command[str]]]:
+    """``node`` that also names the next node: its update plus ``route`` of the state it leads to."""
+
+    async def run(state: State, runtime: Runtime[Context]) -> Command[str]:
+        update = await node(state, runtime)
+        return Command(update=update, goto=route(advanced(state, update), context_of(runtime)))
+
+    run.__name__ = getattr(node, "__name__", "node")
+    return run
 
 
 def recursion_limit(context: Context | None = None, roster: Roster = ROSTER) -> int:
@@ -87,23 +103,35 @@ def build_mars_graph(
     nodes = MarsNodes(resources, roster)
     routes = Routes(roster)
     agents = roster.names
+    after_planning = (*agents, REFLECTOR, RANKER)
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)
-    builder.add_node(ABSTRACTOR, nodes.abstractor, retry_policy=LLM_RETRY)
-    builder.add_node(PLANNER, nodes.planner, retry_policy=LLM_RETRY)
-    for agent in agents:
-        builder.add_node(agent, nodes.agent_node(agent), retry_policy=LLM_RETRY)
-    builder.add_node(REFLECTOR, nodes.reflector, retry_policy=LLM_RETRY)
-    builder.add_node(RANKER, nodes.ranker, retry_policy=LLM_RETRY)
-
-    after_planning = [*agents, REFLECTOR, RANKER]
     builder.add_edge(START, ABSTRACTOR)
-    builder.add_conditional_edges(ABSTRACTOR, routes.after_abstractor, [PLANNER, *after_planning])
-    builder.add_conditional_edges(PLANNER, routes.to_next_agent, after_planning)
+    builder.add_node(
+        ABSTRACTOR,
+        routed(nodes.abstractor, routes.after_abstractor),
+        retry_policy=LLM_RETRY,
+        destinations=(PLANNER, *after_planning),
+    )
+    builder.add_node(
+        PLANNER,
+        routed(nodes.planner, routes.to_next_agent),
+        retry_policy=LLM_RETRY,
+        destinations=after_planning,
+    )
     for agent in agents:
-        builder.add_conditional_edges(
-            agent, routes.to_next_agent, [node for node in after_planning if node != agent]
+        builder.add_node(
+            agent,
+            routed(nodes.agent_node(agent), routes.to_next_agent),
+            retry_policy=LLM_RETRY,
+            destinations=tuple(node for node in after_planning if node != agent),
         )
-    builder.add_conditional_edges(REFLECTOR, routes.after_reflector, [*agents, RANKER])
+    builder.add_node(
+        REFLECTOR,
+        routed(nodes.reflector, routes.after_reflector),
+        retry_policy=LLM_RETRY,
+        destinations=(*agents, RANKER),
+    )
+    builder.add_node(RANKER, nodes.ranker, retry_policy=LLM_RETRY)
     builder.add_edge(RANKER, END)
     compiled = builder.compile(checkpointer=checkpointer, name=name)
     return compiled.with_config(recursion_limit=recursion_limit(context, roster))

@@ -6,9 +6,9 @@ nodes and :data:`AgentName` for the agents.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
@@ -54,35 +54,41 @@ def after_agents(state: State, context: Context) -> Literal["reflector", "ranker
     return "reflector"
 
 
+ROUTING_FIELDS = frozenset({"agents", "plan", "done", "round", "corrections", "reflection"})
+"""The state fields the routers read; all are plain overwrite channels (no reducer)."""
+
+
+def advanced(state: State, update: Mapping[str, Any]) -> State:
+    """``state`` as the next node will see it, as far as routing goes: ``update``'s routing fields
+    applied (they overwrite, so no reducer is needed)."""
+    changed = {key: value for key, value in update.items() if key in ROUTING_FIELDS}
+    return replace(state, **changed) if changed else state
+
+
 @dataclass(frozen=True)
 class Routes:
     """The graph's three routers, bound to its roster (the agent order used when the planner is off).
 
-    They are ``async`` although they never await: LangGraph runs a sync router in a worker thread
-    on every edge of an async run, and those seven thread hops per run were the largest item of the
-    orchestration overhead (benchmarks/results/mars.md).
+    Each node calls its router on the state its own update leads to and returns a
+    ``Command(goto=...)``: a conditional edge would be a traced runnable of its own on every step,
+    and those seven extra callback runs per run were the largest item of the orchestration overhead
+    left after the nodes (benchmarks/results/mars.md).
     """
 
     roster: Roster = ROSTER
 
-    async def after_abstractor(
-        self, state: State, runtime: Runtime[Context]
+    def after_abstractor(
+        self, state: State, context: Context
     ) -> Literal["planner", "reflector", "ranker"] | AgentName:
-        if context_of(runtime).use_planner:
+        if context.use_planner:
             return "planner"
-        return next_agent(state, enabled_agents(state, self.roster)) or after_agents(
-            state, context_of(runtime)
-        )
+        return next_agent(state, enabled_agents(state, self.roster)) or after_agents(state, context)
 
-    async def to_next_agent(
-        self, state: State, runtime: Runtime[Context]
-    ) -> Literal["reflector", "ranker"] | AgentName:
+    def to_next_agent(self, state: State, context: Context) -> Literal["reflector", "ranker"] | AgentName:
         """After the planner or an agent: the next planned agent, else reflection/ranking."""
-        return next_agent(state, enabled_agents(state, self.roster)) or after_agents(
-            state, context_of(runtime)
-        )
+        return next_agent(state, enabled_agents(state, self.roster)) or after_agents(state, context)
 
-    async def after_reflector(self, state: State, runtime: Runtime[Context]) -> Literal["ranker"] | AgentName:
+    def after_reflector(self, state: State, context: Context) -> Literal["ranker"] | AgentName:
         """Pass (or no rounds left) -> ranker; fail -> the first flagged agent of the new round."""
         if state.reflection.get("verdict") == "fail" and state.corrections:
             return next_agent(state, enabled_agents(state, self.roster)) or "ranker"

@@ -388,6 +388,16 @@ def test_module_graph_is_named_and_bounded() -> None:
     assert set(graph.get_graph().nodes) >= {"abstractor", "planner", *AGENT_NODES, "reflector", "ranker"}
 
 
+def test_studio_draws_every_route_the_nodes_can_take() -> None:
+    """Nodes route by ``Command(goto=...)``; their declared destinations are the drawn edges."""
+    edges = {(edge.source, edge.target) for edge in graph.get_graph().edges}
+    assert ("__start__", "abstractor") in edges and ("ranker", "__end__") in edges
+    assert {("abstractor", "planner"), ("planner", "reflector"), ("reflector", "ranker")} <= edges
+    for agent in AGENT_NODES:
+        assert {("planner", agent), (agent, "reflector"), (agent, "ranker"), ("reflector", agent)} <= edges
+        assert (agent, agent) not in edges
+
+
 def test_native_structured_output_without_tools_is_one_call_per_agent(setup: dict[str, Any]) -> None:
     context = Context(chunk_size=3, use_tools=False, structured_output="native")
     state, trajectory, model = run(setup, default_script(setup["candidates"], plan=["user_profile"]), context)
@@ -435,3 +445,4 @@ def test_demo_scores_the_prior_the_llm_started_from(setup: dict[str, Any]) -> No
     assert report["tasks"] == 1
     assert report["hr@1"] == float(prior[0] == setup["task"].ground_truth)
     assert report["changed"] == int(trajectory.ranking != prior)
+
