@@ -48,8 +48,14 @@ async def run_mars(
     model_name: str = "",
     timeout_s: float | None = None,
     callbacks: Sequence[Any] = (),
+    settings: dict[str, Any] | None = None,
 ) -> Trajectory:
-    """Run the graph on one request and return its trajectory; never raises for a failed run."""
+    """Run the graph on one request and return its trajectory; never raises for a failed run.
+
+    ``settings``: ``context.settings()`` made once by a batch for its runs (it costs a quarter of a
+    millisecond); ignored for a job with its own context.
+    """
+    settings = settings if settings is not None and job.context is None else None
     context = job.context or context
     recorder = TrajectoryRecorder()
     started = time.perf_counter()
@@ -73,7 +79,7 @@ async def run_mars(
         task_id=job.request.task_id,
         pass_=job.pass_,
         ground_truth=job.ground_truth,
-        settings=context.settings(),
+        settings=settings if settings is not None else context.settings(),
         model=model_name,
         seconds=time.perf_counter() - started,
         error=error,
@@ -102,11 +108,19 @@ async def run_batch(
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     gate = asyncio.Semaphore(concurrency)
+    settings = context.settings()
 
     async def one(job: RunJob) -> Trajectory:
         async with gate:
             trajectory = await run_mars(
-                graph, job, dataset, context, model_name=model_name, timeout_s=timeout_s
+                graph,
+                job,
+                dataset,
+                context,
+                model_name=model_name,
+                timeout_s=timeout_s,
+                callbacks=callbacks,
+                settings=settings,
             )
         if on_done is not None:
             result = on_done(trajectory)

@@ -446,3 +446,33 @@ def test_demo_scores_the_prior_the_llm_started_from(setup: dict[str, Any]) -> No
     assert report["hr@1"] == float(prior[0] == setup["task"].ground_truth)
     assert report["changed"] == int(trajectory.ranking != prior)
 
+
+def test_a_batch_hands_its_callbacks_to_every_run_and_records_each_runs_own_settings(
+    setup: dict[str, Any],
+) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    from starrec.graphs.runner import RunJob, run_batch
+
+    class NodeCounter(BaseCallbackHandler):
+        run_inline = True
+
+        def __init__(self) -> None:
+            self.nodes: list[str] = []
+
+        def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+            if (kwargs.get("metadata") or {}).get("langgraph_node") == kwargs.get("name"):
+                self.nodes.append(str(kwargs.get("name")))
+
+    model = ScriptedChatModel(responses=default_script(setup["candidates"]), cycle=True)
+    batch_context = Context(chunk_size=3, use_tools=False)
+    own_context = Context(chunk_size=3, use_tools=False, temperature=0.7)
+    compiled = build_mars_graph(batch_context, chat_model=model, evidence=FakeEvidence(setup["dataset"]))
+    counter = NodeCounter()
+    jobs = [RunJob(setup["request"], 0), RunJob(setup["request"], 1, context=own_context)]
+    runs = asyncio.run(
+        run_batch(compiled, jobs, setup["dataset"], batch_context, concurrency=1, callbacks=[counter])
+    )
+    assert all(run.error is None for run in runs)
+    assert counter.nodes.count("abstractor") == 2 and counter.nodes.count("ranker") == 2
+    assert [run.settings["temperature"] for run in runs] == [batch_context.temperature, 0.7]
