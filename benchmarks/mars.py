@@ -31,13 +31,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+from langchain_core.callbacks import adispatch_custom_event
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
 from rich.console import Console
 
 from starrec.config import get_settings
 from starrec.contract.ablations import ABLATIONS
-from starrec.contract.roster import AGENT_NODES
+from starrec.contract.roster import ABSTRACTOR, AGENT_NODES, PLANNER, RANKER, REFLECTOR, ROSTER, Roster
 from starrec.contract.runs_file import RunsFile
 from starrec.contract.trajectory import Trajectory
 from starrec.data import fetch_movielens_100k, load_dataset
@@ -47,6 +53,7 @@ from starrec.eval.metrics import summarize
 from starrec.graphs.context import Context
 from starrec.graphs.demo import DEMO_KNOBS, baseline_reports, demo_tasks
 from starrec.graphs.graph import build_mars_graph
+from starrec.graphs.recording import STEP_EVENT, TrajectoryRecorder
 from starrec.graphs.runner import RunJob, run_batch, summarise_runs
 from starrec.graphs.teach import teach
 from starrec.llm.scripted import ScriptedChatModel
@@ -77,6 +84,85 @@ def scripted_model(latency_s: float = 0.0) -> ScriptedChatModel:
         "ranker": [ranker],
     }
     return ScriptedChatModel(responses=script, cycle=True, latency_s=latency_s)
+
+
+class HostedScriptedModel(ScriptedChatModel):
+    """The scripted model posing as a hosted, priced model: the recorder prices each of its calls."""
+
+    model_name: str = "gpt-4o-mini"
+
+    @property
+    def _llm_type(self) -> str:
+        return "openai-chat"
+
+
+def hosted_model() -> ScriptedChatModel:
+    scripted = scripted_model()
+    return HostedScriptedModel(responses=scripted.responses, cycle=True)
+
+
+FLOOR_LLM_CALLS = {ABSTRACTOR: 3}
+"""LLM calls per node in the framework floor (others: one), the scripted no_tools run's count."""
+
+
+class InstantChatModel(BaseChatModel):
+    """Answers ``{}`` at once and does nothing else: what LangChain's own invocation costs."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "starrec-scripted"
+
+    def _generate(
+        self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="{}"))])
+
+    async def _agenerate(
+        self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        return self._generate(messages)
+
+
+class FloorState(TypedDict):
+    done: list[str]
+
+
+def floor_order(roster: Roster = ROSTER) -> list[str]:
+    """The nodes a scripted no_tools run takes: every stage, the planner's four agents."""
+    return [ABSTRACTOR, PLANNER, *roster.names[:4], REFLECTOR, RANKER]
+
+
+def framework_floor_graph(roster: Roster = ROSTER) -> Any:
+    """MARS's shape with no-op nodes: the same node names and order, routed by ``Command`` as MARS
+    is, each node making MARS's LLM calls to :class:`InstantChatModel` and reporting one step
+    event. What is left of a run's time is LangGraph, LangChain and the recorder alone."""
+    model = InstantChatModel()
+    order = floor_order(roster)
+
+    def node(name: str, destination: str) -> Any:
+        async def run(state: FloorState) -> Command[str]:
+            for _ in range(FLOOR_LLM_CALLS.get(name, 1)):
+                await model.ainvoke([SystemMessage(content=name), HumanMessage(content="go")])
+            await adispatch_custom_event(STEP_EVENT, {"node": name, "output": {}})
+            return Command(update={"done": [*state["done"], name]}, goto=destination)
+
+        return run
+
+    builder = StateGraph(FloorState)
+    builder.add_edge(START, order[0])
+    for name, destination in zip(order, [*order[1:], END], strict=True):
+        builder.add_node(name, node(name, destination), destinations=(destination,))
+    return builder.compile(name="framework-floor")
+
+
+async def floor_runs(graph: Any, count: int) -> list[float]:
+    """Milliseconds per framework-floor run, each with its own recorder, as ``run_mars`` attaches."""
+    per_run = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await graph.ainvoke({"done": []}, config={"callbacks": [TrajectoryRecorder()]})
+        per_run.append((time.perf_counter() - started) * 1000)
+    return per_run
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -110,9 +196,13 @@ def overhead(jobs: list[RunJob], train: Any, evidence: Any, repeats: int) -> dic
     ranker_ms: dict[str, list[float]] = {label: [] for label in graphs}
     queries: dict[str, list[int]] = {label: [] for label in graphs}
     calls: dict[str, int] = {}
+    floor = framework_floor_graph()
+    floor_ms: list[float] = []
     for label, graph in graphs.items():
         asyncio.run(timed_batch(graph, jobs[:2], train, OVERHEAD_CONFIGS[label], 1))  # warm-up
+    asyncio.run(floor_runs(floor, 2))
     for _ in range(repeats):
+        floor_ms.extend(asyncio.run(floor_runs(floor, len(jobs))))
         for label, graph in graphs.items():  # interleaved, so load changes hit every configuration
             runs, _ = asyncio.run(timed_batch(graph, jobs, train, OVERHEAD_CONFIGS[label], 1))
             assert all(run.error is None for run in runs), [run.error for run in runs if run.error]
@@ -122,7 +212,7 @@ def overhead(jobs: list[RunJob], train: Any, evidence: Any, repeats: int) -> dic
                 ranker_ms[label].append(ranker.seconds * 1000)
                 queries[label].append(len(ranker.output.get("cf_queries", [])))
             calls[label] = runs[0].llm_calls
-    return {
+    rows = {
         label: {
             "runs": len(values),
             "mean_ms": statistics.fmean(values),
@@ -134,6 +224,17 @@ def overhead(jobs: list[RunJob], train: Any, evidence: Any, repeats: int) -> dic
         }
         for label, values in per_run.items()
     }
+    rows[FLOOR_LABEL] = {
+        "runs": len(floor_ms),
+        "mean_ms": statistics.fmean(floor_ms),
+        "p50_ms": percentile(floor_ms, 0.5),
+        "p95_ms": percentile(floor_ms, 0.95),
+        "llm_calls_per_run": sum(FLOOR_LLM_CALLS.get(name, 1) for name in floor_order()),
+    }
+    return rows
+
+
+FLOOR_LABEL = "framework floor: MARS's shape, no-op nodes"
 
 
 def throughput(jobs: list[RunJob], train: Any, evidence: Any, latency_s: float) -> dict[str, Any]:
@@ -166,9 +267,10 @@ def probe(kind: str, repeats: int, latency_s: float) -> dict[str, Any]:
         RunJob(request, 0, task.ground_truth)
         for task, request in zip(tasks, build_requests(tasks, train, SEED), strict=True)
     ]
-    if kind == "overhead":
+    if kind in ("overhead", "hosted"):
         context = Context(use_tools=False)
-        graph = build_mars_graph(context, chat_model=scripted_model(), evidence=evidence)
+        model = scripted_model() if kind == "overhead" else hosted_model()
+        graph = build_mars_graph(context, chat_model=model, evidence=evidence)
         asyncio.run(timed_batch(graph, jobs[:2], train, context, 1))  # warm-up
         per_run: list[float] = []
         for _ in range(repeats):
@@ -197,10 +299,10 @@ def side_by_side(baseline: str, rounds: int, repeats: int, latency_ms: int) -> d
         )
     trees = {"before": tree, "after": REPO_ROOT}
     samples: dict[str, dict[str, list[Any]]] = {
-        side: {"per_run_ms": [], "runs_per_s": [], "load": []} for side in trees
+        side: {"per_run_ms": [], "hosted_per_run_ms": [], "runs_per_s": [], "load": []} for side in trees
     }
     for _ in range(rounds):
-        for kind in ("overhead", "throughput"):
+        for kind in ("overhead", "hosted", "throughput"):
             for side, root in trees.items():
                 env = {**os.environ, "PYTHONPATH": str(root)}
                 command = [sys.executable, __file__, "--probe", kind, "--repeats", str(repeats),
@@ -209,8 +311,9 @@ def side_by_side(baseline: str, rounds: int, repeats: int, latency_ms: int) -> d
                 out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
                 result = json.loads(out.strip().splitlines()[-1])
                 samples[side]["load"].append(f"{kind} {load}")
-                if kind == "overhead":
-                    samples[side]["per_run_ms"].extend(result["per_run_ms"])
+                if kind in ("overhead", "hosted"):
+                    key = "per_run_ms" if kind == "overhead" else "hosted_per_run_ms"
+                    samples[side][key].extend(result["per_run_ms"])
                 else:
                     assert result["errors"] == 0, result
                     samples[side]["runs_per_s"].append(result["runs"] / result["seconds"])
@@ -222,6 +325,7 @@ def side_by_side(baseline: str, rounds: int, repeats: int, latency_ms: int) -> d
                 "overhead_runs": len(values["per_run_ms"]),
                 "overhead_mean_ms": statistics.fmean(values["per_run_ms"]),
                 "overhead_p50_ms": percentile(values["per_run_ms"], 0.5),
+                "hosted_mean_ms": statistics.fmean(values["hosted_per_run_ms"]),
                 "throughput_runs_per_s": values["runs_per_s"],
                 "throughput_median": statistics.median(values["runs_per_s"]),
                 "load": values["load"],
@@ -345,8 +449,12 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {name} | {row['runs']} | {row['llm_calls_per_run']} | {row['mean_ms']:.1f} | "
-            f"{row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row.get('ranker_p50_ms', 0):.1f} | "
-            f"{row.get('ranker_cf_queries_per_run', 0):.1f} |"
+            f"{row['p50_ms']:.1f} | {row['p95_ms']:.1f} | "
+            + (
+                f"{row['ranker_p50_ms']:.1f} | {row['ranker_cf_queries_per_run']:.1f} |"
+                if "ranker_p50_ms" in row
+                else "| |"
+            )
             for name, row in a.items()
         ),
         "",
@@ -355,6 +463,13 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "call scores all 20 candidates from the in-memory index of the same graph (3 query traces). Both "
         "were measured in the same run, interleaved. "
         f"Load average: {results.get('load_start', '?')} at start, {results.get('load_end', '?')} at end.",
+        "",
+        "The last row, measured interleaved with the others, is MARS's shape with no-op nodes: the same "
+        "nodes in the same order, routed by `Command` as MARS is, each making MARS's LLM calls to a model "
+        "that answers `{}` at once and reporting one step event, with a `TrajectoryRecorder` attached. It "
+        "is what LangGraph, LangChain's callback-managed model calls and the recorder cost before starrec "
+        "does any work; starrec's own share of a no_tools run is the difference (which includes the cost of "
+        "MARS's Studio-readable dataclass state: the floor's state is one list).",
         "",
         f"## (b) Throughput, scripted async model sleeping {results['latency_ms']} ms per call",
         "",
@@ -430,6 +545,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"{after['overhead_mean_ms'] / before['overhead_mean_ms']:.2f} |",
             f"| overhead, no_tools, p50 ms/run | {before['overhead_p50_ms']:.2f} | "
             f"{after['overhead_p50_ms']:.2f} | {after['overhead_p50_ms'] / before['overhead_p50_ms']:.2f} |",
+            f"| overhead, no_tools, model priced as hosted (gpt-4o-mini), mean ms/run | "
+            f"{before['hosted_mean_ms']:.2f} | {after['hosted_mean_ms']:.2f} | "
+            f"{after['hosted_mean_ms'] / before['hosted_mean_ms']:.2f} |",
             f"| throughput, concurrency 50, {results['latency_ms']} ms model, median runs/s | "
             f"{before['throughput_median']:.1f} | {after['throughput_median']:.1f} | "
             f"{after['throughput_median'] / before['throughput_median']:.2f} |",
@@ -491,7 +609,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--baseline", help="Commit to measure beside this tree in (e).")
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds of (e).")
-    parser.add_argument("--probe", choices=("overhead", "throughput"), help=argparse.SUPPRESS)
+    parser.add_argument("--probe", choices=("overhead", "hosted", "throughput"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
         print(json.dumps(probe(args.probe, args.repeats, args.latency_ms / 1000)))
