@@ -476,3 +476,44 @@ def test_a_batch_hands_its_callbacks_to_every_run_and_records_each_runs_own_sett
     assert all(run.error is None for run in runs)
     assert counter.nodes.count("abstractor") == 2 and counter.nodes.count("ranker") == 2
     assert [run.settings["temperature"] for run in runs] == [batch_context.temperature, 0.7]
+
+
+def test_a_batch_collects_less_and_restores_the_collector_when_it_ends(setup: dict[str, Any]) -> None:
+    import gc
+
+    from starrec.graphs.runner import BATCH_GC_GEN0_THRESHOLD, RunJob, batch_gc, run_batch
+
+    seen: list[tuple[tuple[int, ...], int]] = []
+    model = ScriptedChatModel(responses=default_script(setup["candidates"]), cycle=True)
+    context = Context(chunk_size=3, use_tools=False)
+    compiled = build_mars_graph(context, chat_model=model, evidence=FakeEvidence(setup["dataset"]))
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    runs = asyncio.run(
+        run_batch(
+            compiled,
+            [RunJob(setup["request"], 0), RunJob(setup["request"], 1)],
+            setup["dataset"],
+            context,
+            concurrency=2,
+            on_done=lambda _: seen.append((gc.get_threshold(), gc.get_freeze_count())),
+        )
+    )
+    assert all(run.error is None for run in runs)
+    assert all(threshold[0] == BATCH_GC_GEN0_THRESHOLD and frozen > 0 for threshold, frozen in seen)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    # Nested batches share one policy; the outer one restores it.
+    with batch_gc():
+        with batch_gc():
+            pass
+        assert gc.get_threshold()[0] == BATCH_GC_GEN0_THRESHOLD and gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    # A heap the application froze itself is left frozen.
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with batch_gc():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen and gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
