@@ -15,11 +15,10 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from starrec.agents.env import AgentEnv, Counters
 from starrec.contract.tool_names import ITEM_CF
-from starrec.llm.messages import flatten_content
+from starrec.llm.messages import flatten_content, openai_tools
 from starrec.llm.toolcall_syntax import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
@@ -33,7 +32,7 @@ def _tool_instructions(tools: Sequence[BaseTool], budget: int) -> str:
     """The text-protocol section of the system prompt (shared wording from :mod:`toolcall_syntax`)."""
     return (
         "\n\n"
-        + describe_tools([convert_to_openai_tool(tool) for tool in tools])
+        + describe_tools(openai_tools(tools))
         + f"\nYou may make at most {budget} tool calls. Then give the final JSON answer."
     )
 
@@ -88,12 +87,16 @@ async def tool_loop(
     tools = {tool.name: tool for tool in env.tools} if env.max_tool_calls > 0 else {}
     budget = env.max_tool_calls if tools else 0
     native = env.tool_protocol == "native" and bool(tools)
-    bound = env.model.bind_tools(list(tools.values())) if native else env.model
-    forced = (
-        env.model.bind_tools(list(tools.values()), tool_choice="required")
-        if native
-        else (env.forced_call_model or env.model)
-    )
+    # Bound as OpenAI-format dicts, converted once per tool (any chat model's bind_tools takes them).
+    schemas = openai_tools(list(tools.values())) if native else []
+    bound = env.model.bind_tools(schemas) if native else env.model
+    forced: Any = None
+    if env.tool_choice == "required":
+        forced = (
+            env.model.bind_tools(schemas, tool_choice="required")
+            if native
+            else (env.forced_call_model or env.model)
+        )
     if tools and not native:
         instructions = _tool_instructions(env.tools, budget)
         messages[0] = SystemMessage(content=flatten_content(messages[0]) + instructions)

@@ -115,6 +115,26 @@ def test_text_tool_calls_become_tool_calls_when_tools_are_bound() -> None:
     assert model.invoke("unbound").tool_calls == []  # without tools the text is left alone
 
 
+def test_a_tools_schema_is_converted_once_and_bound_schemas_parse_like_tools() -> None:
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from starrec.llm.messages import openai_tools
+
+    first, again = openai_tools([item_cf, user_cf]), openai_tools([item_cf])
+    assert first == [convert_to_openai_tool(item_cf), convert_to_openai_tool(user_cf)]
+    assert again[0] is first[0]  # memoised per tool object
+
+    @tool
+    def item_cf_v2(item_id: str) -> str:
+        """Another tool, another schema."""
+        return item_id
+
+    assert openai_tools([item_cf_v2])[0]["function"]["name"] == "item_cf_v2"
+    text = format_tool_call("item_cf", {"item_id": "42"})
+    message = ScriptedChatModel(responses=[text]).bind_tools(first).invoke("find neighbours")
+    assert [(call["name"], call["args"]) for call in message.tool_calls] == [("item_cf", {"item_id": "42"})]
+
+
 def test_native_ai_message_tool_calls_pass_through() -> None:
     scripted = AIMessage(content="", tool_calls=[{"name": "user_cf", "args": {"user_id": "u1"}, "id": "c1"}])
     model = ScriptedChatModel(responses=[scripted])
