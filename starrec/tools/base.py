@@ -80,3 +80,16 @@ class EvidenceSource(Protocol):
     ) -> CandidateCFResult:
         """Every candidate scored against the user's history, plus the prior order."""
         ...
+
+
+def answers_in_memory(source: object, call: str) -> bool:
+    """Whether ``source`` answers ``call`` (a method name such as ``"candidate_cf"``) from memory.
+
+    A caller on an event loop then calls it inline instead of through ``asyncio.to_thread``: for a
+    sub-millisecond, GIL-holding computation the thread hop costs more than the call (at concurrency
+    50 the ranker's hop alone took about 6 ms of CPU per MARS run, ``benchmarks/results/mars.md``).
+    Sources that may block on a database or the network keep the thread; a source without an
+    ``answers_in_memory`` method is assumed to block.
+    """
+    check = getattr(source, "answers_in_memory", None)
+    return bool(check(call)) if callable(check) else False

@@ -279,6 +279,11 @@ class CandidateCF:
             queries=traces,
         )
 
+    @property
+    def in_memory(self) -> bool:
+        """True once scoring needs no graph query: the index engine with its index built."""
+        return self.engine == "index" and self._index is not None
+
     # --- engines ----------------------------------------------------------------------------------
     def _from_index(
         self, user_id: str, anchors: list[str], history: list[str], candidates: list[str]

@@ -306,6 +306,10 @@ class EvidenceStore:
         """Every candidate scored from the whole graph (see :mod:`starrec.tools.candidate_cf`)."""
         return self.candidates.score(user_id, candidates, history, k)
 
+    def answers_in_memory(self, call: str) -> bool:
+        """``candidate_cf`` once its in-memory index is built; the per-anchor tools query the store."""
+        return call == "candidate_cf" and self.candidates.in_memory
+
     def item_cf(self, item_id: str, k: int = 10) -> CFResult:
         return self._answer("item", item_id, k)
 

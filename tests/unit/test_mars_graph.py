@@ -517,3 +517,43 @@ def test_a_batch_collects_less_and_restores_the_collector_when_it_ends(setup: di
         assert gc.get_freeze_count() == frozen and gc.get_threshold() == before
     finally:
         gc.unfreeze()
+
+
+def test_the_ranker_scores_in_memory_evidence_inline_and_a_blocking_source_in_a_thread(
+    setup: dict[str, Any],
+) -> None:
+    import threading
+
+    from starrec.tools.base import answers_in_memory
+
+    class RecordingEvidence(FakeEvidence):
+        def __init__(self, dataset: Any) -> None:
+            super().__init__(dataset)
+            self.threads: list[int] = []
+
+        def candidate_cf(self, *args: Any, **kwargs: Any) -> Any:
+            self.threads.append(threading.get_ident())
+            return super().candidate_cf(*args, **kwargs)
+
+    class InMemory(RecordingEvidence):
+        def answers_in_memory(self, call: str) -> bool:
+            return call == "candidate_cf"
+
+    script = default_script(setup["candidates"])
+    inline, threaded = InMemory(setup["dataset"]), RecordingEvidence(setup["dataset"])
+    assert answers_in_memory(inline, "candidate_cf") and not answers_in_memory(threaded, "candidate_cf")
+    rankings = []
+    for evidence in (inline, threaded):
+        state, _, _ = run(setup, script, Context(chunk_size=3), evidence=evidence)
+        rankings.append(state["ranking"])
+    assert inline.threads == [threading.get_ident()]  # the event loop's own thread
+    assert len(threaded.threads) == 1 and threaded.threads[0] != threading.get_ident()
+    assert rankings[0] == rankings[1]  # the same prior either way
+
+
+def test_an_evidence_store_answers_candidate_cf_from_memory_once_its_index_is_built() -> None:
+    from starrec.tools.candidate_cf import CandidateCF
+
+    scorer = CandidateCF(None, engine="index")
+    assert not scorer.in_memory  # built lazily from the store on the first call
+    assert CandidateCF.from_dataset(build_movie_dataset()).in_memory
