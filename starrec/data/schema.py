@@ -83,7 +83,17 @@ class Dataset:
         return self.by_user.get(user_id, [])
 
     def item_title(self, item_id: str) -> str:
-        """A human-readable name for an item, falling back to its id."""
+        """A human-readable name for an item, falling back to its id (memoised like the categories)."""
+        title = self._title_memo.get(item_id)
+        if title is None:
+            title = self._title_memo[item_id] = self._find_title(item_id)
+        return title
+
+    @cached_property
+    def _title_memo(self) -> dict[str, str]:
+        return {}
+
+    def _find_title(self, item_id: str) -> str:
         meta = self.items.get(item_id, {})
         for key in ("title", "name", "title_without_series"):
             value = meta.get(key)

@@ -45,11 +45,13 @@ def _date(timestamp: float) -> str:
 def history_entries(request: RankRequest, dataset: Dataset, review_chars: int = 160) -> list[HistoryEntry]:
     """The request's history as agent-readable entries (titles and categories from the dataset)."""
     entries: list[HistoryEntry] = []
+    title, categories = dataset.item_title, dataset.item_categories
     for event in request.history:
+        item = event.item_id
         entry: HistoryEntry = {
-            "item_id": event.item_id,
-            "title": dataset.item_title(event.item_id),
-            "categories": dataset.item_categories(event.item_id)[:4],
+            "item_id": item,
+            "title": title(item),
+            "categories": categories(item)[:4],
             "stars": event.stars,
             "date": _date(event.timestamp),
         }
@@ -97,17 +99,23 @@ def domain_words(domain: str) -> dict[str, str]:
 
 def format_entry(entry: dict[str, Any]) -> str:
     """One history item or candidate as a compact line: ``[id] Title | genres | 4 stars | date``."""
-    item = entry.get("item_id", entry.get("id", ""))
-    parts = [f"[{item}] {entry.get('title', item)}"]
-    if entry.get("categories"):
-        parts.append(", ".join(entry["categories"][:3]))
-    if entry.get("stars") is not None:
-        parts.append(f"{entry['stars']:g} stars")
-    if entry.get("date"):
-        parts.append(str(entry["date"]))
-    line = " | ".join(parts)
-    if entry.get("review"):
-        line += f' | "{entry["review"]}"'
+    get = entry.get
+    item = get("item_id")
+    if item is None:
+        item = get("id", "")
+    line = f"[{item}] {get('title', item)}"
+    categories = get("categories")
+    if categories:
+        line += " | " + ", ".join(categories[:3])
+    stars = get("stars")
+    if stars is not None:
+        line += f" | {stars:g} stars"
+    date = get("date")
+    if date:
+        line += f" | {date}"
+    review = get("review")
+    if review:
+        line += f' | "{review}"'
     return line
 
 
