@@ -7,11 +7,13 @@ message artifact, so trajectories and inspectors keep the structured side.
 
 from __future__ import annotations
 
+import asyncio
+
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
 from starrec.contract.tool_names import CANDIDATE_CF, ITEM_CF, USER_CF, USER_VALUES
-from starrec.tools.base import CFResult, EvidenceSource, ValuesResult, ValuesSource
+from starrec.tools.base import CFResult, EvidenceSource, ValuesResult, ValuesSource, answers_in_memory
 from starrec.tools.candidate_cf import CandidateCFResult
 
 MAX_K = 50
@@ -81,6 +83,14 @@ def make_cf_tools(source: EvidenceSource) -> list[BaseTool]:
         result = source.candidate_cf(user_id, candidate_ids, None, k)
         return result.evidence, result
 
+    async def acandidate_cf(
+        user_id: str, candidate_ids: list[str], k: int | None = None
+    ) -> tuple[str, CandidateCFResult]:
+        """Inline when the source scores from memory; otherwise in a thread, as sync tools run."""
+        if answers_in_memory(source, "candidate_cf"):
+            return candidate_cf(user_id, candidate_ids, k)
+        return await asyncio.to_thread(candidate_cf, user_id, candidate_ids, k)
+
     return [
         StructuredTool.from_function(
             func=item_cf,
@@ -98,6 +108,7 @@ def make_cf_tools(source: EvidenceSource) -> list[BaseTool]:
         ),
         StructuredTool.from_function(
             func=candidate_cf,
+            coroutine=acandidate_cf,
             name=CANDIDATE_CF,
             description=CANDIDATE_CF_DESCRIPTION,
             args_schema=CandidateCFArgs,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,6 +159,20 @@ def test_evidence_lines_follow_k_and_the_tool_returns_an_artifact(tmp_path: Path
         )
         assert message.artifact.order == source.candidate_cf("u1", candidates[:5]).order
         assert message.content == message.artifact.evidence
+        # Asynchronously the tool answers inline once the index is in memory (no thread hop).
+        assert source.answers_in_memory("candidate_cf") and not source.answers_in_memory("item_cf")
+        call = {"type": "tool_call", "id": "2", "name": "candidate_cf",
+                "args": {"user_id": "u1", "candidate_ids": candidates[:5]}}  # fmt: skip
+        threads: list[int] = []
+        scorer = source.candidates.score
+
+        def recording_score(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.get_ident())
+            return scorer(*args, **kwargs)
+
+        source.candidates.score = recording_score  # type: ignore[method-assign]
+        answer = asyncio.run(tool.ainvoke(call))
+        assert answer.artifact.order == message.artifact.order and threads == [threading.get_ident()]
     finally:
         store.close()
 
