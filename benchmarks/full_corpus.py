@@ -129,6 +129,7 @@ def row_of(report: dict[str, Any], label: str, kind: str) -> dict[str, Any]:
             "catalogue_size", "mean_retrieval_candidates", "invalid", "retrieval_invalid", "elapsed_s",
             "retriever_stats", "method_stats")  # fmt: skip
     row = {key: report[key] for key in keep}
+    row["load_average"] = report.get("load_average", [])
     row["label"], row["kind"] = label, kind
     row["recall"] = report[f"recall@{report['retrieve_n']}"]
     row["ranks"] = {task["task_id"]: task["rank"] for task in report["per_task"]}
@@ -510,11 +511,13 @@ def markdown(payload: dict[str, Any]) -> str:
         "(`dataset.hide_from(tasks)`). A ground truth the retriever dropped is a miss for every metric. "
         "Default configs, no tuning. Cells: value [95% bootstrap interval over users, seed 0]; n = users.",
         "",
-        f"| method | n | HR@{K} | NDCG@{K} | MRR | Recall@{n_recall} | seconds |",
+        f"| method | n | HR@{K} | NDCG@{K} | MRR | Recall@{n_recall} | seconds (1-min load at the end) |",
         "|---|---:|---|---|---|---|---:|",
     ]
     for row in ordered(payload["rows"]):
         seconds = f"{row['elapsed_s']:.0f}" if "elapsed_s" in row else "-"
+        if row.get("load_average"):
+            seconds += f" (load {row['load_average'][0]:.1f})"
         lines.append(
             f"| {row['label']} | {row['n_tasks']} | {cell(row, f'hr@{K}')} | {cell(row, f'ndcg@{K}')} | "
             f"{cell(row, 'mrr')} | {cell(row, 'recall', recall_key(row))} | {seconds} |"

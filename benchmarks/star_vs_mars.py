@@ -181,6 +181,12 @@ def cell(row: dict[str, Any], key: str) -> str:
     return f"{row[key]:.3f} [{low:.2f}, {high:.2f}]"
 
 
+def load_note(row: dict[str, Any]) -> str:
+    """`` (load 1.2)``: the 1-minute load average the row's wall time was measured under."""
+    load = row.get("load_average")
+    return f" (load {load[0]:.1f})" if load else ""
+
+
 def repaired(row: dict[str, Any]) -> str:
     """What had to be repaired, at the level the method fails at: STAR chains, MARS runs, else tasks."""
     if row["kind"] == "student":
@@ -272,7 +278,7 @@ def markdown(config: PipelineConfig, rows: list[dict[str, Any]], meta: dict[str,
         lines.append(
             f"| {row['method']}{' †' if row.get('carried_from') else ''} | "
             f"{' | '.join(cell(row, key) for key in HR_KEYS)} | "
-            f"{fmt(row.get('wall_s_per_task'), 1)} | {fmt(row['llm_calls_per_task'], 1)} | "
+            f"{fmt(row.get('wall_s_per_task'), 1)}{load_note(row)} | {fmt(row['llm_calls_per_task'], 1)} | "
             f"{fmt(row['generated_tokens_per_task'], 0)} | ${row['cost_per_task_usd']:.4f} | "
             f"{share(row.get('unforced_recommend_share'))} | {repaired(row)} |"
         )
@@ -291,7 +297,9 @@ def markdown(config: PipelineConfig, rows: list[dict[str, Any]], meta: dict[str,
         "* `<recommend>` unforced: the share of STAR chains that reached `<recommend>` without the loop "
         "forcing the ending (n/a where the loop does not count forced endings, and for non-STAR rows).",
         "* Cost is tokens × the configured prices (0 for local models). Wall s/task = harness wall time / "
-        "tasks at the stated concurrency, on a shared machine: compare rows, not absolute values.",
+        "tasks at the stated concurrency, on a shared machine: compare rows, not absolute values; "
+        "(load x) is the 1-minute load average when the row was measured (rows made before it was "
+        "recorded have none).",
         "",
         "| stage | status | seconds |",
         "|---|---|---|",

@@ -32,6 +32,7 @@ from starrec.eval.metrics import (
     summarize_full,
 )
 from starrec.eval.recommender import Recommender
+from starrec.eval.timing import load_average
 
 DEFAULT_RETRIEVE_N = 50
 FULL_K = 10
@@ -198,6 +199,7 @@ def evaluate_full(
         "retriever_stats": retriever.stats(),
         "method_stats": reranker.stats() if fit_reranker and reranker is not None else retriever.stats(),
         "elapsed_s": round(time.perf_counter() - started, 3),
+        "load_average": load_average(),
     }
     if include_per_task:
         report["per_task"] = [

@@ -27,11 +27,12 @@ from starrec.data.tasks import warn_unknown_ids
 from starrec.eval.metrics import bootstrap_interval, confidence_intervals, per_task_scores, rank_of, summarize
 from starrec.eval.recommender import Recommender
 from starrec.eval.repair import repair_ranking
+from starrec.eval.timing import load_average
 from starrec.llm.redact import redact
 
 EvalReport = dict[str, Any]
 """``{"method", "n_tasks", "hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "ci95", "invalid", "successful",
-"coverage", "seed", "shuffled", "method_stats", "elapsed_s", "per_task"}`` (+ ``"prior"`` and
+"coverage", "seed", "shuffled", "method_stats", "elapsed_s", "load_average", "per_task"}`` (+ ``"prior"`` and
 ``"llm_contribution"`` for methods that start from a collaborative prior, + ``"cost_usd"`` and
 ``"cost_usd_per_task"`` for methods that call an LLM; None = unknown, an unpriced hosted model)."""
 
@@ -54,8 +55,10 @@ def check_ground_truths(tasks: Sequence[Task]) -> None:
     missing = [task.task_id for task in tasks if task.ground_truth is None]
     if missing:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise ValueError(f"{len(missing)} task(s) have no ground truth (task ids {shown}); evaluation needs "
-                         "groundtruth/groundtruth_<i>.json for every task")
+        raise ValueError(
+            f"{len(missing)} task(s) have no ground truth (task ids {shown}); evaluation needs "
+            "groundtruth/groundtruth_<i>.json for every task"
+        )
     outside = [task.task_id for task in tasks if task.ground_truth not in task.candidates]
     if outside:
         raise ValueError(f"ground truth is not among the candidates of task(s) {', '.join(outside[:10])}")
@@ -123,11 +126,12 @@ def score_result(task: Task, request: RankRequest, result: Sequence[str] | BaseE
 
 def _chunks(items: Sequence[RankRequest], size: int) -> Iterator[Sequence[RankRequest]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
-def rank_all(method: Recommender, requests: Sequence[RankRequest], batch_size: int,
-             progress: bool) -> list[Sequence[str] | BaseException]:
+def rank_all(
+    method: Recommender, requests: Sequence[RankRequest], batch_size: int, progress: bool
+) -> list[Sequence[str] | BaseException]:
     """``method.rank_batch`` over all requests in chunks, with a progress bar."""
     results: list[Sequence[str] | BaseException] = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -136,16 +140,18 @@ def rank_all(method: Recommender, requests: Sequence[RankRequest], batch_size: i
         for chunk in _chunks(requests, batch_size):
             answers = list(method.rank_batch(chunk))
             if len(answers) != len(chunk):
-                raise RuntimeError(f"{method.name}.rank_batch returned {len(answers)} results for "
-                                   f"{len(chunk)} requests")
+                raise RuntimeError(
+                    f"{method.name}.rank_batch returned {len(answers)} results for {len(chunk)} requests"
+                )
             results.extend(answers)
             bar.advance(tracker, len(chunk))
     return results
 
 
 def summarize_outcomes(outcomes: Sequence[TaskOutcome]) -> dict[str, float]:
-    return summarize([outcome.ranking for outcome in outcomes],
-                     [outcome.task.ground_truth or "" for outcome in outcomes])
+    return summarize(
+        [outcome.ranking for outcome in outcomes], [outcome.task.ground_truth or "" for outcome in outcomes]
+    )
 
 
 def intervals(outcomes: Sequence[TaskOutcome]) -> dict[str, list[float]]:
@@ -220,8 +226,10 @@ def evaluate(
     method.fit(train)
     requests = build_requests(tasks, train, seed, shuffle)
     results = rank_all(method, requests, batch_size, progress)
-    outcomes = [score_result(task, request, result)
-                for task, request, result in zip(tasks, requests, results, strict=True)]
+    outcomes = [
+        score_result(task, request, result)
+        for task, request, result in zip(tasks, requests, results, strict=True)
+    ]
     successful = [outcome for outcome in outcomes if outcome.error is None]
     report: EvalReport = {
         "method": method.name,
@@ -245,6 +253,7 @@ def evaluate(
         "shuffled": shuffle,
         "method_stats": method.stats(),
         "elapsed_s": round(time.perf_counter() - started, 3),
+        "load_average": load_average(),
     }
     if "cost_usd" in report["method_stats"]:
         cost = report["method_stats"]["cost_usd"]

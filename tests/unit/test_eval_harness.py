@@ -107,6 +107,24 @@ class SpyRecommender(Recommender):
         return sorted(request.candidates, key=lambda item: item not in seen)
 
 
+def test_a_report_records_the_load_its_elapsed_time_was_measured_under(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from starrec.eval.timing import load_average
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.234, 0.5, 0.25))
+    report = evaluate(IdentityRecommender(), [make_task(i) for i in range(3)], None, seed=0, progress=False)
+    assert report["elapsed_s"] >= 0 and report["load_average"] == [1.23, 0.5, 0.25]
+
+    def unavailable() -> tuple[float, float, float]:
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(os, "getloadavg", unavailable)
+    assert load_average() == []
+
+
 def test_hide_from_removes_truth_and_everything_after() -> None:
     dataset, tasks = trap_dataset()
     train = dataset.hide_from(tasks)
@@ -165,8 +183,13 @@ def test_invalid_rankings_are_repaired_and_counted() -> None:
         }[request.task_id]
 
     report = evaluate(ScriptedRecommender(answer), tasks, None, seed=0, progress=False)
-    assert report["invalid"] == {"repaired_tasks": 3, "hallucinated": 2, "duplicates": 1, "missing": 29,
-                                 "errors": 0}
+    assert report["invalid"] == {
+        "repaired_tasks": 3,
+        "hallucinated": 2,
+        "duplicates": 1,
+        "missing": 29,
+        "errors": 0,
+    }
     assert report["hr@1"] == pytest.approx(3 / 4)  # repairs keep the valid prefix
     per_task = {entry["task_id"]: entry for entry in report["per_task"]}
     assert per_task["2"]["repair"] == {"hallucinated": 0, "duplicates": 1, "missing": 9}
@@ -204,8 +227,10 @@ def test_tasks_the_dataset_does_not_know_are_warned_and_counted(tiny_dataset: Da
 
     items = sorted(tiny_dataset.items)
     user = sorted(tiny_dataset.users)[0]
-    tasks = [Task("0", user, (*items[:3], "ghost-item"), items[0]),
-             Task("1", "ghost-user", tuple(items[:4]), items[1])]
+    tasks = [
+        Task("0", user, (*items[:3], "ghost-item"), items[0]),
+        Task("1", "ghost-user", tuple(items[:4]), items[1]),
+    ]
     with pytest.warns(UnknownIdsWarning, match=r"2 tasks: 1 user\(s\) \[ghost-user\] and 1 candidate"):
         report = evaluate(PopRecommender(), tasks, tiny_dataset, progress=False)
     assert report["coverage"]["unknown_users"] == 1 and report["coverage"]["unknown_candidates"] == 1
@@ -222,8 +247,12 @@ def test_pop_ranks_by_distinct_users_with_seeded_ties(tiny_dataset: Dataset) -> 
     ranking = pop.rank(request)
     assert ranking[:3] == ["i1", "i2", "i6"]  # 5, 3 and 2 distinct users
     assert ranking == pop.rank(RankRequest("0", "nobody", tuple(reversed(request.candidates))))
-    assert pop.stats() == {"requests": 2, "unknown_users": 2, "unseen_candidates": 4,
-                           "all_candidates_unseen": 0}
+    assert pop.stats() == {
+        "requests": 2,
+        "unknown_users": 2,
+        "unseen_candidates": 4,
+        "all_candidates_unseen": 0,
+    }
 
 
 def test_random_is_seeded_and_presentation_independent() -> None:
@@ -251,8 +280,9 @@ def test_cli_identity_on_official_amazon(official_tasks_dir: Callable[[str], Pat
     report = json.loads(out.read_text())
     assert report["n_tasks"] == 388 and abs(report["hr_avg"] - 0.15) < 0.05
     assert set(report) >= {"method", "n_tasks", "hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "invalid"}
-    leaked = runner.invoke(app, ["eval", "--tasks", str(tasks), "--method", "identity", "--no-shuffle",
-                                 "--json", str(out)])
+    leaked = runner.invoke(
+        app, ["eval", "--tasks", str(tasks), "--method", "identity", "--no-shuffle", "--json", str(out)]
+    )
     assert leaked.exit_code == 0, leaked.output
     assert json.loads(out.read_text())["hr_avg"] == pytest.approx(0.4115, abs=0.001)
 
@@ -260,15 +290,42 @@ def test_cli_identity_on_official_amazon(official_tasks_dir: Callable[[str], Pat
 def test_cli_build_then_pop_far_above_random(ml100k_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     tasks = tmp_path / "classic"
-    built = runner.invoke(app, ["tasks", "build", "--data", str(ml100k_dir), "--out", str(tasks),
-                                "--scenario", "classic", "--n", "150", "--seed", "0"])
+    built = runner.invoke(
+        app,
+        [
+            "tasks",
+            "build",
+            "--data",
+            str(ml100k_dir),
+            "--out",
+            str(tasks),
+            "--scenario",
+            "classic",
+            "--n",
+            "150",
+            "--seed",
+            "0",
+        ],
+    )
     assert built.exit_code == 0, built.output
     assert json.loads((tasks / "manifest.json").read_text())["n_tasks"] == 150
     scores = {}
     for method in ("pop", "random"):
         out = tmp_path / f"{method}.json"
-        result = runner.invoke(app, ["eval", "--data", str(ml100k_dir), "--tasks", str(tasks),
-                                     "--method", method, "--json", str(out)])
+        result = runner.invoke(
+            app,
+            [
+                "eval",
+                "--data",
+                str(ml100k_dir),
+                "--tasks",
+                str(tasks),
+                "--method",
+                method,
+                "--json",
+                str(out),
+            ],
+        )
         assert result.exit_code == 0, result.output
         scores[method] = json.loads(out.read_text())["hr_avg"]
     assert scores["pop"] > 2 * scores["random"] and scores["pop"] > 0.3

@@ -192,6 +192,7 @@ def test_stages_and_every_eval_row_without_training(world: dict[str, Any]) -> No
     assert "Not finished" not in text and (root / "results" / "star_vs_mars.png").is_file()
     raw = rows["mars_raw"]
     assert f"| MARS raw (LLM order) | {raw['hr@1']:.3f} [{raw['ci95']['hr@1'][0]:.2f}, " in text
+    assert len(raw["load_average"]) == 3 and f"(load {raw['load_average'][0]:.1f})" in text  # beside its time
     saved = json.loads((root / "results" / "star_vs_mars.json").read_text())
     assert [entry["key"] for entry in saved["rows"]] == ROW_KEYS and saved["meta"]["missing"] == []
 
@@ -236,7 +237,11 @@ def test_benchmark_flags_set_config_fields(tmp_path: Path) -> None:
 
 def untimed(entry: dict[str, Any]) -> dict[str, Any]:
     """A row without its timings (they differ between two measurements of the same rankings)."""
-    return {key: value for key, value in entry.items() if "wall_s" not in key and "_s_per_" not in key}
+    return {
+        key: value
+        for key, value in entry.items()
+        if "wall_s" not in key and "_s_per_" not in key and key != "load_average"
+    }
 
 
 def quiet_console() -> Any:
