@@ -13,5 +13,5 @@ def load_average() -> list[float]:
     """
     try:
         return [round(value, 2) for value in os.getloadavg()]
-    except OSError:  # not available on this platform
+    except (AttributeError, OSError):  # no getloadavg on this platform (Windows), or none obtainable
         return []

@@ -8,7 +8,7 @@ their own chat model, evidence source and checkpointer.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -57,15 +57,38 @@ Node = Callable[[State, Runtime[Context]], Awaitable[dict[str, Any]]]
 Router = Callable[[State, Context], str]
 
 
-def routed(node: Node, route: Router) -> Callable[[State, Runtime[Context]], Awaitable[Command[str]]]:
-    """``node`` that also names the next node: its update plus ``route`` of the state it leads to."""
+def routed(
+    node: Node, route: Router, destinations: Sequence[str]
+) -> Callable[[State, Runtime[Context]], Awaitable[Command[str]]]:
+    """``node`` that also names the next node: its update plus ``route`` of the state it leads to.
+
+    LangGraph draws ``destinations`` but does not enforce them, so a route outside them is an error
+    here (it would otherwise run on until the recursion limit).
+    """
+    allowed = frozenset(destinations)
 
     async def run(state: State, runtime: Runtime[Context]) -> Command[str]:
         update = await node(state, runtime)
-        return Command(update=update, goto=route(advanced(state, update), context_of(runtime)))
+        goto = route(advanced(state, update), context_of(runtime))
+        if goto not in allowed:
+            raise RuntimeError(
+                f"{getattr(route, '__name__', 'router')} routed {run.__name__} to {goto!r}, which is not "
+                f"one of its declared destinations {sorted(allowed)}: fix the router or the graph"
+            )
+        return Command(update=update, goto=goto)
 
     run.__name__ = getattr(node, "__name__", "node")
     return run
+
+
+def add_routed_node(
+    builder: StateGraph, name: str, node: Node, route: Router, destinations: Sequence[str]
+) -> None:
+    """A node that routes itself (:func:`routed`), retried on transient LLM errors, drawn with its
+    destinations."""
+    builder.add_node(
+        name, routed(node, route, destinations), retry_policy=LLM_RETRY, destinations=tuple(destinations)
+    )
 
 
 def recursion_limit(context: Context | None = None, roster: Roster = ROSTER) -> int:
@@ -106,31 +129,13 @@ def build_mars_graph(
     after_planning = (*agents, REFLECTOR, RANKER)
     builder = StateGraph(State, context_schema=Context, input_schema=InputState)
     builder.add_edge(START, ABSTRACTOR)
-    builder.add_node(
-        ABSTRACTOR,
-        routed(nodes.abstractor, routes.after_abstractor),
-        retry_policy=LLM_RETRY,
-        destinations=(PLANNER, *after_planning),
-    )
-    builder.add_node(
-        PLANNER,
-        routed(nodes.planner, routes.to_next_agent),
-        retry_policy=LLM_RETRY,
-        destinations=after_planning,
-    )
+    after_abstractor = (PLANNER, *after_planning)
+    add_routed_node(builder, ABSTRACTOR, nodes.abstractor, routes.after_abstractor, after_abstractor)
+    add_routed_node(builder, PLANNER, nodes.planner, routes.to_next_agent, after_planning)
     for agent in agents:
-        builder.add_node(
-            agent,
-            routed(nodes.agent_node(agent), routes.to_next_agent),
-            retry_policy=LLM_RETRY,
-            destinations=tuple(node for node in after_planning if node != agent),
-        )
-    builder.add_node(
-        REFLECTOR,
-        routed(nodes.reflector, routes.after_reflector),
-        retry_policy=LLM_RETRY,
-        destinations=(*agents, RANKER),
-    )
+        others = [node for node in after_planning if node != agent]
+        add_routed_node(builder, agent, nodes.agent_node(agent), routes.to_next_agent, others)
+    add_routed_node(builder, REFLECTOR, nodes.reflector, routes.after_reflector, (*agents, RANKER))
     builder.add_node(RANKER, nodes.ranker, retry_policy=LLM_RETRY)
     builder.add_edge(RANKER, END)
     compiled = builder.compile(checkpointer=checkpointer, name=name)

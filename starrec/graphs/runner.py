@@ -98,9 +98,19 @@ async def run_mars(
 BATCH_GC_GEN0_THRESHOLD = 50_000
 """Allocations between young collections while a batch runs (CPython's default is 700)."""
 
+
+@dataclass
+class _BatchGC:
+    """What the outermost batch changed, so the last one out undoes exactly that."""
+
+    batches: int = 0
+    threshold_set: tuple[int, ...] | None = None
+    threshold_before: tuple[int, ...] | None = None
+    froze: bool = False
+
+
 _gc_lock = threading.Lock()
-_gc_batches = 0
-_gc_restore: tuple[tuple[int, ...], bool] | None = None
+_gc_state = _BatchGC()
 
 
 @contextmanager
@@ -110,33 +120,40 @@ def batch_gc() -> Iterator[None]:
     Measured in ``benchmarks/mars.py``: at concurrency 50 CPython's default collector spent about a
     quarter of the batch's time, mostly rescanning the dataset and indices loaded before it (which
     live for the whole batch) and young objects of the runs in flight. Inside this block the heap
-    that existed at its start is frozen (``gc.freeze``, unless the application froze its own
-    already, as a pre-forking server does) and the young generation is collected every
+    that existed at its start is frozen (``gc.freeze``) and the young generation is collected every
     :data:`BATCH_GC_GEN0_THRESHOLD` allocations. Nested or concurrent batches share one policy; the
-    last to finish restores the thresholds and unfreezes what it froze, so cycles are still
-    collected, only later.
+    last to finish undoes it, so cycles are still collected, only later.
+
+    The application's own choices win: a heap it froze already stays frozen (as a pre-forking
+    server's does) and nothing is frozen on top; a disabled collector or a threshold of 0 is left
+    alone; a threshold it sets while a batch runs is kept when the batch ends. (``gc.unfreeze`` is
+    all or nothing: a ``gc.freeze()`` the application calls *while* a batch runs is undone with the
+    batch's own; freeze before running batches, as servers do at start-up.)
     """
-    global _gc_batches, _gc_restore
     with _gc_lock:
-        if _gc_batches == 0:
-            freeze = gc.get_freeze_count() == 0
-            _gc_restore = (gc.get_threshold(), freeze)
-            if freeze:
+        state = _gc_state
+        if state.batches == 0:
+            if gc.get_freeze_count() == 0:
                 gc.freeze()
+                state.froze = True
             threshold = gc.get_threshold()
-            gc.set_threshold(max(threshold[0], BATCH_GC_GEN0_THRESHOLD), *threshold[1:])
-        _gc_batches += 1
+            if gc.isenabled() and 0 < threshold[0] < BATCH_GC_GEN0_THRESHOLD:
+                state.threshold_before = threshold
+                state.threshold_set = (BATCH_GC_GEN0_THRESHOLD, *threshold[1:])
+                gc.set_threshold(*state.threshold_set)
+        state.batches += 1
     try:
         yield
     finally:
         with _gc_lock:
-            _gc_batches -= 1
-            if _gc_batches == 0 and _gc_restore is not None:
-                threshold, froze = _gc_restore
-                gc.set_threshold(*threshold)
-                if froze:
+            state.batches -= 1
+            if state.batches == 0:
+                if state.threshold_set is not None and gc.get_threshold() == state.threshold_set:
+                    gc.set_threshold(*(state.threshold_before or state.threshold_set))
+                if state.froze:
                     gc.unfreeze()
-                _gc_restore = None
+                state.threshold_set = state.threshold_before = None
+                state.froze = False
 
 
 async def run_batch(

@@ -64,7 +64,7 @@ def row(
         "ci95": {name: scores["ci95"][name] for name in HR_KEYS},
         "wall_s": round(seconds, 2) if seconds is not None else None,
         "wall_s_per_task": seconds / n_tasks if seconds is not None and n_tasks else None,
-        "load_average": load_average(),
+        "load_average": load_average() if seconds is not None else [],
         "llm_calls_per_task": cost.llm_calls,
         "prompt_tokens_per_task": cost.prompt_tokens,
         "generated_tokens_per_task": cost.completion_tokens,

@@ -173,6 +173,21 @@ def test_evidence_lines_follow_k_and_the_tool_returns_an_artifact(tmp_path: Path
         source.candidates.score = recording_score  # type: ignore[method-assign]
         answer = asyncio.run(tool.ainvoke(call))
         assert answer.artifact.order == message.artifact.order and threads == [threading.get_ident()]
+        # A source whose index is not built yet answers from the graph, so in a thread.
+        fresh = EvidenceStore(store, noun="movie")
+        assert not fresh.answers_in_memory("candidate_cf")
+        fresh_scorer, fresh_threads = fresh.candidates.score, []
+
+        def recording_fresh(*args: Any, **kwargs: Any) -> Any:
+            fresh_threads.append(threading.get_ident())
+            return fresh_scorer(*args, **kwargs)
+
+        fresh.candidates.score = recording_fresh  # type: ignore[method-assign]
+        fresh_tool = {t.name: t for t in make_cf_tools(fresh)}["candidate_cf"]
+        answer = asyncio.run(fresh_tool.ainvoke(call))
+        assert answer.artifact.order == message.artifact.order
+        assert len(fresh_threads) == 1 and fresh_threads[0] != threading.get_ident()
+        assert fresh.answers_in_memory("candidate_cf")  # the call built the index
     finally:
         store.close()
 

@@ -398,6 +398,27 @@ def test_studio_draws_every_route_the_nodes_can_take() -> None:
         assert (agent, agent) not in edges
 
 
+def test_a_route_outside_a_nodes_declared_destinations_is_an_error_not_a_loop() -> None:
+    from langgraph.graph import END, START, StateGraph
+
+    from starrec.graphs.graph import add_routed_node
+    from starrec.graphs.state import State
+
+    async def node(state: State, runtime: Any) -> dict[str, Any]:
+        return {}
+
+    def to_itself(state: State, context: Context) -> str:
+        return "loop"
+
+    builder = StateGraph(State, context_schema=Context)
+    builder.add_edge(START, "loop")
+    add_routed_node(builder, "loop", node, to_itself, ["done"])
+    builder.add_node("done", node)
+    builder.add_edge("done", END)
+    with pytest.raises(RuntimeError, match=r"to_itself routed node to 'loop'.*declared destinations"):
+        asyncio.run(builder.compile().ainvoke({"task_id": "t"}, context=Context()))
+
+
 def test_native_structured_output_without_tools_is_one_call_per_agent(setup: dict[str, Any]) -> None:
     context = Context(chunk_size=3, use_tools=False, structured_output="native")
     state, trajectory, model = run(setup, default_script(setup["candidates"], plan=["user_profile"]), context)
@@ -488,7 +509,7 @@ def test_a_batch_collects_less_and_restores_the_collector_when_it_ends(setup: di
     context = Context(chunk_size=3, use_tools=False)
     compiled = build_mars_graph(context, chat_model=model, evidence=FakeEvidence(setup["dataset"]))
     before = gc.get_threshold()
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
     runs = asyncio.run(
         run_batch(
             compiled,
@@ -499,24 +520,35 @@ def test_a_batch_collects_less_and_restores_the_collector_when_it_ends(setup: di
             on_done=lambda _: seen.append((gc.get_threshold(), gc.get_freeze_count())),
         )
     )
-    assert all(run.error is None for run in runs)
+    assert all(run.error is None for run in runs) and len(seen) == 2
     assert all(threshold[0] == BATCH_GC_GEN0_THRESHOLD and frozen > 0 for threshold, frozen in seen)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
-    # Nested batches share one policy; the outer one restores it.
-    with batch_gc():
+    # Nested batches share one policy; the outer one restores it, even when the block raises.
+    with pytest.raises(RuntimeError), batch_gc():
         with batch_gc():
             pass
         assert gc.get_threshold()[0] == BATCH_GC_GEN0_THRESHOLD and gc.get_freeze_count() > 0
+        raise RuntimeError("a failed batch")
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
-    # A heap the application froze itself is left frozen.
-    gc.freeze()
     try:
+        # A heap the application froze itself is left frozen, and nothing is frozen on top.
+        gc.freeze()
         frozen = gc.get_freeze_count()
         with batch_gc():
             assert gc.get_freeze_count() == frozen
         assert gc.get_freeze_count() == frozen and gc.get_threshold() == before
+        gc.unfreeze()
+        # A threshold the application sets during a batch is kept when the batch ends.
+        with batch_gc():
+            gc.set_threshold(1234, *before[1:])
+        assert gc.get_threshold() == (1234, *before[1:]) and gc.get_freeze_count() == 0
+        # A collector the application disabled (threshold 0) is not turned back on.
+        gc.set_threshold(0, *before[1:])
+        with batch_gc():
+            assert gc.get_threshold()[0] == 0
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def test_the_ranker_scores_in_memory_evidence_inline_and_a_blocking_source_in_a_thread(
@@ -551,9 +583,14 @@ def test_the_ranker_scores_in_memory_evidence_inline_and_a_blocking_source_in_a_
     assert rankings[0] == rankings[1]  # the same prior either way
 
 
-def test_an_evidence_store_answers_candidate_cf_from_memory_once_its_index_is_built() -> None:
-    from starrec.tools.candidate_cf import CandidateCF
+def test_candidate_cf_answers_from_memory_once_its_index_is_built_and_while_it_is_small(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import starrec.tools.candidate_cf as candidate_cf
 
-    scorer = CandidateCF(None, engine="index")
+    scorer = candidate_cf.CandidateCF(None, engine="index")
     assert not scorer.in_memory  # built lazily from the store on the first call
-    assert CandidateCF.from_dataset(build_movie_dataset()).in_memory
+    built = candidate_cf.CandidateCF.from_dataset(build_movie_dataset())
+    assert built.in_memory
+    monkeypatch.setattr(candidate_cf, "INLINE_MAX_EDGES", 10)  # the fixture has more edges than that
+    assert not built.in_memory
