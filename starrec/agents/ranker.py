@@ -33,7 +33,7 @@ from starrec.eval.fusion import FusionResult, agreement_fusion
 from starrec.eval.repair import RankingRepair, repair_ranking
 from starrec.llm.candidate_ids import extract_ids
 from starrec.llm.constraints import answer_schema
-from starrec.tools.base import EvidenceSource
+from starrec.tools.base import EvidenceSource, candidate_cf_async
 from starrec.tools.candidate_cf import CandidateCFResult
 
 CF_HINT_SIZE = 5
@@ -92,11 +92,11 @@ def reciprocal_rank_fusion(orders: Sequence[Sequence[str]], k: int = 60) -> list
     return sorted(first, key=lambda item: (-scores[item], first[item]))
 
 
-def candidate_prior(
+async def candidate_prior(
     evidence: EvidenceSource, user_id: str, history: Sequence[str], candidates: Sequence[str]
 ) -> CandidateCFResult:
     """The prior: one candidate-scoped CF call over the run's own (leakage-free) history."""
-    return evidence.candidate_cf(user_id, candidates, history)
+    return await candidate_cf_async(evidence, user_id, candidates, history)
 
 
 def cf_hint(scores: dict[str, float], order: Sequence[str]) -> str:

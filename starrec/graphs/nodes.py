@@ -36,7 +36,6 @@ from starrec.graphs.recording import STEP_EVENT
 from starrec.graphs.resources import Resources
 from starrec.graphs.routing import context_of, enabled_agents, planned_agents
 from starrec.graphs.state import State
-from starrec.tools.base import answers_in_memory
 from starrec.tools.value_profiles import candidate_affinity
 
 
@@ -222,10 +221,7 @@ class MarsNodes:
         evidence = self.resources.evidence(context) if context.use_tools else None
         if evidence is not None and context.ranker_prior == "candidate_cf":
             history = [e["item_id"] for e in state.history if e.get("item_id")]
-            if answers_in_memory(evidence, "candidate_cf"):  # sub-millisecond: a thread hop costs more
-                prior = candidate_prior(evidence, state.user_id, history, candidates)
-            else:  # graph queries block: keep them off the event loop so concurrent runs keep going
-                prior = await asyncio.to_thread(candidate_prior, evidence, state.user_id, history, candidates)
+            prior = await candidate_prior(evidence, state.user_id, history, candidates)
             scores = {entry.id: entry.item_cf for entry in prior.scores}
             cf_order, traces, notes = list(prior.order), list(prior.queries), compact_evidence(prior)
         elif evidence is not None:

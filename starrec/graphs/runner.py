@@ -104,9 +104,14 @@ class _BatchGC:
     """What the outermost batch changed, so the last one out undoes exactly that."""
 
     batches: int = 0
-    threshold_set: tuple[int, ...] | None = None
     threshold_before: tuple[int, ...] | None = None
+    """The thresholds the batch replaced (None: it left them alone)."""
     froze: bool = False
+
+    @property
+    def threshold_set(self) -> tuple[int, ...] | None:
+        before = self.threshold_before
+        return None if before is None else (BATCH_GC_GEN0_THRESHOLD, *before[1:])
 
 
 _gc_lock = threading.Lock()
@@ -139,8 +144,7 @@ def batch_gc() -> Iterator[None]:
             threshold = gc.get_threshold()
             if gc.isenabled() and 0 < threshold[0] < BATCH_GC_GEN0_THRESHOLD:
                 state.threshold_before = threshold
-                state.threshold_set = (BATCH_GC_GEN0_THRESHOLD, *threshold[1:])
-                gc.set_threshold(*state.threshold_set)
+                gc.set_threshold(BATCH_GC_GEN0_THRESHOLD, *threshold[1:])
         state.batches += 1
     try:
         yield
@@ -148,12 +152,11 @@ def batch_gc() -> Iterator[None]:
         with _gc_lock:
             state.batches -= 1
             if state.batches == 0:
-                if state.threshold_set is not None and gc.get_threshold() == state.threshold_set:
-                    gc.set_threshold(*(state.threshold_before or state.threshold_set))
+                if state.threshold_before is not None and gc.get_threshold() == state.threshold_set:
+                    gc.set_threshold(*state.threshold_before)
                 if state.froze:
                     gc.unfreeze()
-                state.threshold_set = state.threshold_before = None
-                state.froze = False
+                state.threshold_before, state.froze = None, False
 
 
 async def run_batch(

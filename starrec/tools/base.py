@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -93,3 +94,17 @@ def answers_in_memory(source: object, call: str) -> bool:
     """
     check = getattr(source, "answers_in_memory", None)
     return bool(check(call)) if callable(check) else False
+
+
+async def candidate_cf_async(
+    source: EvidenceSource,
+    user_id: str,
+    candidates: Sequence[str],
+    history: Sequence[str] | None = None,
+    k: int | None = None,
+) -> CandidateCFResult:
+    """``source.candidate_cf`` from an event loop: inline when :func:`answers_in_memory` says so,
+    otherwise in a thread so concurrent runs keep going while the graph is queried."""
+    if answers_in_memory(source, "candidate_cf"):
+        return source.candidate_cf(user_id, candidates, history, k)
+    return await asyncio.to_thread(source.candidate_cf, user_id, candidates, history, k)

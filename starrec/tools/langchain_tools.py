@@ -7,13 +7,11 @@ message artifact, so trajectories and inspectors keep the structured side.
 
 from __future__ import annotations
 
-import asyncio
-
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
 from starrec.contract.tool_names import CANDIDATE_CF, ITEM_CF, USER_CF, USER_VALUES
-from starrec.tools.base import CFResult, EvidenceSource, ValuesResult, ValuesSource, answers_in_memory
+from starrec.tools.base import CFResult, EvidenceSource, ValuesResult, ValuesSource, candidate_cf_async
 from starrec.tools.candidate_cf import CandidateCFResult
 
 MAX_K = 50
@@ -87,9 +85,8 @@ def make_cf_tools(source: EvidenceSource) -> list[BaseTool]:
         user_id: str, candidate_ids: list[str], k: int | None = None
     ) -> tuple[str, CandidateCFResult]:
         """Inline when the source scores from memory; otherwise in a thread, as sync tools run."""
-        if answers_in_memory(source, "candidate_cf"):
-            return candidate_cf(user_id, candidate_ids, k)
-        return await asyncio.to_thread(candidate_cf, user_id, candidate_ids, k)
+        result = await candidate_cf_async(source, user_id, candidate_ids, None, k)
+        return result.evidence, result
 
     return [
         StructuredTool.from_function(
